@@ -1,0 +1,9 @@
+mod counter;
+mod crasher;
+mod game;
+mod sleeper;
+
+pub use counter::Counter;
+pub use crasher::Crasher;
+pub use game::GameActor;
+pub use sleeper::Sleeper;

@@ -1,0 +1,110 @@
+//! `mesh-node`: a ready mesh node serving the HTTP API, with the example actors registered.
+
+use std::net::TcpListener;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use actix_web::{web, App, HttpServer};
+use anyhow::{bail, Context as _};
+use clap::Parser;
+use mesh_actix::{Mesh, MeshConfig, NodeId, ShardCount};
+use mesh_http::HttpOptions;
+
+/// A mesh node: owns the shards of its capabilities, activates actors on first use and
+/// serves the mesh HTTP API.
+#[derive(Debug, Parser)]
+#[command(name = "mesh-node", version)]
+struct Args {
+    /// This node's id, unique in the cluster [default: node@<listen>]
+    #[arg(long, env = "MESH_NODE_ID")]
+    node_id: Option<String>,
+
+    /// The address to serve HTTP on (host:port; port 0 picks a free one).
+    #[arg(long, env = "MESH_LISTEN", default_value = "127.0.0.1:4000")]
+    listen: String,
+
+    /// Other nodes' --listen addresses to join (host:port,...).
+    #[arg(long, env = "MESH_SEEDS", value_delimiter = ',')]
+    seeds: Vec<String>,
+
+    /// Capabilities this node registers at start (a,b,...).
+    #[arg(long, env = "MESH_CAPABILITIES", value_delimiter = ',')]
+    capabilities: Vec<String>,
+
+    /// The shard count; every node of a cluster must use the same.
+    #[arg(long, env = "MESH_SHARDS", default_value_t = mesh_actix::ShardCount::default().get())]
+    shards: u32,
+
+    /// A shared secret every request (but /health and /metrics) must carry, as
+    /// `Authorization: Bearer <secret>` or `x-mesh-secret: <secret>`.
+    #[arg(long, env = "MESH_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+
+    /// The largest request body accepted, in bytes.
+    #[arg(long, env = "MESH_BODY_LIMIT", default_value_t = mesh_http::DEFAULT_BODY_LIMIT)]
+    body_limit: usize,
+
+    /// HTTP worker threads [default: one per core].
+    #[arg(long, env = "MESH_WORKERS")]
+    workers: Option<NonZeroUsize>,
+}
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // Actor panics are caught and answered with `actor_crashed`; one line per panic is enough
+    // in the node's log (set RUST_BACKTRACE=1 for the full report).
+    if std::env::var_os("RUST_BACKTRACE").is_none_or(|v| v == "0") {
+        std::panic::set_hook(Box::new(|info| {
+            eprintln!("mesh-node: caught panic: {info}")
+        }));
+    }
+    let listener = TcpListener::bind(&args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?.to_string();
+    let node_id = args
+        .node_id
+        .clone()
+        .unwrap_or_else(|| format!("node@{addr}"));
+    let Some(shards) = ShardCount::new(args.shards) else {
+        bail!("--shards must be at least 1");
+    };
+    let capabilities: Vec<&str> = args
+        .capabilities
+        .iter()
+        .map(|c| c.trim())
+        .filter(|c| !c.is_empty())
+        .collect();
+
+    let mut config = MeshConfig::new(NodeId::new(&node_id)?, addr.clone());
+    config.shards = shards;
+    let mesh = Mesh::start(config)?;
+    mesh_examples::register_examples(&mesh);
+    mesh.register_capabilities(capabilities).await?;
+    if !args.seeds.is_empty() {
+        eprintln!(
+            "mesh-node: --seeds given ({}); this build serves a single node and does not join them",
+            args.seeds.join(",")
+        );
+    }
+
+    let options = HttpOptions {
+        body_limit: args.body_limit,
+        secret: args.secret.clone().filter(|s| !s.is_empty()),
+    };
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .configure(mesh_http::configure_with(mesh.clone(), options.clone()))
+            .default_service(web::to(mesh_http::not_found))
+    })
+    .shutdown_timeout(5)
+    .client_request_timeout(Duration::from_secs(10))
+    .listen(listener)?;
+    if let Some(workers) = args.workers {
+        server = server.workers(workers.get());
+    }
+    eprintln!("mesh-node {node_id} listening on http://{addr}");
+    server.run().await?;
+    eprintln!("mesh-node {node_id} stopped");
+    Ok(())
+}

@@ -1,0 +1,389 @@
+//! One activation: its cell (identity, incarnation, lifecycle flags), the envelope mesh
+//! delivers through, the panic guard, and the supervision glue.
+//!
+//! Lifecycle of an activation, and where each step happens:
+//! - **activate**: [`start`] runs the user's `init` on the caller's thread (so a rejected
+//!   `init_arg` fails the call synchronously) and starts the actor under an actix
+//!   [`Supervisor`] on an arbiter of the pool. A *sentinel* future is spawned into the actor's
+//!   context: actix drops context futures exactly when an incarnation ends, so the sentinel's
+//!   drop is how mesh learns that an actor stopped, whatever stopped it.
+//! - **crash**: [`handle_envelope`] runs the handler inside `catch_unwind`. On a panic it
+//!   replaces the (possibly inconsistent) state with a fresh `init`, bumps the incarnation (a
+//!   new pid), posts itself a `Rearm` and calls `ctx.stop()`; the supervisor then restarts the
+//!   actor in place, keeping its mailbox. The crashing call fails with `actor_crashed`; calls
+//!   queued behind it are served by the fresh state.
+//! - **deactivate** (the actor stopped itself, or its shard moved): the cell is retired and
+//!   removed from the registry; a retired actor answers nothing (callers re-activate), and once
+//!   the registry has dropped its address the supervisor lets it end.
+
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{self, Poll};
+
+use actix::dev::{MessageResponse, OneshotSender};
+use actix::prelude::*;
+use mesh_core::{ActorId, Capability, MeshError, Module, NodeId, ShardId};
+use serde_json::Value;
+
+use crate::actor::{MeshActor, MeshResponse, Payload};
+use crate::registry::ActivationRegistry;
+
+/// Everything mesh knows about one activation, shared by the registry entry and every
+/// envelope sent to it.
+pub(crate) struct ActivationCell {
+    pub(crate) module: Module,
+    pub(crate) id: ActorId,
+    pub(crate) capability: Capability,
+    pub(crate) shard: ShardId,
+    init_arg: Option<Value>,
+    node: NodeId,
+    serial: u64,
+    incarnation: AtomicU64,
+    retired: AtomicBool,
+    /// Set by the panic guard just before it stops the actor, so that the end of that
+    /// incarnation reads as a restart rather than a deactivation.
+    crash_pending: AtomicBool,
+    registry: Weak<ActivationRegistry>,
+}
+
+impl ActivationCell {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        module: Module,
+        id: ActorId,
+        capability: Capability,
+        shard: ShardId,
+        init_arg: Option<Value>,
+        node: NodeId,
+        serial: u64,
+        registry: Weak<ActivationRegistry>,
+    ) -> ActivationCell {
+        ActivationCell {
+            module,
+            id,
+            capability,
+            shard,
+            init_arg,
+            node,
+            serial,
+            incarnation: AtomicU64::new(0),
+            retired: AtomicBool::new(false),
+            crash_pending: AtomicBool::new(false),
+            registry,
+        }
+    }
+
+    /// The pid of one incarnation: node, activation serial, incarnation. A restart after a
+    /// crash bumps the incarnation; a re-activation gets a new serial.
+    pub(crate) fn pid(&self, incarnation: u64) -> String {
+        format!("<{}.{}.{}>", self.node, self.serial, incarnation)
+    }
+
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    /// Retires the activation and removes it from the registry. Idempotent.
+    pub(crate) fn deactivate(self: &Arc<Self>) {
+        if !self.retired.swap(true, Ordering::AcqRel) {
+            if let Some(registry) = self.registry.upgrade() {
+                registry.remove(self);
+            }
+        }
+    }
+
+    fn record_restart(&self) {
+        if let Some(registry) = self.registry.upgrade() {
+            registry.record_restart();
+        }
+    }
+}
+
+/// The only message mesh sends to an actor.
+#[doc(hidden)]
+pub struct Envelope {
+    cell: Arc<ActivationCell>,
+    kind: EnvelopeKind,
+}
+
+enum EnvelopeKind {
+    Deliver(Payload),
+    /// Deactivate: the actor's shard moved to another node.
+    Stop,
+    /// Arms the sentinel of the incarnation that follows a crash.
+    Rearm,
+}
+
+impl Envelope {
+    pub(crate) fn deliver(cell: Arc<ActivationCell>, payload: Payload) -> Envelope {
+        Envelope {
+            cell,
+            kind: EnvelopeKind::Deliver(payload),
+        }
+    }
+
+    /// The payload of a delivery envelope that never reached its actor.
+    pub(crate) fn into_payload(self) -> Option<Payload> {
+        match self.kind {
+            EnvelopeKind::Deliver(payload) => Some(payload),
+            EnvelopeKind::Stop | EnvelopeKind::Rearm => None,
+        }
+    }
+
+    pub(crate) fn stop(cell: Arc<ActivationCell>) -> Envelope {
+        Envelope {
+            cell,
+            kind: EnvelopeKind::Stop,
+        }
+    }
+}
+
+impl Message for Envelope {
+    type Result = Result<Delivered, Undelivered>;
+}
+
+/// A handled payload: the actor's reply and the incarnation that produced it.
+#[doc(hidden)]
+pub struct Delivered {
+    pub(crate) incarnation: u64,
+    pub(crate) value: Value,
+}
+
+/// Why an envelope produced no reply.
+#[doc(hidden)]
+pub enum Undelivered {
+    /// The handler panicked; the message says why.
+    Crashed(String),
+    /// The activation was deactivated before it got to the envelope; the payload comes back
+    /// so the caller can re-activate and deliver it.
+    Retired(Option<Payload>),
+}
+
+/// The result of the guarded handler: ready now or after the user's future.
+#[doc(hidden)]
+pub enum EnvelopeResponse<A: MeshActor> {
+    Ready(Result<Delivered, Undelivered>),
+    Later(Guarded<A>),
+}
+
+impl<A: MeshActor> MessageResponse<A, Envelope> for EnvelopeResponse<A> {
+    fn handle(
+        self,
+        ctx: &mut Context<A>,
+        tx: Option<OneshotSender<Result<Delivered, Undelivered>>>,
+    ) {
+        let reply = |result| {
+            if let Some(tx) = tx {
+                // The caller may have timed out and gone; nothing to do then.
+                let _ = tx.send(result);
+            }
+        };
+        match self {
+            EnvelopeResponse::Ready(result) => reply(result),
+            // Like actix's own `ResponseActFuture`: the actor keeps serving its mailbox while
+            // the future waits.
+            EnvelopeResponse::Later(fut) => {
+                ctx.spawn(fut.map(move |result, _, _| reply(result)));
+            }
+        }
+    }
+}
+
+/// The guarded handler every derived `MeshActor` delivers through.
+#[doc(hidden)]
+pub fn handle_envelope<A: MeshActor>(
+    act: &mut A,
+    envelope: Envelope,
+    ctx: &mut Context<A>,
+) -> EnvelopeResponse<A> {
+    let Envelope { cell, kind } = envelope;
+    match kind {
+        EnvelopeKind::Rearm => {
+            arm_sentinel(ctx, cell);
+            EnvelopeResponse::Ready(Err(Undelivered::Retired(None)))
+        }
+        EnvelopeKind::Stop => {
+            cell.deactivate();
+            ctx.stop();
+            EnvelopeResponse::Ready(Err(Undelivered::Retired(None)))
+        }
+        EnvelopeKind::Deliver(payload) if cell.is_retired() => {
+            EnvelopeResponse::Ready(Err(Undelivered::Retired(Some(payload))))
+        }
+        EnvelopeKind::Deliver(payload) => {
+            let incarnation = cell.incarnation.load(Ordering::Acquire);
+            let handled = catch_unwind(AssertUnwindSafe(|| act.handle_payload(payload, ctx)));
+            match handled {
+                Ok(MeshResponse::Ready(value)) => {
+                    deactivate_if_stopping(&cell, ctx);
+                    EnvelopeResponse::Ready(Ok(Delivered { incarnation, value }))
+                }
+                Ok(MeshResponse::Later(inner)) => {
+                    deactivate_if_stopping(&cell, ctx);
+                    EnvelopeResponse::Later(Guarded {
+                        inner,
+                        cell,
+                        incarnation,
+                    })
+                }
+                Err(panic) => EnvelopeResponse::Ready(Err(crash(act, &cell, ctx, panic))),
+            }
+        }
+    }
+}
+
+/// A handler that called `ctx.stop()` deactivates its actor now, before the supervisor looks
+/// at whether anyone still holds its address (the registry does, until this removes it).
+fn deactivate_if_stopping<A: MeshActor>(cell: &Arc<ActivationCell>, ctx: &Context<A>) {
+    if ctx.state() == ActorState::Stopping {
+        cell.deactivate();
+    }
+}
+
+/// Handles a panic caught in `act`: fresh state, new incarnation, restart by the supervisor.
+fn crash<A: MeshActor>(
+    act: &mut A,
+    cell: &Arc<ActivationCell>,
+    ctx: &mut Context<A>,
+    panic: Box<dyn Any + Send>,
+) -> Undelivered {
+    let reason = panic_message(&panic);
+    cell.record_restart();
+    match init::<A>(cell) {
+        Ok(fresh) => {
+            *act = fresh;
+            cell.incarnation.fetch_add(1, Ordering::AcqRel);
+            cell.crash_pending.store(true, Ordering::Release);
+            // The mailbox survives the restart; context futures (and so the sentinel) do not.
+            ctx.address().do_send(Envelope {
+                cell: cell.clone(),
+                kind: EnvelopeKind::Rearm,
+            });
+        }
+        // The same init_arg no longer initialises: give up on this activation; the next call
+        // activates afresh and reports the init error.
+        Err(_) => cell.deactivate(),
+    }
+    ctx.stop();
+    Undelivered::Crashed(reason)
+}
+
+fn panic_message(panic: &Box<dyn Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}
+
+/// The user's future of an async handler, polled inside `catch_unwind`.
+#[doc(hidden)]
+pub struct Guarded<A: MeshActor> {
+    inner: ResponseActFuture<A, Value>,
+    cell: Arc<ActivationCell>,
+    incarnation: u64,
+}
+
+impl<A: MeshActor> ActorFuture<A> for Guarded<A> {
+    type Output = Result<Delivered, Undelivered>;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut A,
+        ctx: &mut Context<A>,
+        task: &mut task::Context<'_>,
+    ) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        match catch_unwind(AssertUnwindSafe(|| {
+            this.inner.as_mut().poll(act, ctx, task)
+        })) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(value)) => Poll::Ready(Ok(Delivered {
+                incarnation: this.incarnation,
+                value,
+            })),
+            Err(panic) => Poll::Ready(Err(crash(act, &this.cell, ctx, panic))),
+        }
+    }
+}
+
+/// Runs the user's init, turning a rejection or a panic into `init_failed`.
+fn init<A: MeshActor>(cell: &ActivationCell) -> Result<A, MeshError> {
+    match catch_unwind(AssertUnwindSafe(|| {
+        A::init(&cell.id, cell.init_arg.as_ref())
+    })) {
+        Ok(Ok(actor)) => Ok(actor),
+        Ok(Err(e)) => Err(MeshError::InitFailed(e.0)),
+        Err(panic) => Err(MeshError::InitFailed(format!(
+            "init panicked: {}",
+            panic_message(&panic)
+        ))),
+    }
+}
+
+/// Lives in the actor's context for one incarnation; actix drops it when the incarnation ends.
+struct Sentinel(Arc<ActivationCell>);
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        // An incarnation that ends without a crash was stopped for good: by the actor itself,
+        // by a deactivation, or by its arbiter shutting down.
+        if !self.0.crash_pending.swap(false, Ordering::AcqRel) {
+            self.0.deactivate();
+        }
+    }
+}
+
+fn arm_sentinel<A: MeshActor>(ctx: &mut Context<A>, cell: Arc<ActivationCell>) {
+    let sentinel = Sentinel(cell);
+    ctx.spawn(actix::fut::wrap_future(async move {
+        let _sentinel = sentinel;
+        std::future::pending::<()>().await
+    }));
+}
+
+/// Builds a starter for actor type `A`, type-erased so the registry can hold many types.
+pub(crate) trait Activator: Send + Sync + 'static {
+    fn start(
+        &self,
+        cell: Arc<ActivationCell>,
+        arbiter: &ArbiterHandle,
+        mailbox_capacity: usize,
+    ) -> Result<Recipient<Envelope>, MeshError>;
+}
+
+pub(crate) struct TypedActivator<A>(std::marker::PhantomData<fn() -> A>);
+
+impl<A> TypedActivator<A> {
+    pub(crate) fn new() -> Self {
+        TypedActivator(std::marker::PhantomData)
+    }
+}
+
+impl<A: MeshActor> Activator for TypedActivator<A> {
+    fn start(
+        &self,
+        cell: Arc<ActivationCell>,
+        arbiter: &ArbiterHandle,
+        mailbox_capacity: usize,
+    ) -> Result<Recipient<Envelope>, MeshError> {
+        let actor = init::<A>(&cell)?;
+        let addr = Supervisor::start_in_arbiter(arbiter, move |ctx: &mut Context<A>| {
+            ctx.set_mailbox_capacity(mailbox_capacity);
+            arm_sentinel(ctx, cell);
+            actor
+        });
+        Ok(addr.recipient())
+    }
+}
+
+/// Keeps the compiler honest that envelopes can cross threads.
+const _: fn() = || {
+    fn assert_send<T: Send>() {}
+    assert_send::<Envelope>();
+};

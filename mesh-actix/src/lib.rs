@@ -1,0 +1,50 @@
+//! The mesh runtime on one node, on actix.
+//!
+//! A user writes an ordinary actix actor that handles [`Payload`], says how to build its state
+//! ([`MeshInit`]) and derives [`MeshActor`]. A [`Mesh`] then:
+//! - routes each request by its id's shard to the owning node for its capability, reading an
+//!   immutable routing snapshot that the `ShardRouter` actor publishes (no lock, no message
+//!   on the hot path);
+//! - on the owner, finds the activation in the [`ActivationRegistry`](crate::registry) (lock
+//!   striped by shard) or starts it under an actix `Supervisor` on one arbiter of a pool
+//!   spread over all cores;
+//! - delivers the payload by message, with no JSON encoding, through a guard that catches a
+//!   panic: the call fails with `actor_crashed`, the supervisor restarts the actor in place
+//!   with fresh state from `init` and a new pid, and nothing else on the node notices;
+//! - reaches other nodes through a [`RemoteTransport`] (HTTP in `mesh-http`).
+//!
+//! Every call has a deadline (default 5 s) and every mailbox a bound
+//! ([`DEFAULT_MAILBOX_CAPACITY`]).
+//!
+//! See [`MeshActor`] for an actor and [`Mesh`] for a node.
+
+extern crate self as mesh_actix;
+
+mod activation;
+mod actor;
+mod mesh;
+mod metrics;
+mod registry;
+mod router;
+mod transport;
+
+pub use actor::{Delivery, InitError, MeshActor, MeshInit, Payload};
+pub use mesh::{Mesh, MeshConfig, StartError, DEFAULT_MAILBOX_CAPACITY};
+pub use mesh_core::{
+    ActorId, Capability, ErrorCode, Member, MemberStatus, MeshError, Module, NodeId, Reply,
+    Request, RoutingTable, ShardCount, ShardId,
+};
+pub use mesh_macros::MeshActor;
+pub use metrics::{RequestStats, LATENCY_BUCKETS};
+pub use registry::RegistryStats;
+pub use router::ShardRouter;
+pub use transport::RemoteTransport;
+
+/// Glue for `#[derive(MeshActor)]` and re-exports for actor authors. Not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::activation::{handle_envelope, Envelope, EnvelopeResponse};
+    pub use crate::actor::{IntoMeshResponse, MeshResponse};
+    pub use actix;
+    pub use serde_json;
+}

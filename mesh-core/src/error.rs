@@ -1,0 +1,182 @@
+//! The one error type of mesh and its stable codes.
+
+use std::time::Duration;
+
+/// Every way a mesh request can fail. Each variant maps to exactly one code of the
+/// contract's error table ([`ErrorCode`]) and so to one HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MeshError {
+    /// The request is malformed: not JSON, a missing or mistyped field, an empty name.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A secret is configured and the request does not carry it.
+    #[error("missing or wrong secret")]
+    Unauthorized,
+    /// The owner has no actor type registered under this module name.
+    #[error("no actor type is registered under module `{0}`")]
+    UnknownModule(String),
+    /// The request body is larger than the configured limit.
+    #[error("request body exceeds the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The configured limit in bytes.
+        limit: usize,
+    },
+    /// The actor's init rejected `init_arg`.
+    #[error("init rejected init_arg: {0}")]
+    InitFailed(String),
+    /// The actor panicked while handling this call; it has been restarted with fresh state.
+    #[error("actor panicked while handling the call ({0}); it has been restarted")]
+    ActorCrashed(String),
+    /// No live node has registered the capability.
+    #[error("no live node has registered capability `{0}`")]
+    NoCapableNode(String),
+    /// The owner could not be reached (or could not accept the request) after retries.
+    #[error("owner unavailable: {0}")]
+    OwnerUnavailable(String),
+    /// No reply arrived within the call's timeout.
+    #[error("no reply within {} ms", .0.as_millis())]
+    Timeout(Duration),
+}
+
+impl MeshError {
+    /// The stable code of this error, as written in the contract.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            MeshError::BadRequest(_) => ErrorCode::BadRequest,
+            MeshError::Unauthorized => ErrorCode::Unauthorized,
+            MeshError::UnknownModule(_) => ErrorCode::UnknownModule,
+            MeshError::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            MeshError::InitFailed(_) => ErrorCode::InitFailed,
+            MeshError::ActorCrashed(_) => ErrorCode::ActorCrashed,
+            MeshError::NoCapableNode(_) => ErrorCode::NoCapableNode,
+            MeshError::OwnerUnavailable(_) => ErrorCode::OwnerUnavailable,
+            MeshError::Timeout(_) => ErrorCode::Timeout,
+        }
+    }
+
+    /// Rebuilds an error from its code and message, as received from another node.
+    ///
+    /// The message becomes the payload of the variant, so a forwarded error reads the same on
+    /// the caller as on the owner.
+    pub fn from_code(code: &str, message: &str) -> Option<MeshError> {
+        let message = message.to_owned();
+        Some(match ErrorCode::parse(code)? {
+            ErrorCode::BadRequest => MeshError::BadRequest(message),
+            ErrorCode::Unauthorized => MeshError::Unauthorized,
+            ErrorCode::UnknownModule => MeshError::UnknownModule(message),
+            ErrorCode::PayloadTooLarge => MeshError::PayloadTooLarge { limit: 0 },
+            ErrorCode::InitFailed => MeshError::InitFailed(message),
+            ErrorCode::ActorCrashed => MeshError::ActorCrashed(message),
+            ErrorCode::NoCapableNode => MeshError::NoCapableNode(message),
+            ErrorCode::OwnerUnavailable => MeshError::OwnerUnavailable(message),
+            ErrorCode::Timeout => MeshError::Timeout(Duration::ZERO),
+        })
+    }
+}
+
+/// The stable error codes of the contract, with their HTTP statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// 400 `bad_request`
+    BadRequest,
+    /// 401 `unauthorized`
+    Unauthorized,
+    /// 404 `unknown_module`
+    UnknownModule,
+    /// 413 `payload_too_large`
+    PayloadTooLarge,
+    /// 422 `init_failed`
+    InitFailed,
+    /// 500 `actor_crashed`
+    ActorCrashed,
+    /// 503 `no_capable_node`
+    NoCapableNode,
+    /// 503 `owner_unavailable`
+    OwnerUnavailable,
+    /// 504 `timeout`
+    Timeout,
+}
+
+impl ErrorCode {
+    /// Every code, in the contract's order.
+    pub const ALL: [ErrorCode; 9] = [
+        ErrorCode::BadRequest,
+        ErrorCode::Unauthorized,
+        ErrorCode::UnknownModule,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::InitFailed,
+        ErrorCode::ActorCrashed,
+        ErrorCode::NoCapableNode,
+        ErrorCode::OwnerUnavailable,
+        ErrorCode::Timeout,
+    ];
+
+    /// The code as it appears in JSON error bodies and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::UnknownModule => "unknown_module",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::InitFailed => "init_failed",
+            ErrorCode::ActorCrashed => "actor_crashed",
+            ErrorCode::NoCapableNode => "no_capable_node",
+            ErrorCode::OwnerUnavailable => "owner_unavailable",
+            ErrorCode::Timeout => "timeout",
+        }
+    }
+
+    /// The HTTP status the contract assigns to this code.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::UnknownModule => 404,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::InitFailed => 422,
+            ErrorCode::ActorCrashed => 500,
+            ErrorCode::NoCapableNode | ErrorCode::OwnerUnavailable => 503,
+            ErrorCode::Timeout => 504,
+        }
+    }
+
+    /// Parses a code written by [`ErrorCode::as_str`].
+    pub fn parse(code: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_statuses_follow_the_contract_table() {
+        let table = [
+            (400, "bad_request"),
+            (401, "unauthorized"),
+            (404, "unknown_module"),
+            (413, "payload_too_large"),
+            (422, "init_failed"),
+            (500, "actor_crashed"),
+            (503, "no_capable_node"),
+            (503, "owner_unavailable"),
+            (504, "timeout"),
+        ];
+        let actual: Vec<_> = ErrorCode::ALL
+            .iter()
+            .map(|c| (c.http_status(), c.as_str()))
+            .collect();
+        assert_eq!(actual, table);
+    }
+
+    #[test]
+    fn every_code_round_trips_through_its_name() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+            let err = MeshError::from_code(code.as_str(), "why").unwrap();
+            assert_eq!(err.code(), code);
+        }
+        assert_eq!(ErrorCode::parse("nope"), None);
+    }
+}

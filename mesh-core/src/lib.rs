@@ -1,0 +1,37 @@
+//! The pure core of mesh: everything about *where* an actor lives and *what* travels
+//! between nodes, with no actix, no async runtime and no I/O.
+//!
+//! An actor identity is `(module, id)`. Its id picks a **shard**
+//! (`shard = xxh3_64(id) mod shards`, see [`ShardCount::shard_for`]); the shard picks an
+//! **owner** among the live nodes that registered the request's **capability**, by rendezvous
+//! hashing (see [`RoutingTable`]). Both functions are pure: every node holding the same
+//! [`MembershipView`] computes the same owner, and golden tests pin them across builds.
+//!
+//! ```
+//! use mesh_core::{MembershipView, Member, NodeId, RoutingTable, ShardCount};
+//!
+//! let mut view = MembershipView::default();
+//! view.upsert(Member::alive(NodeId::new("a").unwrap(), "127.0.0.1:4000", ["counter"]).unwrap());
+//! view.upsert(Member::alive(NodeId::new("b").unwrap(), "127.0.0.1:4001", ["counter"]).unwrap());
+//!
+//! let shards = ShardCount::default();
+//! let table = RoutingTable::build(&view, shards);
+//! let shard = shards.shard_for("counter_1");
+//! let owner = table.owner("counter", shard).expect("two capable nodes");
+//! assert!(owner.node.as_str() == "a" || owner.node.as_str() == "b");
+//! assert!(table.owner("game", shard).is_none());
+//! ```
+
+mod error;
+mod ids;
+mod membership;
+mod placement;
+mod request;
+mod shard;
+
+pub use error::{ErrorCode, MeshError};
+pub use ids::{ActorId, Capability, Module, NodeId};
+pub use membership::{Member, MemberStatus, MembershipView};
+pub use placement::{OwnerTable, RoutingTable, StableNodeHasher};
+pub use request::{Reply, Request, DEFAULT_TIMEOUT, MAX_TIMEOUT};
+pub use shard::{ShardCount, ShardId, DEFAULT_SHARDS};

@@ -1,0 +1,233 @@
+//! What a caller asks of an actor and what it gets back, in Rust and on the wire.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{ActorId, Capability, MeshError, Module, NodeId};
+
+/// The timeout of a call that names none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest timeout a request may ask for (one hour); longer ones are a `bad_request`.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// One call or cast: which actor, what to deliver, and how long to wait.
+///
+/// ```
+/// use mesh_core::Request;
+/// use serde_json::json;
+/// use std::time::Duration;
+///
+/// let request = Request::new("GameActor", "player_123", "game")
+///     .unwrap()
+///     .with_payload(json!({"action": "get_state"}))
+///     .with_init_arg(json!({"starting_level": 10}))
+///     .with_timeout(Duration::from_secs(2));
+/// assert_eq!(request.id.as_str(), "player_123");
+///
+/// let parsed = Request::from_json(br#"{"module": "GameActor", "id": "player_123", "capability": "game"}"#).unwrap();
+/// assert_eq!(parsed.payload, serde_json::Value::Null);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// The actor type, as registered on the owner.
+    pub module: Module,
+    /// The actor's id; it picks the shard and so the owner.
+    pub id: ActorId,
+    /// The capability the owner must have registered.
+    pub capability: Capability,
+    /// Delivered to the actor's `Payload` handler.
+    pub payload: Value,
+    /// Given to the actor's init on first activation only.
+    pub init_arg: Option<Value>,
+    /// How long a call waits for the reply; [`DEFAULT_TIMEOUT`] when `None`.
+    pub timeout: Option<Duration>,
+}
+
+impl Request {
+    /// A request with a `null` payload, no init_arg and the default timeout.
+    pub fn new(
+        module: impl AsRef<str>,
+        id: impl AsRef<str>,
+        capability: impl AsRef<str>,
+    ) -> Result<Request, MeshError> {
+        Ok(Request {
+            module: Module::new(module)?,
+            id: ActorId::new(id)?,
+            capability: Capability::new(capability)?,
+            payload: Value::Null,
+            init_arg: None,
+            timeout: None,
+        })
+    }
+
+    /// Sets the payload.
+    pub fn with_payload(mut self, payload: Value) -> Request {
+        self.payload = payload;
+        self
+    }
+
+    /// Sets the init_arg.
+    pub fn with_init_arg(mut self, init_arg: Value) -> Request {
+        self.init_arg = Some(init_arg);
+        self
+    }
+
+    /// Sets the timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Request {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The timeout this request runs under.
+    pub fn effective_timeout(&self) -> Duration {
+        self.timeout.unwrap_or(DEFAULT_TIMEOUT)
+    }
+
+    /// Parses the JSON body of `POST /call` and `POST /cast`.
+    ///
+    /// Any problem (not JSON, a missing or mistyped field, an empty name, a timeout outside
+    /// `1..=3600000` ms) is a [`MeshError::BadRequest`] whose message says what is wrong.
+    pub fn from_json(body: &[u8]) -> Result<Request, MeshError> {
+        let wire: WireRequest = serde_json::from_slice(body)
+            .map_err(|e| MeshError::BadRequest(format!("invalid request body: {e}")))?;
+        wire.try_into()
+    }
+
+    /// The JSON body of this request, with `timeout_ms` set to `remaining` when given
+    /// (a forwarded request carries the caller's remaining deadline).
+    pub fn to_json(&self, remaining: Option<Duration>) -> Value {
+        let timeout = remaining.or(self.timeout);
+        serde_json::to_value(WireRequest {
+            module: self.module.as_str().to_owned(),
+            id: self.id.as_str().to_owned(),
+            capability: self.capability.as_str().to_owned(),
+            payload: self.payload.clone(),
+            init_arg: self.init_arg.clone(),
+            timeout_ms: timeout.map(|t| t.as_millis().clamp(1, u128::from(u64::MAX)) as u64),
+        })
+        .expect("a request always serializes")
+    }
+}
+
+/// The JSON shape of a request; names are plain strings here so that an empty one gets the
+/// field-specific message of [`Module::new`] and friends.
+#[derive(Serialize, Deserialize)]
+struct WireRequest {
+    module: String,
+    id: String,
+    capability: String,
+    #[serde(default)]
+    payload: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    init_arg: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    timeout_ms: Option<u64>,
+}
+
+impl TryFrom<WireRequest> for Request {
+    type Error = MeshError;
+
+    fn try_from(wire: WireRequest) -> Result<Request, MeshError> {
+        let timeout = match wire.timeout_ms {
+            None => None,
+            Some(ms) if ms == 0 || ms > MAX_TIMEOUT.as_millis() as u64 => {
+                return Err(MeshError::BadRequest(format!(
+                    "`timeout_ms` must be between 1 and {}, got {ms}",
+                    MAX_TIMEOUT.as_millis()
+                )))
+            }
+            Some(ms) => Some(Duration::from_millis(ms)),
+        };
+        Ok(Request {
+            module: Module::new(wire.module)?,
+            id: ActorId::new(wire.id)?,
+            capability: Capability::new(wire.capability)?,
+            payload: wire.payload,
+            init_arg: wire.init_arg.filter(|arg| !arg.is_null()),
+            timeout,
+        })
+    }
+}
+
+/// A call's answer: which activation handled it, on which node, and what the actor replied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    /// The activation's process id; it changes when the actor restarts or is re-activated.
+    pub pid: String,
+    /// The node that hosts the activation.
+    pub node: NodeId,
+    /// The actor's reply.
+    pub result: Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn bad(body: &str) -> String {
+        match Request::from_json(body.as_bytes()) {
+            Err(MeshError::BadRequest(message)) => message,
+            other => panic!("expected bad_request for {body}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_the_full_shape() {
+        let r = Request::from_json(
+            br#"{"module":"GameActor","id":"p1","capability":"game","payload":{"action":"increment"},"init_arg":{"starting_level":3},"timeout_ms":250}"#,
+        )
+        .unwrap();
+        assert_eq!(r.module.as_str(), "GameActor");
+        assert_eq!(r.payload, json!({"action": "increment"}));
+        assert_eq!(r.init_arg, Some(json!({"starting_level": 3})));
+        assert_eq!(r.timeout, Some(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn rejects_bad_bodies_with_a_reason() {
+        assert!(bad("not json").contains("invalid request body"));
+        assert!(bad(r#"{"id":"x","capability":"c"}"#).contains("module"));
+        assert!(bad(r#"{"module":"M","id":7,"capability":"c"}"#).contains("invalid type"));
+        assert!(
+            bad(r#"{"module":"M","id":"x","capability":"c","timeout_ms":"5"}"#)
+                .contains("invalid type")
+        );
+        assert!(
+            bad(r#"{"module":"M","id":"x","capability":"c","timeout_ms":-1}"#).contains("invalid")
+        );
+        assert!(
+            bad(r#"{"module":"M","id":"x","capability":"c","timeout_ms":0}"#)
+                .contains("timeout_ms")
+        );
+        assert_eq!(
+            bad(r#"{"module":"","id":"x","capability":"c"}"#),
+            "`module` must not be empty"
+        );
+        assert_eq!(
+            bad(r#"{"module":"M","id":"","capability":"c"}"#),
+            "`id` must not be empty"
+        );
+        assert_eq!(
+            bad(r#"{"module":"M","id":"x","capability":""}"#),
+            "`capability` must not be empty"
+        );
+        assert!(bad("[1,2]").contains("invalid"));
+    }
+
+    #[test]
+    fn forwarding_round_trips_with_the_remaining_deadline() {
+        let r = Request::new("Counter", "c1", "counter")
+            .unwrap()
+            .with_payload(json!({"action": "reset"}))
+            .with_timeout(Duration::from_secs(5));
+        let wire = r.to_json(Some(Duration::from_millis(1200)));
+        assert_eq!(wire["timeout_ms"], json!(1200));
+        let back = Request::from_json(wire.to_string().as_bytes()).unwrap();
+        assert_eq!(back.payload, r.payload);
+        assert_eq!(back.timeout, Some(Duration::from_millis(1200)));
+    }
+}

@@ -1,0 +1,37 @@
+//! The HTTP face of a mesh node, on actix-web.
+//!
+//! [`configure`] mounts every route of the contract into any actix-web `App`, beside the
+//! app's own routes:
+//!
+//! ```no_run
+//! use actix_web::{web, App, HttpServer};
+//! use mesh_actix::{Mesh, MeshConfig, NodeId};
+//!
+//! #[actix_web::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let mesh = Mesh::start(MeshConfig::new(NodeId::new("node-1").unwrap(), "127.0.0.1:8080"))
+//!         .expect("inside an actix System");
+//!     HttpServer::new(move || {
+//!         App::new()
+//!             .configure(mesh_http::configure(mesh.clone()))
+//!             .route("/hello", web::get().to(|| async { "hello" }))
+//!     })
+//!     .bind("127.0.0.1:8080")?
+//!     .run()
+//!     .await
+//! }
+//! ```
+//!
+//! Routes: `POST /call`, `POST /cast`, `GET /owner`, `GET /cluster`, `POST /capabilities`,
+//! `GET /health`, `GET /metrics`. Every error is `{"error": {"code", "message"}}` with the
+//! contract's status for its code ([`HttpError`]). Handlers are thin: they parse, call
+//! [`Mesh`](mesh_actix::Mesh), and render.
+
+mod auth;
+mod body;
+mod error;
+mod metrics;
+mod routes;
+
+pub use error::HttpError;
+pub use routes::{configure, configure_with, not_found, HttpOptions, DEFAULT_BODY_LIMIT};

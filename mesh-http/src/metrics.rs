@@ -1,0 +1,103 @@
+//! `GET /metrics` in the Prometheus text exposition format.
+
+use std::fmt::Write;
+
+use mesh_actix::{Delivery, MemberStatus, Mesh};
+
+/// Renders this node's counters. Names: `mesh_calls_total{outcome}`,
+/// `mesh_casts_total{outcome}`, `mesh_call_duration_seconds` (histogram),
+/// `mesh_activations`, `mesh_activations_started_total`, `mesh_restarts_total`,
+/// `mesh_members{status}`.
+pub(crate) fn render(mesh: &Mesh) -> String {
+    let requests = mesh.request_stats();
+    let activations = mesh.activation_stats();
+    let mut out = String::with_capacity(4096);
+    for (name, help, delivery) in [
+        (
+            "mesh_calls_total",
+            "Calls that reached the mesh, by outcome (ok or error code).",
+            Delivery::Call,
+        ),
+        (
+            "mesh_casts_total",
+            "Casts that reached the mesh, by outcome (ok or error code).",
+            Delivery::Cast,
+        ),
+    ] {
+        header(&mut out, name, help, "counter");
+        for (outcome, count) in requests.by_outcome(delivery) {
+            let _ = writeln!(out, "{name}{{outcome=\"{outcome}\"}} {count}");
+        }
+    }
+
+    let name = "mesh_call_duration_seconds";
+    header(
+        &mut out,
+        name,
+        "Latency of calls, from entering the mesh to the reply.",
+        "histogram",
+    );
+    let cumulative = requests.latency_cumulative();
+    for (le, count) in &cumulative {
+        let le = if le.is_infinite() {
+            "+Inf".to_owned()
+        } else {
+            le.to_string()
+        };
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {count}");
+    }
+    let total = cumulative.last().map_or(0, |(_, n)| *n);
+    let _ = writeln!(out, "{name}_sum {}", requests.latency_sum().as_secs_f64());
+    let _ = writeln!(out, "{name}_count {total}");
+
+    for (name, help, kind, value) in [
+        (
+            "mesh_activations",
+            "Activations live on this node.",
+            "gauge",
+            activations.live as u64,
+        ),
+        (
+            "mesh_activations_started_total",
+            "Activations started on this node.",
+            "counter",
+            activations.activated,
+        ),
+        (
+            "mesh_restarts_total",
+            "Actor restarts after a caught panic.",
+            "counter",
+            activations.restarts,
+        ),
+    ] {
+        header(&mut out, name, help, kind);
+        let _ = writeln!(out, "{name} {value}");
+    }
+
+    let name = "mesh_members";
+    header(
+        &mut out,
+        name,
+        "Members of this node's view, by status.",
+        "gauge",
+    );
+    let routing = mesh.routing();
+    for (status, label) in [
+        (MemberStatus::Alive, "alive"),
+        (MemberStatus::Suspect, "suspect"),
+        (MemberStatus::Dead, "dead"),
+    ] {
+        let count = routing
+            .members()
+            .iter()
+            .filter(|m| m.status == status)
+            .count();
+        let _ = writeln!(out, "{name}{{status=\"{label}\"}} {count}");
+    }
+    out
+}
+
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}

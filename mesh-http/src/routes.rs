@@ -1,0 +1,181 @@
+//! The routes of the contract. Each handler parses, asks the [`Mesh`], and renders.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use mesh_actix::{Capability, Mesh, MeshError, Request};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::carries_secret;
+use crate::body::read_limited;
+use crate::error::{error_body, HttpError};
+use crate::metrics::render;
+
+/// The default limit of a request body: 1 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
+
+/// How the routes behave.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Bodies over this many bytes get `413 payload_too_large`.
+    pub body_limit: usize,
+    /// When set, every route but `/health` and `/metrics` requires it, as
+    /// `Authorization: Bearer <secret>` or `x-mesh-secret: <secret>`; without it: `401`.
+    pub secret: Option<String>,
+}
+
+impl Default for HttpOptions {
+    fn default() -> HttpOptions {
+        HttpOptions {
+            body_limit: DEFAULT_BODY_LIMIT,
+            secret: None,
+        }
+    }
+}
+
+struct State {
+    mesh: Mesh,
+    options: HttpOptions,
+}
+
+impl State {
+    fn authorize(&self, req: &HttpRequest) -> Result<(), HttpError> {
+        match &self.options.secret {
+            Some(secret) if !carries_secret(req.headers(), secret) => {
+                Err(MeshError::Unauthorized.into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn request(&self, req: &HttpRequest, body: web::Payload) -> Result<Request, HttpError> {
+        self.authorize(req)?;
+        let bytes = read_limited(req, body, self.options.body_limit).await?;
+        Ok(Request::from_json(&bytes)?)
+    }
+}
+
+type Shared = web::Data<Arc<State>>;
+
+/// Mounts every mesh route with default [`HttpOptions`]:
+/// `App::new().configure(mesh_http::configure(mesh.clone()))`.
+pub fn configure(mesh: Mesh) -> impl FnOnce(&mut web::ServiceConfig) {
+    configure_with(mesh, HttpOptions::default())
+}
+
+/// Mounts every mesh route with these options.
+pub fn configure_with(mesh: Mesh, options: HttpOptions) -> impl FnOnce(&mut web::ServiceConfig) {
+    let state: Shared = web::Data::new(Arc::new(State { mesh, options }));
+    move |cfg| {
+        cfg.app_data(state)
+            .service(resource("/call").route(web::post().to(call)))
+            .service(resource("/cast").route(web::post().to(cast)))
+            .service(resource("/owner").route(web::get().to(owner)))
+            .service(resource("/cluster").route(web::get().to(cluster)))
+            .service(resource("/capabilities").route(web::post().to(capabilities)))
+            .service(resource("/health").route(web::get().to(health)))
+            .service(resource("/metrics").route(web::get().to(metrics)));
+    }
+}
+
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    error_body(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        &format!("{} is not supported on {}", req.method(), req.path()),
+    )
+}
+
+/// A JSON 404 for paths no route serves; `mesh-node` uses it as its default service.
+pub async fn not_found(req: HttpRequest) -> HttpResponse {
+    error_body(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        &format!("no route for {} {}", req.method(), req.path()),
+    )
+}
+
+async fn call(
+    state: Shared,
+    req: HttpRequest,
+    body: web::Payload,
+) -> Result<HttpResponse, HttpError> {
+    let request = state.request(&req, body).await?;
+    let reply = state.mesh.call(request).await?;
+    Ok(HttpResponse::Ok().json(reply))
+}
+
+async fn cast(
+    state: Shared,
+    req: HttpRequest,
+    body: web::Payload,
+) -> Result<HttpResponse, HttpError> {
+    let request = state.request(&req, body).await?;
+    state.mesh.cast(request).await?;
+    Ok(HttpResponse::Accepted().json(json!({"status": "accepted"})))
+}
+
+#[derive(Deserialize)]
+struct OwnerQuery {
+    id: String,
+    capability: String,
+}
+
+async fn owner(state: Shared, req: HttpRequest) -> Result<HttpResponse, HttpError> {
+    state.authorize(&req)?;
+    let query = web::Query::<OwnerQuery>::from_query(req.query_string())
+        .map_err(|e| MeshError::BadRequest(format!("expected ?id=<id>&capability=<cap>: {e}")))?;
+    let id = mesh_actix::ActorId::new(&query.id)?;
+    let capability = Capability::new(&query.capability)?;
+    let shard = state.mesh.shard_for(id.as_str());
+    let node = state.mesh.owner(shard, capability.as_str())?;
+    Ok(HttpResponse::Ok().json(json!({"shard": shard.0, "node": node})))
+}
+
+async fn cluster(state: Shared, req: HttpRequest) -> Result<HttpResponse, HttpError> {
+    state.authorize(&req)?;
+    let routing = state.mesh.routing();
+    Ok(HttpResponse::Ok().json(json!({
+        "node": state.mesh.node_id(),
+        "activations": state.mesh.activations(),
+        "members": routing.members(),
+    })))
+}
+
+#[derive(Deserialize)]
+struct CapabilitiesBody {
+    capabilities: Vec<String>,
+}
+
+async fn capabilities(
+    state: Shared,
+    req: HttpRequest,
+    body: web::Payload,
+) -> Result<HttpResponse, HttpError> {
+    state.authorize(&req)?;
+    let bytes = read_limited(&req, body, state.options.body_limit).await?;
+    let parsed: CapabilitiesBody = serde_json::from_slice(&bytes)
+        .map_err(|e| MeshError::BadRequest(format!("invalid capabilities body: {e}")))?;
+    let all: BTreeSet<Capability> = state
+        .mesh
+        .register_capabilities(parsed.capabilities)
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({"capabilities": all})))
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+async fn metrics(state: Shared) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(render(&state.mesh))
+}

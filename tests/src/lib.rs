@@ -1,0 +1,963 @@
+//! Harness for black-box tests of the `mesh-node` binary.
+//!
+//! Every test starts its own real `mesh-node` process(es) on free loopback ports and talks to them over
+//! HTTP, exactly as a user would. The pieces:
+//!
+//! - [`node_bin`] finds (and, once per test process, builds) the `mesh-node` executable.
+//! - [`MeshNode`] is one running node: started by [`NodeBuilder::start`], ready once `GET /health`
+//!   answers, killed and reaped on drop (its log is printed if the test is failing).
+//! - [`Client`] is an HTTP client bound to one node, with a timeout on every request, returning
+//!   [`Resp`] values that carry assertion helpers.
+//! - [`eventually`] polls a condition with a deadline, instead of fixed sleeps.
+//!
+//! Locating the binary: `MESH_NODE_BIN`, when set, is used as is. Otherwise `$CARGO build -p
+//! mesh-examples --bin mesh-node` runs once per test process, with the profile and target directory of
+//! the running test executable (`target/<profile>/deps/<test>`), and the executable cargo reports for
+//! it (normally `target/<profile>/mesh-node`) is used.
+
+use std::fs::{self, File};
+use std::future::Future;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _};
+pub use serde_json::{json, Value};
+
+/// The capabilities of the standard test node: one per example actor.
+pub const ALL_CAPABILITIES: [&str; 4] = ["counter", "game", "crasher", "sleeper"];
+
+/// How long a node may take from spawn to answering `GET /health`.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Timeout applied to every HTTP request made through [`Client`].
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Requests slower than this are reported on stderr (shown when a test fails).
+const SLOW_REQUEST: Duration = Duration::from_secs(1);
+
+/// Environment variables `mesh-node` reads; removed from the inherited environment of every node so that
+/// the caller's environment cannot change what a test starts.
+const NODE_ENV_VARS: [&str; 6] = [
+    "MESH_NODE_ID",
+    "MESH_LISTEN",
+    "MESH_SEEDS",
+    "MESH_CAPABILITIES",
+    "MESH_SHARDS",
+    "MESH_SECRET",
+];
+
+// ---------------------------------------------------------------------------------------------------
+// Locating the binary
+// ---------------------------------------------------------------------------------------------------
+
+static NODE_BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+
+/// Path of the `mesh-node` executable; builds it on first use (once per test process).
+///
+/// Panics with cargo's output if the build fails.
+pub fn node_bin() -> &'static Path {
+    match NODE_BIN.get_or_init(|| locate_node_bin().map_err(|e| format!("{e:#}"))) {
+        Ok(path) => path,
+        Err(e) => panic!("cannot locate the mesh-node binary: {e}"),
+    }
+}
+
+/// The workspace root (the parent of this package's directory).
+pub fn workspace_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+}
+
+/// `(target dir, profile dir name)` of the running test executable, from
+/// `<target>/<profile>/deps/<test exe>`.
+fn target_layout() -> anyhow::Result<(PathBuf, String)> {
+    let exe = std::env::current_exe().context("current_exe")?;
+    let mut dir = exe.parent().context("test executable has no parent")?;
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir = dir.parent().context("deps dir has no parent")?;
+    }
+    let profile = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("profile dir has no name")?
+        .to_string();
+    let target = dir
+        .parent()
+        .context("profile dir has no parent")?
+        .to_path_buf();
+    Ok((target, profile))
+}
+
+fn locate_node_bin() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("MESH_NODE_BIN") {
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            bail!("MESH_NODE_BIN={} is not a file", path.display());
+        }
+        return Ok(path);
+    }
+
+    let (target, profile) = target_layout()?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.arg("build")
+        .arg("--manifest-path")
+        .arg(workspace_root().join("Cargo.toml"))
+        .args(["-p", "mesh-examples", "--bin", "mesh-node"])
+        .arg("--message-format=json-render-diagnostics");
+    match profile.as_str() {
+        "debug" => {
+            cmd.args(["--profile", "dev"]);
+        }
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    // Build into the same target directory as the running tests (it is the default one unless the outer
+    // cargo was given `--target-dir`, which the environment does not carry).
+    if target.join("CACHEDIR.TAG").is_file() {
+        cmd.arg("--target-dir").arg(&target);
+    }
+    cmd.stdin(Stdio::null());
+
+    let started = Instant::now();
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        bail!("{cmd:?} failed ({}):\n{stderr}", out.status);
+    }
+
+    // cargo reports the executable it produced; fall back to the conventional path.
+    let reported = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "mesh-node")
+        .filter_map(|msg| msg["executable"].as_str().map(PathBuf::from))
+        .next_back();
+    let conventional = target
+        .join(&profile)
+        .join(format!("mesh-node{}", std::env::consts::EXE_SUFFIX));
+    let path = reported.unwrap_or(conventional);
+    if !path.is_file() {
+        bail!(
+            "{cmd:?} succeeded but {} does not exist:\n{stderr}",
+            path.display()
+        );
+    }
+    eprintln!(
+        "mesh-tests: using {} (cargo build took {:.1?})",
+        path.display(),
+        started.elapsed()
+    );
+    Ok(path)
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Small utilities
+// ---------------------------------------------------------------------------------------------------
+
+static UNIQUE: AtomicU64 = AtomicU64::new(0);
+
+/// A string unique within this test process (and, through the pid, across test processes running
+/// at the same time): `<prefix>-<pid>-<n>`.
+pub fn unique(prefix: &str) -> String {
+    let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{}-{n}", std::process::id())
+}
+
+/// A free TCP port on 127.0.0.1, as the OS hands it out (bind port 0, read it back, close).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}
+
+/// Directory for node logs: `<target>/mesh-test-logs`, or the system temp dir.
+fn log_dir() -> PathBuf {
+    let dir = match target_layout() {
+        Ok((target, _)) => target.join("mesh-test-logs"),
+        Err(_) => std::env::temp_dir().join("mesh-test-logs"),
+    };
+    let _ = fs::create_dir_all(&dir);
+    dir
+}
+
+/// Percent-encodes a query-string component.
+pub fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// The body of a `/call` or `/cast` request.
+pub fn req(module: &str, id: &str, capability: &str, payload: Value) -> Value {
+    json!({"module": module, "id": id, "capability": capability, "payload": payload})
+}
+
+/// Polls `f` every 25 ms until it returns `Some`, or panics after `timeout` naming `what`.
+///
+/// Closures that use a client should copy a reference into an `async move` block:
+/// `let c = &client; eventually("x", t, || async move { c.get("/health").await ... }).await`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Parses Prometheus text format into `(series, value)` pairs, where `series` is the metric name with
+/// its labels (e.g. `mesh_calls_total{module="Counter"}`). Comment lines are skipped.
+pub fn metric_samples(text: &str) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        // The series ends after the closing brace of the labels, or at the first space.
+        let series_end = match line.find('{') {
+            Some(open) if line[..open].find(' ').is_none() => match line[open..].find('}') {
+                Some(close) => open + close + 1,
+                None => continue,
+            },
+            _ => match line.find(' ') {
+                Some(sp) => sp,
+                None => continue,
+            },
+        };
+        let (series, rest) = line.split_at(series_end);
+        let Some(value) = rest.split_whitespace().next() else {
+            continue;
+        };
+        let value = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => match v.parse::<f64>() {
+                Ok(v) => v,
+                Err(_) => continue,
+            },
+        };
+        out.push((series.to_string(), value));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Nodes
+// ---------------------------------------------------------------------------------------------------
+
+/// How to start a node. Obtain with [`MeshNode::builder`].
+#[derive(Debug, Clone)]
+pub struct NodeBuilder {
+    node_id: String,
+    capabilities: Vec<String>,
+    secret: Option<String>,
+    shards: Option<u32>,
+    seeds: Vec<String>,
+    extra_args: Vec<String>,
+    env: Vec<(String, String)>,
+    via_env: bool,
+    ready_timeout: Duration,
+}
+
+impl NodeBuilder {
+    /// The node id (default: a unique `node-<pid>-<n>`).
+    pub fn node_id(mut self, id: impl Into<String>) -> Self {
+        self.node_id = id.into();
+        self
+    }
+
+    /// The capabilities passed with `--capabilities` (default: none).
+    pub fn capabilities<I, S>(mut self, caps: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.capabilities = caps.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// `--secret`; the node's [`Client`]s then send `Authorization: Bearer <secret>`.
+    pub fn secret(mut self, secret: impl Into<String>) -> Self {
+        self.secret = Some(secret.into());
+        self
+    }
+
+    /// `--shards`.
+    pub fn shards(mut self, shards: u32) -> Self {
+        self.shards = Some(shards);
+        self
+    }
+
+    /// `--seeds` (the `--listen` addresses of other nodes).
+    pub fn seeds<I, S>(mut self, seeds: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.seeds = seeds.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// An extra command-line argument.
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.extra_args.push(arg.into());
+        self
+    }
+
+    /// An extra environment variable for the node process.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Pass the settings as `MESH_*` environment variables instead of flags.
+    pub fn via_env(mut self) -> Self {
+        self.via_env = true;
+        self
+    }
+
+    /// Starts the node and waits until it is ready; panics (with the node's log) on failure.
+    pub async fn start(self) -> MeshNode {
+        match self.try_start().await {
+            Ok(node) => node,
+            Err(e) => panic!("starting mesh-node failed: {e:#}"),
+        }
+    }
+
+    /// Starts the node on a free port and waits until `GET /health` answers 200. A start that fails
+    /// because the port was taken in the meantime is retried on another port.
+    pub async fn try_start(self) -> anyhow::Result<MeshNode> {
+        let bin = node_bin();
+        let mut last_err = anyhow!("no attempt made");
+        for attempt in 0..5 {
+            let port = free_port();
+            match self.start_on(bin, port, attempt).await {
+                Ok(node) => return Ok(node),
+                Err(StartError::PortTaken(e)) => last_err = e,
+                Err(StartError::Fatal(e)) => return Err(e),
+            }
+        }
+        Err(last_err.context("the listen port was taken on every attempt"))
+    }
+
+    fn command(&self, bin: &Path, addr: &str) -> Command {
+        let mut cmd = Command::new(bin);
+        for var in NODE_ENV_VARS {
+            cmd.env_remove(var);
+        }
+        let caps = self.capabilities.join(",");
+        let seeds = self.seeds.join(",");
+        let shards = self.shards.map(|s| s.to_string());
+        let mut settings: Vec<(&str, &str, &str)> = vec![
+            ("--node-id", "MESH_NODE_ID", &self.node_id),
+            ("--listen", "MESH_LISTEN", addr),
+        ];
+        if !self.capabilities.is_empty() {
+            settings.push(("--capabilities", "MESH_CAPABILITIES", &caps));
+        }
+        if !self.seeds.is_empty() {
+            settings.push(("--seeds", "MESH_SEEDS", &seeds));
+        }
+        if let Some(shards) = &shards {
+            settings.push(("--shards", "MESH_SHARDS", shards));
+        }
+        if let Some(secret) = &self.secret {
+            settings.push(("--secret", "MESH_SECRET", secret));
+        }
+        for (flag, var, value) in settings {
+            if self.via_env {
+                cmd.env(var, value);
+            } else {
+                cmd.arg(flag).arg(value);
+            }
+        }
+        cmd.args(&self.extra_args);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null());
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::process::CommandExt as _;
+            // If the test process dies without running destructors (e.g. killed), take the node with it.
+            // (Linux sends this when the spawning *thread* exits: start nodes from the test's own thread,
+            // as `#[tokio::test]` bodies do, not from a short-lived helper thread.)
+            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+        }
+        cmd
+    }
+
+    async fn start_on(&self, bin: &Path, port: u16, attempt: u32) -> Result<MeshNode, StartError> {
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let log_path = log_dir().join(format!("{}-{attempt}.log", self.node_id));
+        let log = File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))
+            .map_err(StartError::Fatal)?;
+        let log2 = log
+            .try_clone()
+            .context("cloning log file")
+            .map_err(StartError::Fatal)?;
+        let mut cmd = self.command(bin, &addr.to_string());
+        cmd.stdout(log).stderr(log2);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {cmd:?}"))
+            .map_err(StartError::Fatal)?;
+        let mut node = MeshNode {
+            id: self.node_id.clone(),
+            addr,
+            secret: self.secret.clone(),
+            capabilities: self.capabilities.clone(),
+            child,
+            log_path,
+            print_log_on_panic: true,
+        };
+        match node.wait_ready(self.ready_timeout).await {
+            Ok(()) => Ok(node),
+            Err(e) => {
+                node.print_log_on_panic = false;
+                let log = node.log();
+                let cmdline = format!("{cmd:?}");
+                drop(node); // kill and reap
+                let lower = log.to_lowercase();
+                let err = e.context(format!("{cmdline}\n--- node log ---\n{log}"));
+                if lower.contains("address already in use")
+                    || lower.contains("addrinuse")
+                    || lower.contains("os error 98")
+                    || matches!(err.downcast_ref::<ReadyError>(), Some(ReadyError::NotUs(_)))
+                {
+                    Err(StartError::PortTaken(err))
+                } else {
+                    Err(StartError::Fatal(err))
+                }
+            }
+        }
+    }
+}
+
+enum StartError {
+    PortTaken(anyhow::Error),
+    Fatal(anyhow::Error),
+}
+
+#[derive(Debug)]
+enum ReadyError {
+    /// Something else answered on our port.
+    NotUs(String),
+}
+
+impl std::fmt::Display for ReadyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadyError::NotUs(other) => write!(f, "another node ({other}) answers on this port"),
+        }
+    }
+}
+
+impl std::error::Error for ReadyError {}
+
+/// One running `mesh-node` process. Killed (SIGKILL) and reaped on drop.
+#[derive(Debug)]
+pub struct MeshNode {
+    id: String,
+    addr: SocketAddr,
+    secret: Option<String>,
+    capabilities: Vec<String>,
+    child: Child,
+    log_path: PathBuf,
+    print_log_on_panic: bool,
+}
+
+impl MeshNode {
+    /// A builder with a unique node id and no capabilities.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder {
+            node_id: unique("node"),
+            capabilities: Vec::new(),
+            secret: None,
+            shards: None,
+            seeds: Vec::new(),
+            extra_args: Vec::new(),
+            env: Vec::new(),
+            via_env: false,
+            ready_timeout: READY_TIMEOUT,
+        }
+    }
+
+    /// A builder with [`ALL_CAPABILITIES`].
+    pub fn standard() -> NodeBuilder {
+        Self::builder().capabilities(ALL_CAPABILITIES)
+    }
+
+    /// Starts a standard node (all example capabilities, no secret, default shards).
+    pub async fn start() -> MeshNode {
+        Self::standard().start().await
+    }
+
+    /// The node id given with `--node-id`.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The listen address, `127.0.0.1:<port>`.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The capabilities given at start.
+    pub fn capabilities(&self) -> &[String] {
+        &self.capabilities
+    }
+
+    /// The OS process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A client that sends this node's secret, if it has one.
+    pub fn client(&self) -> Client {
+        let c = Client::new(self.base_url());
+        match &self.secret {
+            Some(s) => c.with_secret(s),
+            None => c,
+        }
+    }
+
+    /// A client that sends no secret.
+    pub fn client_without_secret(&self) -> Client {
+        Client::new(self.base_url())
+    }
+
+    /// Everything the node printed so far (stdout and stderr).
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = File::open(&self.log_path) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Path of the node's log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// Sends a signal (e.g. `libc::SIGTERM`) to the node, unless it has already exited.
+    pub fn signal(&mut self, signal: i32) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+            // SAFETY: plain kill(2) on our own child, which has not been reaped (try_wait said so).
+            let rc = unsafe { libc::kill(pid, signal) };
+            assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+        }
+    }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&mut self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    /// Sends SIGINT (what ctrl-c sends).
+    pub fn sigint(&mut self) {
+        self.signal(libc::SIGINT);
+    }
+
+    /// Waits up to `timeout` for the process to exit; `None` if it is still running.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `true` while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let probe = Client::new(self.base_url()).with_timeout(Duration::from_secs(2));
+        let probe = match &self.secret {
+            Some(s) => probe.with_secret(s),
+            None => probe,
+        };
+        let deadline = Instant::now() + timeout;
+        let mut last = String::from("no answer yet");
+        loop {
+            if let Some(status) = self.child.try_wait().context("try_wait")? {
+                bail!("mesh-node exited with {status} before it was ready ({last})");
+            }
+            match probe.try_get("/health").await {
+                Ok(r) if r.status == 200 => break,
+                Ok(r) => last = format!("GET /health: {r}"),
+                Err(e) => last = format!("GET /health: {e}"),
+            }
+            if Instant::now() >= deadline {
+                bail!("mesh-node not ready after {timeout:?}: {last}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Make sure it is our process that answered, not another one that took the port first.
+        if let Ok(r) = probe.try_get("/cluster").await {
+            if let Some(node) = r.body["node"].as_str() {
+                if node != self.id {
+                    return Err(ReadyError::NotUs(node.to_string()).into());
+                }
+            }
+        }
+        if let Some(status) = self.child.try_wait().context("try_wait")? {
+            bail!("mesh-node exited with {status} right after answering /health");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for MeshNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            // Passing tests leave no logs behind; failing ones keep theirs.
+            let _ = fs::remove_file(&self.log_path);
+        } else if self.print_log_on_panic {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(200)..];
+            eprintln!(
+                "--- log of node {} ({}), last {} lines, full log in {} ---\n{}\n--- end of log ---",
+                self.id,
+                self.addr,
+                tail.len(),
+                self.log_path.display(),
+                tail.join("\n")
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// HTTP client
+// ---------------------------------------------------------------------------------------------------
+
+/// An HTTP client bound to one node. Every request has a timeout ([`REQUEST_TIMEOUT`] by default).
+/// The non-`try_` methods panic on transport errors (connection refused, timeout, ...).
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    timeout: Duration,
+    headers: Vec<(String, String)>,
+}
+
+impl Client {
+    /// A client for `base` (e.g. `http://127.0.0.1:1234`).
+    pub fn new(base: impl Into<String>) -> Client {
+        Client {
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .build()
+                .expect("building reqwest client"),
+            base: base.into(),
+            timeout: REQUEST_TIMEOUT,
+            headers: Vec::new(),
+        }
+    }
+
+    /// The same client with another per-request timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The same client, sending `Authorization: Bearer <secret>` on every request.
+    pub fn with_secret(self, secret: &str) -> Client {
+        self.with_header("authorization", &format!("Bearer {secret}"))
+    }
+
+    /// The same client, sending this header on every request.
+    pub fn with_header(mut self, name: &str, value: &str) -> Client {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends one request. `body` is sent as is, with `content_type` if given.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        content_type: Option<&str>,
+    ) -> reqwest::Result<Resp> {
+        let started = Instant::now();
+        let what = format!("{method} {}{path}", self.base);
+        let mut rb = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .timeout(self.timeout);
+        for (k, v) in &self.headers {
+            rb = rb.header(k.as_str(), v.as_str());
+        }
+        if let Some(ct) = content_type {
+            rb = rb.header("content-type", ct);
+        }
+        if let Some(body) = body {
+            rb = rb.body(body);
+        }
+        let resp = rb.send().await?;
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = resp.bytes().await?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let elapsed = started.elapsed();
+        if elapsed > SLOW_REQUEST {
+            // Shown with the output of a failing test.
+            eprintln!("mesh-tests: slow request: {what} -> {status} after {elapsed:?}");
+        }
+        Ok(Resp {
+            status,
+            body,
+            text,
+            content_type,
+            elapsed,
+        })
+    }
+
+    /// `GET path`, returning transport errors.
+    pub async fn try_get(&self, path: &str) -> reqwest::Result<Resp> {
+        self.request(reqwest::Method::GET, path, None, None).await
+    }
+
+    /// `POST path` with raw bytes, returning transport errors.
+    pub async fn try_post_raw(
+        &self,
+        path: &str,
+        body: impl Into<Vec<u8>>,
+        content_type: Option<&str>,
+    ) -> reqwest::Result<Resp> {
+        self.request(reqwest::Method::POST, path, Some(body.into()), content_type)
+            .await
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> Resp {
+        match self.try_get(path).await {
+            Ok(r) => r,
+            Err(e) => panic!("GET {}{path} failed: {e:?}", self.base),
+        }
+    }
+
+    /// `POST path` with raw bytes and an optional content type.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: impl Into<Vec<u8>>,
+        content_type: Option<&str>,
+    ) -> Resp {
+        match self.try_post_raw(path, body, content_type).await {
+            Ok(r) => r,
+            Err(e) => panic!("POST {}{path} failed: {e:?}", self.base),
+        }
+    }
+
+    /// `POST path` with a JSON body (`Content-Type: application/json`).
+    pub async fn post_json(&self, path: &str, body: &Value) -> Resp {
+        let bytes = serde_json::to_vec(body).expect("serialize JSON");
+        self.post_raw(path, bytes, Some("application/json")).await
+    }
+
+    /// `POST /call`.
+    pub async fn call(&self, body: &Value) -> Resp {
+        self.post_json("/call", body).await
+    }
+
+    /// `POST /cast`.
+    pub async fn cast(&self, body: &Value) -> Resp {
+        self.post_json("/cast", body).await
+    }
+
+    /// `GET /owner?id=..&capability=..`.
+    pub async fn owner(&self, id: &str, capability: &str) -> Resp {
+        self.get(&format!(
+            "/owner?id={}&capability={}",
+            encode(id),
+            encode(capability)
+        ))
+        .await
+    }
+
+    /// `GET /cluster`, asserting 200.
+    pub async fn cluster(&self) -> Value {
+        self.get("/cluster").await.ok().clone()
+    }
+
+    /// `POST /call` to `Counter` with capability `counter` and an empty payload; returns the count.
+    pub async fn count(&self, id: &str) -> i64 {
+        let r = self.call(&req("Counter", id, "counter", json!({}))).await;
+        r.result()["ok"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("Counter reply is not {{\"ok\": <int>}}: {r}"))
+    }
+}
+
+/// A response: status, body as JSON (`Value::Null` if it is not JSON), raw text, timing.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub body: Value,
+    pub text: String,
+    pub content_type: Option<String>,
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for Resp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = if self.text.len() > 2000 {
+            let mut end = 2000;
+            while !self.text.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!("{}... ({} bytes)", &self.text[..end], self.text.len())
+        } else {
+            self.text.clone()
+        };
+        write!(f, "HTTP {} after {:?}: {text}", self.status, self.elapsed)
+    }
+}
+
+impl Resp {
+    /// Asserts the status.
+    #[track_caller]
+    pub fn expect_status(&self, status: u16) -> &Resp {
+        assert_eq!(self.status, status, "unexpected status: {self}");
+        self
+    }
+
+    /// Asserts 200 and returns the JSON body.
+    #[track_caller]
+    pub fn ok(&self) -> &Value {
+        self.expect_status(200);
+        &self.body
+    }
+
+    /// Asserts that the reply is served as `application/json`.
+    #[track_caller]
+    pub fn expect_json(&self) -> &Resp {
+        assert!(
+            self.content_type
+                .as_deref()
+                .is_some_and(|ct| ct.starts_with("application/json")),
+            "Content-Type is {:?}, not application/json: {self}",
+            self.content_type
+        );
+        self
+    }
+
+    /// Asserts a successful `/call` reply (`200 {"pid": <non-empty string>, "node": <string>,
+    /// "result": ..}`) and returns `result`.
+    #[track_caller]
+    pub fn result(&self) -> &Value {
+        self.expect_status(200);
+        self.expect_json();
+        assert!(
+            self.body["pid"].as_str().is_some_and(|p| !p.is_empty()),
+            "call reply without a non-empty string pid: {self}"
+        );
+        assert!(
+            self.body["node"].is_string(),
+            "call reply without a string node: {self}"
+        );
+        let obj = self.body.as_object().expect("object");
+        assert!(
+            obj.contains_key("result"),
+            "call reply without result: {self}"
+        );
+        &self.body["result"]
+    }
+
+    /// The `pid` of a successful `/call` reply.
+    #[track_caller]
+    pub fn pid(&self) -> String {
+        self.result();
+        self.body["pid"].as_str().unwrap().to_string()
+    }
+
+    /// The `node` of a successful `/call` reply.
+    #[track_caller]
+    pub fn node(&self) -> String {
+        self.result();
+        self.body["node"].as_str().unwrap().to_string()
+    }
+
+    /// Asserts an error reply: this status and `{"error": {"code": code, "message": <non-empty>}}`.
+    #[track_caller]
+    pub fn expect_error(&self, status: u16, code: &str) -> &Resp {
+        assert_eq!(self.status, status, "expected {status} {code}, got: {self}");
+        self.expect_json();
+        let err = &self.body["error"];
+        assert!(
+            err.is_object(),
+            "error reply is not {{\"error\": {{..}}}}: {self}"
+        );
+        assert_eq!(err["code"].as_str(), Some(code), "wrong error code: {self}");
+        assert!(
+            err["message"]
+                .as_str()
+                .is_some_and(|m| !m.trim().is_empty()),
+            "error reply without a non-empty message: {self}"
+        );
+        self
+    }
+}

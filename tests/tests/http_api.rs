@@ -1,0 +1,519 @@
+//! Every route of the HTTP API against one real node (per test), success paths.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use mesh_tests::{eventually, json, metric_samples, req, unique, MeshNode, ALL_CAPABILITIES};
+
+const POLL: Duration = Duration::from_secs(10);
+
+fn strings(v: &serde_json::Value) -> BTreeSet<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|s| {
+            s.as_str()
+                .unwrap_or_else(|| panic!("not a string: {s}"))
+                .to_string()
+        })
+        .collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn health_answers_ok() {
+    let node = MeshNode::start().await;
+    let r = node.client().get("/health").await;
+    assert_eq!(r.ok(), &json!({"status": "ok"}), "{r}");
+    r.expect_json();
+}
+
+#[tokio::test]
+async fn call_counter_counts_up_on_one_activation() {
+    let node = MeshNode::start().await;
+    let c = node.client();
+    let body = req("Counter", "counter_1", "counter", json!({}));
+
+    let first = c.call(&body).await;
+    assert_eq!(first.result(), &json!({"ok": 1}), "{first}");
+    assert_eq!(first.node(), node.id(), "{first}");
+    let pid = first.pid();
+
+    for expected in 2..=3 {
+        let r = c.call(&body).await;
+        assert_eq!(r.result(), &json!({"ok": expected}), "{r}");
+        assert_eq!(r.pid(), pid, "same identity, same activation: {r}");
+        assert_eq!(r.node(), node.id(), "{r}");
+    }
+}
+
+#[tokio::test]
+async fn call_payload_defaults_to_null() {
+    let node = MeshNode::start().await;
+    let c = node.client();
+    let body = json!({"module": "Counter", "id": "no-payload", "capability": "counter"});
+    assert_eq!(c.call(&body).await.result(), &json!({"ok": 1}));
+    assert_eq!(c.call(&body).await.result(), &json!({"ok": 2}));
+}
+
+#[tokio::test]
+async fn different_ids_are_independent() {
+    let node = MeshNode::start().await;
+    let c = node.client();
+
+    assert_eq!(c.count("a").await, 1);
+    assert_eq!(c.count("a").await, 2);
+    assert_eq!(c.count("b").await, 1);
+    assert_eq!(c.count("a").await, 3);
+    assert_eq!(c.count("b").await, 2);
+
+    let pid_a = c
+        .call(&req("Counter", "a", "counter", json!({})))
+        .await
+        .pid();
+    let pid_b = c
+        .call(&req("Counter", "b", "counter", json!({})))
+        .await
+        .pid();
+    assert_ne!(pid_a, pid_b, "two identities, two activations");
+}
+
+#[tokio::test]
+async fn same_id_in_two_modules_is_two_identities() {
+    let node = MeshNode::start().await;
+    let c = node.client();
+    let id = "shared-id";
+    assert_eq!(c.count(id).await, 1);
+    let game = c
+        .call(&req(
+            "GameActor",
+            id,
+            "game",
+            json!({"action": "get_state"}),
+        ))
+        .await;
+    assert_eq!(
+        game.result(),
+        &json!({"ok": {"id": id, "level": 1, "score": 0}}),
+        "{game}"
+    );
+    assert_eq!(c.count(id).await, 2);
+}
+
+#[tokio::test]
+async fn ids_may_hold_any_characters() {
+    let node = MeshNode::start().await;
+    let c = node.client();
+    let ids = [
+        "with space",
+        "slash/and?query=1&x#frag",
+        "ünïcødé-日本",
+        "percent%20sign",
+        "+plus",
+    ];
+    for id in ids {
+        assert_eq!(c.count(id).await, 1, "{id:?}");
+    }
+    for id in ids {
+        assert_eq!(c.count(id).await, 2, "{id:?}");
+        let r = c.owner(id, "counter").await;
+        assert!(r.ok()["shard"].is_u64(), "{id:?}: {r}");
+        assert_eq!(r.ok()["node"], json!(node.id()), "{id:?}: {r}");
+    }
+    let r = c
+        .call(&req(
+            "GameActor",
+            "ünïcødé-日本",
+            "game",
+            json!({"action": "get_state"}),
+        ))
+        .await;
+    assert_eq!(r.result()["ok"]["id"], json!("ünïcødé-日本"), "{r}");
+}
+
+#[tokio::test]
+async fn reset_via_call() {
+    let node = MeshNode::start().await;
+    let c = node.client();
+    let id = "reset-me";
+    for _ in 0..3 {
+        c.count(id).await;
+    }
+    let pid = c
+        .call(&req("Counter", id, "counter", json!({})))
+        .await
+        .pid();
+
+    let r = c
+        .call(&req("Counter", id, "counter", json!({"action": "reset"})))
+        .await;
+    assert_eq!(r.result(), &json!({"ok": 0}), "{r}");
+    assert_eq!(r.pid(), pid, "reset keeps the activation: {r}");
+
+    assert_eq!(c.count(id).await, 1);
+    assert_eq!(c.count(id).await, 2);
+}
+
+#[tokio::test]
+async fn cast_is_accepted_with_202() {
+    let node = MeshNode::start().await;
+    let r = node
+        .client()
+        .cast(&req("Counter", "cast-202", "counter", json!({})))
+        .await;
+    r.expect_status(202);
+    assert_eq!(r.body, json!({"status": "accepted"}), "{r}");
+}
+
+#[tokio::test]
+async fn cast_effect_is_observable_by_a_later_call() {
+    let node = MeshNode::start().await;
+    let c = node.client();
+    let id = unique("game");
+
+    for _ in 0..3 {
+        c.cast(&req(
+            "GameActor",
+            &id,
+            "game",
+            json!({"action": "increment"}),
+        ))
+        .await
+        .expect_status(202);
+    }
+
+    // get_state does not change the state, so it can be polled.
+    let c = &c;
+    let id = &id;
+    let state = eventually("three cast increments to land", POLL, || async move {
+        let r = c
+            .call(&req(
+                "GameActor",
+                id,
+                "game",
+                json!({"action": "get_state"}),
+            ))
+            .await;
+        let state = r.result()["ok"].clone();
+        (state["score"] == 3).then_some(state)
+    })
+    .await;
+    assert_eq!(state, json!({"id": id, "level": 1, "score": 3}));
+}
+
+#[tokio::test]
+async fn cast_activates_a_counter() {
+    let node = MeshNode::start().await;
+    let c = node.client();
+    let id = unique("cast-counter");
+    c.cast(&req("Counter", &id, "counter", json!({})))
+        .await
+        .expect_status(202);
+
+    // Each poll is itself a call that adds 1, so the count seen is (1 from the cast, if it landed) +
+    // (polls so far). The cast has landed once a count exceeds the number of calls made.
+    let c = &c;
+    let id = &id;
+    let mut calls = 0;
+    eventually("the cast to reach the Counter", POLL, || {
+        calls += 1;
+        let made = calls;
+        async move { (c.count(id).await > made).then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn reset_via_cast() {
+    let node = MeshNode::start().await;
+    let c = node.client();
+    let id = unique("cast-reset");
+    for expected in 1..=10 {
+        assert_eq!(c.count(&id).await, expected);
+    }
+
+    c.cast(&req("Counter", &id, "counter", json!({"action": "reset"})))
+        .await
+        .expect_status(202);
+
+    // Without the reset, counts would go on 11, 12, ...; once it lands they restart from 1.
+    let c = &c;
+    let id = &id;
+    let seen = eventually("the cast reset to land", POLL, || async move {
+        let n = c.count(id).await;
+        (n < 10).then_some(n)
+    })
+    .await;
+    assert!(seen >= 1, "count after reset is {seen}");
+}
+
+#[tokio::test]
+async fn stop_deactivates_and_next_call_starts_afresh() {
+    let node = MeshNode::start().await;
+    let c = node.client();
+    let id = "stopper";
+    let body = req("Counter", id, "counter", json!({}));
+
+    c.call(&body).await.result();
+    let r = c.call(&body).await;
+    assert_eq!(r.result(), &json!({"ok": 2}));
+    let old_pid = r.pid();
+
+    let stop = c
+        .call(&req("Counter", id, "counter", json!({"action": "stop"})))
+        .await;
+    assert_eq!(stop.result(), &json!({"ok": "stopping"}), "{stop}");
+
+    let after = c.call(&body).await;
+    assert_eq!(
+        after.result(),
+        &json!({"ok": 1}),
+        "a stopped actor starts afresh: {after}"
+    );
+    assert_ne!(after.pid(), old_pid, "new activation, new pid: {after}");
+
+    let again = c.call(&body).await;
+    assert_eq!(again.result(), &json!({"ok": 2}), "{again}");
+    assert_eq!(again.pid(), after.pid(), "{again}");
+}
+
+#[tokio::test]
+async fn owner_names_this_node_and_a_shard() {
+    let node = MeshNode::start().await;
+    let c = node.client();
+    for cap in ALL_CAPABILITIES {
+        let r = c.owner("counter_1", cap).await;
+        let body = r.ok();
+        let shard = body["shard"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("shard is not a non-negative integer: {r}"));
+        assert!(shard < 4096, "default is 4096 shards: {r}");
+        assert_eq!(body["node"], json!(node.id()), "{r}");
+    }
+    // The shard depends on the id only, not on the capability.
+    let a = c.owner("counter_1", "counter").await.ok()["shard"].clone();
+    let b = c.owner("counter_1", "game").await.ok()["shard"].clone();
+    assert_eq!(a, b);
+}
+
+#[tokio::test]
+async fn owner_of_unregistered_capability_is_no_capable_node() {
+    let node = MeshNode::start().await;
+    node.client()
+        .owner("counter_1", "nobody-has-this")
+        .await
+        .expect_error(503, "no_capable_node");
+}
+
+#[tokio::test]
+async fn owner_without_params_is_bad_request() {
+    let node = MeshNode::start().await;
+    let c = node.client();
+    for path in [
+        "/owner",
+        "/owner?id=counter_1",
+        "/owner?capability=counter",
+        "/owner?id=&capability=counter",
+        "/owner?id=counter_1&capability=",
+    ] {
+        let r = c.get(path).await;
+        assert_eq!(r.status, 400, "GET {path}: {r}");
+        r.expect_error(400, "bad_request");
+    }
+}
+
+#[tokio::test]
+async fn shards_flag_bounds_the_shard_number() {
+    let node = MeshNode::standard().shards(16).start().await;
+    let c = node.client();
+    let mut seen = BTreeSet::new();
+    for i in 0..64 {
+        let r = c.owner(&format!("id-{i}"), "counter").await;
+        let shard = r.ok()["shard"].as_u64().unwrap_or_else(|| panic!("{r}"));
+        assert!(shard < 16, "--shards 16: {r}");
+        seen.insert(shard);
+    }
+    assert!(
+        seen.len() >= 4,
+        "64 ids should spread over several of 16 shards, got {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn shard_of_an_id_is_the_same_in_every_process() {
+    let (a, b) = tokio::join!(MeshNode::start(), MeshNode::start());
+    let (ca, cb) = (a.client(), b.client());
+    let ids = (0..20)
+        .map(|i| format!("stable-{i}"))
+        .chain(["with space".to_string(), "ünïcødé".to_string()]);
+    for id in ids {
+        let sa = ca.owner(&id, "counter").await.ok()["shard"].clone();
+        let sb = cb.owner(&id, "counter").await.ok()["shard"].clone();
+        assert!(sa.is_u64(), "{sa}");
+        assert_eq!(sa, sb, "shard of {id} differs between two processes");
+    }
+}
+
+#[tokio::test]
+async fn cluster_describes_this_node() {
+    let node = MeshNode::start().await;
+    let cluster = node.client().cluster().await;
+
+    assert_eq!(cluster["node"], json!(node.id()), "{cluster}");
+    assert!(cluster["activations"].is_u64(), "{cluster}");
+    let members = cluster["members"]
+        .as_array()
+        .unwrap_or_else(|| panic!("members is not an array: {cluster}"));
+    let me = members
+        .iter()
+        .find(|m| m["node"] == json!(node.id()))
+        .unwrap_or_else(|| panic!("this node is not among the members: {cluster}"));
+    assert_eq!(me["addr"], json!(node.addr().to_string()), "{cluster}");
+    assert_eq!(me["status"], json!("alive"), "{cluster}");
+    assert_eq!(
+        strings(&me["capabilities"]),
+        set(&ALL_CAPABILITIES),
+        "{cluster}"
+    );
+}
+
+#[tokio::test]
+async fn cluster_counts_live_activations() {
+    let node = MeshNode::start().await;
+    let c = node.client();
+    let activations = |cluster: serde_json::Value| {
+        cluster["activations"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("activations is not an integer: {cluster}"))
+    };
+    let before = activations(c.cluster().await);
+
+    for i in 0..5 {
+        c.count(&format!("act-{i}")).await;
+    }
+    // Calls to existing activations add none.
+    c.count("act-0").await;
+    c.count("act-1").await;
+    assert_eq!(activations(c.cluster().await), before + 5);
+
+    c.call(&req("GameActor", "act-0", "game", json!({})))
+        .await
+        .result();
+    assert_eq!(activations(c.cluster().await), before + 6);
+
+    // An actor that stops itself leaves the registry (rule 7).
+    let r = c
+        .call(&req(
+            "Counter",
+            "act-4",
+            "counter",
+            json!({"action": "stop"}),
+        ))
+        .await;
+    assert_eq!(r.result(), &json!({"ok": "stopping"}));
+    let c = &c;
+    eventually(
+        "the stopped actor to leave the count",
+        POLL,
+        || async move { (activations(c.cluster().await) == before + 5).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn capabilities_can_be_added_at_run_time() {
+    let node = MeshNode::builder().capabilities(["counter"]).start().await;
+    let c = node.client();
+    let body = req("Counter", "extra-1", "extra", json!({}));
+
+    c.call(&body).await.expect_error(503, "no_capable_node");
+    c.owner("extra-1", "extra")
+        .await
+        .expect_error(503, "no_capable_node");
+
+    let r = c
+        .post_json("/capabilities", &json!({"capabilities": ["extra", "more"]}))
+        .await;
+    assert_eq!(
+        strings(&r.ok()["capabilities"]),
+        set(&["counter", "extra", "more"]),
+        "the reply lists all of this node's capabilities: {r}"
+    );
+
+    let r = c.call(&body).await;
+    assert_eq!(r.result(), &json!({"ok": 1}), "{r}");
+    assert_eq!(r.node(), node.id());
+    assert_eq!(
+        c.owner("extra-1", "extra").await.ok()["node"],
+        json!(node.id())
+    );
+
+    // Adding again is harmless and still returns everything.
+    let r = c
+        .post_json("/capabilities", &json!({"capabilities": ["extra"]}))
+        .await;
+    assert_eq!(
+        strings(&r.ok()["capabilities"]),
+        set(&["counter", "extra", "more"]),
+        "{r}"
+    );
+
+    let c = &c;
+    let id = node.id().to_string();
+    let id = &id;
+    eventually(
+        "/cluster to show the new capabilities",
+        POLL,
+        || async move {
+            let cluster = c.cluster().await;
+            let me = cluster["members"]
+                .as_array()?
+                .iter()
+                .find(|m| m["node"] == json!(id))?
+                .clone();
+            (strings(&me["capabilities"]) == set(&["counter", "extra", "more"])).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_and_count_calls() {
+    let node = MeshNode::start().await;
+    let c = node.client();
+    for i in 0..5 {
+        c.count(&format!("m-{i}")).await;
+    }
+
+    let r = c.get("/metrics").await;
+    r.expect_status(200);
+    assert!(
+        r.content_type
+            .as_deref()
+            .is_some_and(|ct| ct.starts_with("text/plain")),
+        "Prometheus text format is served as text/plain: {:?}",
+        r.content_type
+    );
+    assert!(r.text.contains("# TYPE "), "no # TYPE lines: {r}");
+
+    let samples = metric_samples(&r.text);
+    assert!(
+        samples.iter().any(|(s, _)| s.starts_with("mesh_")),
+        "no mesh_ metric: {r}"
+    );
+    let calls: Vec<_> = samples
+        .iter()
+        .filter(|(s, v)| {
+            let name = s.split('{').next().unwrap_or(s);
+            name.starts_with("mesh_") && name.contains("call") && *v > 0.0
+        })
+        .collect();
+    assert!(
+        !calls.is_empty(),
+        "after 5 calls, no mesh_*call* sample has a positive value:\n{}",
+        r.text
+    );
+}
