@@ -2,19 +2,23 @@
 //! delivers through, the panic guard, and the supervision glue.
 //!
 //! Lifecycle of an activation, and where each step happens:
-//! - **activate**: [`start`] runs the user's `init` on the caller's thread (so a rejected
-//!   `init_arg` fails the call synchronously) and starts the actor under an actix
-//!   [`Supervisor`] on an arbiter of the pool. A *sentinel* future is spawned into the actor's
-//!   context: actix drops context futures exactly when an incarnation ends, so the sentinel's
-//!   drop is how mesh learns that an actor stopped, whatever stopped it.
+//! - **activate**: [`TypedActivator`] runs the user's `init` on the caller's thread (so a
+//!   rejected `init_arg` fails the call synchronously) and starts the actor under an actix
+//!   [`Supervisor`] on an arbiter of the pool. A *sentinel* future, stamped with the
+//!   incarnation, is spawned into the actor's context: actix drops context futures exactly
+//!   when an incarnation ends, so the sentinel's drop is how mesh learns that an actor
+//!   stopped, whatever stopped it (a handler, a timer, a shutdown).
 //! - **crash**: [`handle_envelope`] runs the handler inside `catch_unwind`. On a panic it
 //!   replaces the (possibly inconsistent) state with a fresh `init`, bumps the incarnation (a
-//!   new pid), posts itself a `Rearm` and calls `ctx.stop()`; the supervisor then restarts the
-//!   actor in place, keeping its mailbox. The crashing call fails with `actor_crashed`; calls
+//!   new pid), posts itself a `Rearm` for the new incarnation and calls `ctx.stop()`; the
+//!   supervisor then restarts the actor in place, keeping its mailbox. The old sentinel sees
+//!   a newer incarnation and lets it be. The crashing call fails with `actor_crashed`; calls
 //!   queued behind it are served by the fresh state.
 //! - **deactivate** (the actor stopped itself, or its shard moved): the cell is retired and
-//!   removed from the registry; a retired actor answers nothing (callers re-activate), and once
-//!   the registry has dropped its address the supervisor lets it end.
+//!   removed from the registry. The actor keeps one address alive until the supervisor has
+//!   restarted it, so that the envelopes still queued are answered `Retired` with their
+//!   payload, and their callers route them again to a fresh activation instead of losing
+//!   them. With its queue drained and no address left, the retired actor ends.
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -43,9 +47,6 @@ pub(crate) struct ActivationCell {
     serial: u64,
     incarnation: AtomicU64,
     retired: AtomicBool,
-    /// Set by the panic guard just before it stops the actor, so that the end of that
-    /// incarnation reads as a restart rather than a deactivation.
-    crash_pending: AtomicBool,
     registry: Weak<ActivationRegistry>,
 }
 
@@ -71,7 +72,6 @@ impl ActivationCell {
             serial,
             incarnation: AtomicU64::new(0),
             retired: AtomicBool::new(false),
-            crash_pending: AtomicBool::new(false),
             registry,
         }
     }
@@ -114,7 +114,7 @@ enum EnvelopeKind {
     /// Deactivate: the actor's shard moved to another node.
     Stop,
     /// Arms the sentinel of the incarnation that follows a crash.
-    Rearm,
+    Rearm(u64),
 }
 
 impl Envelope {
@@ -129,7 +129,7 @@ impl Envelope {
     pub(crate) fn into_payload(self) -> Option<Payload> {
         match self.kind {
             EnvelopeKind::Deliver(payload) => Some(payload),
-            EnvelopeKind::Stop | EnvelopeKind::Rearm => None,
+            EnvelopeKind::Stop | EnvelopeKind::Rearm(_) => None,
         }
     }
 
@@ -201,12 +201,17 @@ pub fn handle_envelope<A: MeshActor>(
 ) -> EnvelopeResponse<A> {
     let Envelope { cell, kind } = envelope;
     match kind {
-        EnvelopeKind::Rearm => {
-            arm_sentinel(ctx, cell);
+        EnvelopeKind::Rearm(incarnation) => {
+            if cell.is_retired() {
+                ctx.stop();
+            } else if incarnation == cell.incarnation.load(Ordering::Acquire) {
+                // A later crash has already queued the Rearm of a newer incarnation otherwise.
+                arm_sentinel(ctx, cell, incarnation);
+            }
             EnvelopeResponse::Ready(Err(Undelivered::Retired(None)))
         }
         EnvelopeKind::Stop => {
-            cell.deactivate();
+            retire(&cell, ctx);
             ctx.stop();
             EnvelopeResponse::Ready(Err(Undelivered::Retired(None)))
         }
@@ -235,12 +240,23 @@ pub fn handle_envelope<A: MeshActor>(
     }
 }
 
-/// A handler that called `ctx.stop()` deactivates its actor now, before the supervisor looks
-/// at whether anyone still holds its address (the registry does, until this removes it).
-fn deactivate_if_stopping<A: MeshActor>(cell: &Arc<ActivationCell>, ctx: &Context<A>) {
+/// A handler that called `ctx.stop()` deactivates its actor now rather than when its
+/// sentinel drops, so that no new call reaches it meanwhile.
+fn deactivate_if_stopping<A: MeshActor>(cell: &Arc<ActivationCell>, ctx: &mut Context<A>) {
     if ctx.state() == ActorState::Stopping {
-        cell.deactivate();
+        retire(cell, ctx);
     }
+}
+
+/// Deactivates `cell` from inside its actor, keeping the mailbox connected until the
+/// supervisor has restarted the actor: the restarted (retired) actor then answers every
+/// envelope still queued with its payload, and those callers route again instead of seeing
+/// their message dropped with the mailbox.
+fn retire<A: MeshActor>(cell: &Arc<ActivationCell>, ctx: &mut Context<A>) {
+    cell.deactivate();
+    let address = ctx.address();
+    // Runs after the current poll of this arbiter, i.e. after the supervisor's restart check.
+    actix_rt::spawn(async move { drop(address) });
 }
 
 /// Handles a panic caught in `act`: fresh state, new incarnation, restart by the supervisor.
@@ -255,17 +271,16 @@ fn crash<A: MeshActor>(
     match init::<A>(cell) {
         Ok(fresh) => {
             *act = fresh;
-            cell.incarnation.fetch_add(1, Ordering::AcqRel);
-            cell.crash_pending.store(true, Ordering::Release);
+            let incarnation = cell.incarnation.fetch_add(1, Ordering::AcqRel) + 1;
             // The mailbox survives the restart; context futures (and so the sentinel) do not.
             ctx.address().do_send(Envelope {
                 cell: cell.clone(),
-                kind: EnvelopeKind::Rearm,
+                kind: EnvelopeKind::Rearm(incarnation),
             });
         }
         // The same init_arg no longer initialises: give up on this activation; the next call
         // activates afresh and reports the init error.
-        Err(_) => cell.deactivate(),
+        Err(_) => retire(cell, ctx),
     }
     ctx.stop();
     Undelivered::Crashed(reason)
@@ -327,20 +342,24 @@ fn init<A: MeshActor>(cell: &ActivationCell) -> Result<A, MeshError> {
 }
 
 /// Lives in the actor's context for one incarnation; actix drops it when the incarnation ends.
-struct Sentinel(Arc<ActivationCell>);
+struct Sentinel {
+    cell: Arc<ActivationCell>,
+    incarnation: u64,
+}
 
 impl Drop for Sentinel {
     fn drop(&mut self) {
-        // An incarnation that ends without a crash was stopped for good: by the actor itself,
-        // by a deactivation, or by its arbiter shutting down.
-        if !self.0.crash_pending.swap(false, Ordering::AcqRel) {
-            self.0.deactivate();
+        // A crash starts a newer incarnation before it stops the actor. An incarnation that
+        // ends without one was stopped for good: by the actor itself, by a deactivation, or by
+        // its arbiter shutting down.
+        if self.cell.incarnation.load(Ordering::Acquire) == self.incarnation {
+            self.cell.deactivate();
         }
     }
 }
 
-fn arm_sentinel<A: MeshActor>(ctx: &mut Context<A>, cell: Arc<ActivationCell>) {
-    let sentinel = Sentinel(cell);
+fn arm_sentinel<A: MeshActor>(ctx: &mut Context<A>, cell: Arc<ActivationCell>, incarnation: u64) {
+    let sentinel = Sentinel { cell, incarnation };
     ctx.spawn(actix::fut::wrap_future(async move {
         let _sentinel = sentinel;
         std::future::pending::<()>().await
@@ -375,7 +394,7 @@ impl<A: MeshActor> Activator for TypedActivator<A> {
         let actor = init::<A>(&cell)?;
         let addr = Supervisor::start_in_arbiter(arbiter, move |ctx: &mut Context<A>| {
             ctx.set_mailbox_capacity(mailbox_capacity);
-            arm_sentinel(ctx, cell);
+            arm_sentinel(ctx, cell, 0);
             actor
         });
         Ok(addr.recipient())

@@ -5,7 +5,7 @@
 //! - routes each request by its id's shard to the owning node for its capability, reading an
 //!   immutable routing snapshot that the `ShardRouter` actor publishes (no lock, no message
 //!   on the hot path);
-//! - on the owner, finds the activation in the [`ActivationRegistry`](crate::registry) (lock
+//! - on the owner, finds the activation in the `ActivationRegistry` (lock
 //!   striped by shard) or starts it under an actix `Supervisor` on one arbiter of a pool
 //!   spread over all cores;
 //! - delivers the payload by message, with no JSON encoding, through a guard that catches a
@@ -29,7 +29,7 @@ mod router;
 mod transport;
 
 pub use actor::{Delivery, InitError, MeshActor, MeshInit, Payload};
-pub use mesh::{Mesh, MeshConfig, StartError, DEFAULT_MAILBOX_CAPACITY};
+pub use mesh::{Mesh, MeshConfig, Origin, StartError, DEFAULT_MAILBOX_CAPACITY};
 pub use mesh_core::{
     ActorId, Capability, ErrorCode, Member, MemberStatus, MeshError, Module, NodeId, Reply,
     Request, RoutingTable, ShardCount, ShardId,
@@ -38,7 +38,7 @@ pub use mesh_macros::MeshActor;
 pub use metrics::{RequestStats, LATENCY_BUCKETS};
 pub use registry::RegistryStats;
 pub use router::ShardRouter;
-pub use transport::RemoteTransport;
+pub use transport::{InProcessTransport, RemoteTransport};
 
 /// Glue for `#[derive(MeshActor)]` and re-exports for actor authors. Not a stable API.
 #[doc(hidden)]

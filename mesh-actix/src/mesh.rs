@@ -109,6 +109,16 @@ pub struct Mesh {
     inner: Arc<MeshInner>,
 }
 
+/// A [`Mesh`] that does not keep its node alive.
+#[derive(Clone)]
+pub(crate) struct WeakMesh(std::sync::Weak<MeshInner>);
+
+impl WeakMesh {
+    pub(crate) fn upgrade(&self) -> Option<Mesh> {
+        self.0.upgrade().map(|inner| Mesh { inner })
+    }
+}
+
 struct MeshInner {
     config: MeshConfig,
     routing: RoutingSnapshot,
@@ -227,10 +237,7 @@ impl Mesh {
     /// Calls the actor `(request.module, request.id)` wherever it lives, activating it on
     /// its owner first if needed, and waits for its reply within the request's timeout.
     pub async fn call(&self, request: Request) -> Result<Reply, MeshError> {
-        let started = Instant::now();
-        let result = self.route_call(request, Hop::MayForward).await;
-        self.record(Delivery::Call, result.as_ref().map(|_| ()), started);
-        result
+        self.call_from(request, Origin::Client).await
     }
 
     /// Delivers `request.payload` to the actor like [`Mesh::call`] but discards the reply:
@@ -240,27 +247,30 @@ impl Mesh {
     /// without bound. Like a cast to a dying GenServer, a cast that races with the actor's
     /// deactivation may be dropped.
     pub async fn cast(&self, request: Request) -> Result<(), MeshError> {
+        self.cast_from(request, Origin::Client).await
+    }
+
+    /// [`Mesh::call`] for a request that comes from `origin`. A request another node
+    /// forwarded is served here only if this node owns the actor under its current view, and
+    /// refused with `owner_unavailable` otherwise: a request is forwarded at most once.
+    pub async fn call_from(&self, request: Request, origin: Origin) -> Result<Reply, MeshError> {
         let started = Instant::now();
-        let result = self.route_cast(request, Hop::MayForward).await;
-        self.record(Delivery::Cast, result.as_ref().copied(), started);
+        let result = self.route_call(request, origin).await;
+        let outcome = result.as_ref().map(|_| ());
+        self.inner
+            .metrics
+            .record(Delivery::Call, outcome, started.elapsed());
         result
     }
 
-    /// Serves a call forwarded by another node: delivered here if this node owns the actor
-    /// under its current view, refused with `owner_unavailable` otherwise (a request is never
-    /// forwarded twice).
-    pub async fn serve_forwarded_call(&self, request: Request) -> Result<Reply, MeshError> {
+    /// [`Mesh::cast`] for a request that comes from `origin`; see [`Mesh::call_from`].
+    pub async fn cast_from(&self, request: Request, origin: Origin) -> Result<(), MeshError> {
         let started = Instant::now();
-        let result = self.route_call(request, Hop::Final).await;
-        self.record(Delivery::Call, result.as_ref().map(|_| ()), started);
-        result
-    }
-
-    /// Serves a cast forwarded by another node; see [`Mesh::serve_forwarded_call`].
-    pub async fn serve_forwarded_cast(&self, request: Request) -> Result<(), MeshError> {
-        let started = Instant::now();
-        let result = self.route_cast(request, Hop::Final).await;
-        self.record(Delivery::Cast, result.as_ref().copied(), started);
+        let result = self.route_cast(request, origin).await;
+        let outcome = result.as_ref().copied();
+        self.inner
+            .metrics
+            .record(Delivery::Cast, outcome, started.elapsed());
         result
     }
 
@@ -279,6 +289,10 @@ impl Mesh {
             .ok_or_else(|| MeshError::NoCapableNode(capability.to_owned()))
     }
 
+    pub(crate) fn downgrade(&self) -> WeakMesh {
+        WeakMesh(Arc::downgrade(&self.inner))
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> &NodeId {
         &self.inner.config.node_id
@@ -294,14 +308,20 @@ impl Mesh {
         self.inner.routing.load_full()
     }
 
-    /// This node's registered capabilities.
-    pub fn capabilities(&self) -> BTreeSet<Capability> {
+    /// This node as it describes itself to the cluster: id, address, capabilities.
+    pub fn local_member(&self) -> Member {
+        let node = &self.inner.config.node_id;
         self.routing()
             .members()
             .iter()
-            .find(|m| m.node == self.inner.config.node_id)
-            .map(|m| m.capabilities.clone())
-            .unwrap_or_default()
+            .find(|m| m.node == *node)
+            .cloned()
+            .expect("the local node is always a member of its own view")
+    }
+
+    /// This node's registered capabilities.
+    pub fn capabilities(&self) -> BTreeSet<Capability> {
+        self.local_member().capabilities
     }
 
     /// Live activations on this node (read from the activation registry).
@@ -319,14 +339,8 @@ impl Mesh {
         self.inner.metrics.snapshot()
     }
 
-    fn record(&self, delivery: Delivery, result: Result<(), &MeshError>, started: Instant) {
-        self.inner
-            .metrics
-            .record(delivery, result, started.elapsed());
-    }
-
     /// Where the request goes next under the current snapshot: here, or once to its owner.
-    fn next_hop(&self, request: &Request, hop: Hop) -> Result<NextHop, MeshError> {
+    fn next_hop(&self, request: &Request, origin: Origin) -> Result<NextHop, MeshError> {
         let table = self.inner.routing.load();
         let shard = table.shards().shard_for(request.id.as_str());
         let owner = table
@@ -335,9 +349,9 @@ impl Mesh {
         if owner.node == self.inner.config.node_id {
             return Ok(NextHop::Local(shard));
         }
-        match hop {
-            Hop::MayForward => Ok(NextHop::Remote(owner.clone())),
-            Hop::Final => Err(MeshError::OwnerUnavailable(format!(
+        match origin {
+            Origin::Client => Ok(NextHop::Remote(owner.clone())),
+            Origin::Forwarded => Err(MeshError::OwnerUnavailable(format!(
                 "this node does not own the actor under its current view (owner: {}); \
                  a request is never forwarded twice",
                 owner.node
@@ -354,11 +368,11 @@ impl Mesh {
         })
     }
 
-    async fn route_call(&self, mut request: Request, hop: Hop) -> Result<Reply, MeshError> {
+    async fn route_call(&self, mut request: Request, origin: Origin) -> Result<Reply, MeshError> {
         let timeout = request.effective_timeout();
         let deadline = tokio::time::Instant::now() + timeout;
         for _ in 0..MAX_ROUTE_ATTEMPTS {
-            let owner = match self.next_hop(&request, hop)? {
+            let owner = match self.next_hop(&request, origin)? {
                 NextHop::Remote(owner) => owner,
                 NextHop::Local(shard) => {
                     let payload = Payload::call(std::mem::take(&mut request.payload));
@@ -424,10 +438,10 @@ impl Mesh {
         }
     }
 
-    async fn route_cast(&self, mut request: Request, hop: Hop) -> Result<(), MeshError> {
+    async fn route_cast(&self, mut request: Request, origin: Origin) -> Result<(), MeshError> {
         let timeout = request.effective_timeout();
         for _ in 0..MAX_ROUTE_ATTEMPTS {
-            let owner = match self.next_hop(&request, hop)? {
+            let owner = match self.next_hop(&request, origin)? {
                 NextHop::Remote(owner) => owner,
                 NextHop::Local(shard) => {
                     let payload = Payload::cast(std::mem::take(&mut request.payload));
@@ -509,12 +523,13 @@ impl Mesh {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Hop {
-    /// From a client: may be forwarded once to the owner.
-    MayForward,
-    /// Already forwarded: served here or refused.
-    Final,
+/// Where a request comes from, which decides whether it may still be forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// From a client of this node: forwarded once to the owner if another node owns it.
+    Client,
+    /// Forwarded by another node: served here or refused, never forwarded again.
+    Forwarded,
 }
 
 enum NextHop {

@@ -23,7 +23,9 @@
 //! ```
 //!
 //! Routes: `POST /call`, `POST /cast`, `GET /owner`, `GET /cluster`, `POST /capabilities`,
-//! `GET /health`, `GET /metrics`. Every error is `{"error": {"code", "message"}}` with the
+//! `GET /health`, `GET /metrics`, and the node-to-node routes `POST /internal/call` and
+//! `POST /internal/cast`, which [`HttpTransport`] posts to and which serve a request only if
+//! this node owns it (a request is forwarded at most once). Every error is `{"error": {"code", "message"}}` with the
 //! contract's status for its code ([`HttpError`]). Handlers are thin: they parse, call
 //! [`Mesh`](mesh_actix::Mesh), and render.
 
@@ -32,6 +34,8 @@ mod body;
 mod error;
 mod metrics;
 mod routes;
+mod transport;
 
 pub use error::HttpError;
 pub use routes::{configure, configure_with, not_found, HttpOptions, DEFAULT_BODY_LIMIT};
+pub use transport::HttpTransport;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use mesh_actix::{Capability, Mesh, MeshError, Request};
+use mesh_actix::{Capability, Mesh, MeshError, Origin, Request};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -59,6 +59,7 @@ impl State {
 }
 
 type Shared = web::Data<Arc<State>>;
+type HttpResult = Result<HttpResponse, HttpError>;
 
 /// Mounts every mesh route with default [`HttpOptions`]:
 /// `App::new().configure(mesh_http::configure(mesh.clone()))`.
@@ -73,6 +74,8 @@ pub fn configure_with(mesh: Mesh, options: HttpOptions) -> impl FnOnce(&mut web:
         cfg.app_data(state)
             .service(resource("/call").route(web::post().to(call)))
             .service(resource("/cast").route(web::post().to(cast)))
+            .service(resource("/internal/call").route(web::post().to(forwarded_call)))
+            .service(resource("/internal/cast").route(web::post().to(forwarded_cast)))
             .service(resource("/owner").route(web::get().to(owner)))
             .service(resource("/cluster").route(web::get().to(cluster)))
             .service(resource("/capabilities").route(web::post().to(capabilities)))
@@ -102,23 +105,41 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
     )
 }
 
-async fn call(
+async fn call(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
+    serve_call(state, req, body, Origin::Client).await
+}
+
+async fn cast(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
+    serve_cast(state, req, body, Origin::Client).await
+}
+
+async fn forwarded_call(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
+    serve_call(state, req, body, Origin::Forwarded).await
+}
+
+async fn forwarded_cast(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
+    serve_cast(state, req, body, Origin::Forwarded).await
+}
+
+async fn serve_call(
     state: Shared,
     req: HttpRequest,
     body: web::Payload,
-) -> Result<HttpResponse, HttpError> {
+    origin: Origin,
+) -> HttpResult {
     let request = state.request(&req, body).await?;
-    let reply = state.mesh.call(request).await?;
+    let reply = state.mesh.call_from(request, origin).await?;
     Ok(HttpResponse::Ok().json(reply))
 }
 
-async fn cast(
+async fn serve_cast(
     state: Shared,
     req: HttpRequest,
     body: web::Payload,
-) -> Result<HttpResponse, HttpError> {
+    origin: Origin,
+) -> HttpResult {
     let request = state.request(&req, body).await?;
-    state.mesh.cast(request).await?;
+    state.mesh.cast_from(request, origin).await?;
     Ok(HttpResponse::Accepted().json(json!({"status": "accepted"})))
 }
 
@@ -128,7 +149,7 @@ struct OwnerQuery {
     capability: String,
 }
 
-async fn owner(state: Shared, req: HttpRequest) -> Result<HttpResponse, HttpError> {
+async fn owner(state: Shared, req: HttpRequest) -> HttpResult {
     state.authorize(&req)?;
     let query = web::Query::<OwnerQuery>::from_query(req.query_string())
         .map_err(|e| MeshError::BadRequest(format!("expected ?id=<id>&capability=<cap>: {e}")))?;
@@ -139,7 +160,7 @@ async fn owner(state: Shared, req: HttpRequest) -> Result<HttpResponse, HttpErro
     Ok(HttpResponse::Ok().json(json!({"shard": shard.0, "node": node})))
 }
 
-async fn cluster(state: Shared, req: HttpRequest) -> Result<HttpResponse, HttpError> {
+async fn cluster(state: Shared, req: HttpRequest) -> HttpResult {
     state.authorize(&req)?;
     let routing = state.mesh.routing();
     Ok(HttpResponse::Ok().json(json!({
@@ -154,11 +175,7 @@ struct CapabilitiesBody {
     capabilities: Vec<String>,
 }
 
-async fn capabilities(
-    state: Shared,
-    req: HttpRequest,
-    body: web::Payload,
-) -> Result<HttpResponse, HttpError> {
+async fn capabilities(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
     state.authorize(&req)?;
     let bytes = read_limited(&req, body, state.options.body_limit).await?;
     let parsed: CapabilitiesBody = serde_json::from_slice(&bytes)

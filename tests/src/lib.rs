@@ -209,6 +209,32 @@ pub fn req(module: &str, id: &str, capability: &str, payload: Value) -> Value {
     json!({"module": module, "id": id, "capability": capability, "payload": payload})
 }
 
+/// A request body for the example `Counter` (capability `counter`).
+pub fn counter(id: &str, payload: Value) -> Value {
+    req("Counter", id, "counter", payload)
+}
+
+/// A request body for the example `GameActor` (capability `game`).
+pub fn game(id: &str, payload: Value) -> Value {
+    req("GameActor", id, "game", payload)
+}
+
+/// A request body for the example `Crasher` (capability `crasher`).
+pub fn crasher(id: &str, payload: Value) -> Value {
+    req("Crasher", id, "crasher", payload)
+}
+
+/// A request body asking the example `Sleeper` (capability `sleeper`) to sleep `sleep_ms`.
+pub fn sleeper(id: &str, sleep_ms: u64) -> Value {
+    req("Sleeper", id, "sleeper", json!({"sleep_ms": sleep_ms}))
+}
+
+/// `body` with `field` set to `value`, e.g. `with_field(game(..), "init_arg", json!({..}))`.
+pub fn with_field(mut body: Value, field: &str, value: Value) -> Value {
+    body[field] = value;
+    body
+}
+
 /// Polls `f` every 25 ms until it returns `Some`, or panics after `timeout` naming `what`.
 ///
 /// Closures that use a client should copy a reference into an `async move` block:
@@ -845,7 +871,7 @@ impl Client {
 
     /// `POST /call` to `Counter` with capability `counter` and an empty payload; returns the count.
     pub async fn count(&self, id: &str) -> i64 {
-        let r = self.call(&req("Counter", id, "counter", json!({}))).await;
+        let r = self.call(&counter(id, json!({}))).await;
         r.result()["ok"]
             .as_i64()
             .unwrap_or_else(|| panic!("Counter reply is not {{\"ok\": <int>}}: {r}"))
@@ -892,17 +918,23 @@ impl Resp {
         &self.body
     }
 
-    /// Asserts that the reply is served as `application/json`.
+    /// Asserts that the reply is served with a `Content-Type` that starts with `media_type`.
     #[track_caller]
-    pub fn expect_json(&self) -> &Resp {
+    pub fn expect_content_type(&self, media_type: &str) -> &Resp {
         assert!(
             self.content_type
                 .as_deref()
-                .is_some_and(|ct| ct.starts_with("application/json")),
-            "Content-Type is {:?}, not application/json: {self}",
+                .is_some_and(|ct| ct.starts_with(media_type)),
+            "Content-Type is {:?}, not {media_type}: {self}",
             self.content_type
         );
         self
+    }
+
+    /// Asserts that the reply is served as `application/json`.
+    #[track_caller]
+    pub fn expect_json(&self) -> &Resp {
+        self.expect_content_type("application/json")
     }
 
     /// Asserts a successful `/call` reply (`200 {"pid": <non-empty string>, "node": <string>,

@@ -2,24 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-use mesh_tests::{eventually, json, req, MeshNode, Value};
-
-fn game(id: &str, payload: Value) -> Value {
-    req("GameActor", id, "game", payload)
-}
+use mesh_tests::{counter, crasher, eventually, game, json, sleeper, with_field, MeshNode, Value};
 
 fn game_with_init(id: &str, payload: Value, init_arg: Value) -> Value {
-    let mut body = game(id, payload);
-    body["init_arg"] = init_arg;
-    body
-}
-
-fn crasher(id: &str, payload: Value) -> Value {
-    req("Crasher", id, "crasher", payload)
-}
-
-fn sleeper(id: &str, sleep_ms: u64) -> Value {
-    req("Sleeper", id, "sleeper", json!({"sleep_ms": sleep_ms}))
+    with_field(game(id, payload), "init_arg", init_arg)
 }
 
 // --- GameActor --------------------------------------------------------------------------------------
@@ -307,23 +293,17 @@ async fn a_crash_does_not_reset_other_actors() {
     for expected in 1..=3 {
         assert_eq!(c.count("x").await, expected);
     }
-    let pid = c
-        .call(&req("Counter", "other", "counter", json!({})))
-        .await
-        .pid();
-    let counter_pid = c
-        .call(&req("Counter", "x", "counter", json!({})))
-        .await
-        .pid(); // 4
+    let pid = c.call(&counter("other", json!({}))).await.pid();
+    let counter_pid = c.call(&counter("x", json!({}))).await.pid(); // 4
 
     c.call(&crasher("x", json!({"action": "crash"})))
         .await
         .expect_error(500, "actor_crashed");
 
-    let r = c.call(&req("Counter", "x", "counter", json!({}))).await;
+    let r = c.call(&counter("x", json!({}))).await;
     assert_eq!(r.result(), &json!({"ok": 5}), "{r}");
     assert_eq!(r.pid(), counter_pid);
-    let r = c.call(&req("Counter", "other", "counter", json!({}))).await;
+    let r = c.call(&counter("other", json!({}))).await;
     assert_eq!(r.result(), &json!({"ok": 2}), "{r}");
     assert_eq!(r.pid(), pid);
 }
@@ -369,12 +349,7 @@ async fn sleeping_actor_does_not_block_others() {
     let mut calls = 0;
     while calls < 50 && !sleepers.iter().all(|s| s.is_finished()) {
         let r = c
-            .call(&req(
-                "Counter",
-                &format!("quick-{}", calls % 4),
-                "counter",
-                json!({}),
-            ))
+            .call(&counter(&format!("quick-{}", calls % 4), json!({})))
             .await;
         r.result();
         assert!(
@@ -406,8 +381,7 @@ async fn sleeping_actor_does_not_block_others() {
 async fn call_longer_than_timeout_ms_is_timeout() {
     let node = MeshNode::start().await;
     let c = node.client();
-    let mut body = sleeper("s2", 5000);
-    body["timeout_ms"] = json!(300);
+    let body = with_field(sleeper("s2", 5000), "timeout_ms", json!(300));
     let r = c.call(&body).await;
     r.expect_error(504, "timeout");
     assert!(
@@ -417,8 +391,7 @@ async fn call_longer_than_timeout_ms_is_timeout() {
 
     // The node and other actors are fine afterwards.
     assert_eq!(c.count("after-timeout").await, 1);
-    let mut body = sleeper("s3", 50);
-    body["timeout_ms"] = json!(10_000);
+    let body = with_field(sleeper("s3", 50), "timeout_ms", json!(10_000));
     assert_eq!(c.call(&body).await.result(), &json!({"ok": 50}));
 }
 
@@ -431,7 +404,7 @@ async fn concurrent_calls_to_one_id_are_serialized() {
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..200 {
         let c = c.clone();
-        tasks.spawn(async move { c.call(&req("Counter", "hot", "counter", json!({}))).await });
+        tasks.spawn(async move { c.call(&counter("hot", json!({}))).await });
     }
     let mut counts = Vec::new();
     let mut pids = Vec::new();
@@ -456,7 +429,7 @@ async fn concurrent_calls_to_many_ids() {
         let c = c.clone();
         tasks.spawn(async move {
             let id = format!("many-{}", i % 20);
-            c.call(&req("Counter", &id, "counter", json!({}))).await
+            c.call(&counter(&id, json!({}))).await
         });
     }
     let mut per_id = std::collections::BTreeMap::<String, Vec<i64>>::new();

@@ -3,7 +3,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use mesh_tests::{eventually, json, metric_samples, req, unique, MeshNode, ALL_CAPABILITIES};
+use mesh_tests::{
+    counter, eventually, game, json, metric_samples, req, unique, MeshNode, ALL_CAPABILITIES,
+};
 
 const POLL: Duration = Duration::from_secs(10);
 
@@ -35,7 +37,7 @@ async fn health_answers_ok() {
 async fn call_counter_counts_up_on_one_activation() {
     let node = MeshNode::start().await;
     let c = node.client();
-    let body = req("Counter", "counter_1", "counter", json!({}));
+    let body = counter("counter_1", json!({}));
 
     let first = c.call(&body).await;
     assert_eq!(first.result(), &json!({"ok": 1}), "{first}");
@@ -70,14 +72,8 @@ async fn different_ids_are_independent() {
     assert_eq!(c.count("a").await, 3);
     assert_eq!(c.count("b").await, 2);
 
-    let pid_a = c
-        .call(&req("Counter", "a", "counter", json!({})))
-        .await
-        .pid();
-    let pid_b = c
-        .call(&req("Counter", "b", "counter", json!({})))
-        .await
-        .pid();
+    let pid_a = c.call(&counter("a", json!({}))).await.pid();
+    let pid_b = c.call(&counter("b", json!({}))).await.pid();
     assert_ne!(pid_a, pid_b, "two identities, two activations");
 }
 
@@ -87,14 +83,7 @@ async fn same_id_in_two_modules_is_two_identities() {
     let c = node.client();
     let id = "shared-id";
     assert_eq!(c.count(id).await, 1);
-    let game = c
-        .call(&req(
-            "GameActor",
-            id,
-            "game",
-            json!({"action": "get_state"}),
-        ))
-        .await;
+    let game = c.call(&game(id, json!({"action": "get_state"}))).await;
     assert_eq!(
         game.result(),
         &json!({"ok": {"id": id, "level": 1, "score": 0}}),
@@ -124,12 +113,7 @@ async fn ids_may_hold_any_characters() {
         assert_eq!(r.ok()["node"], json!(node.id()), "{id:?}: {r}");
     }
     let r = c
-        .call(&req(
-            "GameActor",
-            "ünïcødé-日本",
-            "game",
-            json!({"action": "get_state"}),
-        ))
+        .call(&game("ünïcødé-日本", json!({"action": "get_state"})))
         .await;
     assert_eq!(r.result()["ok"]["id"], json!("ünïcødé-日本"), "{r}");
 }
@@ -142,14 +126,9 @@ async fn reset_via_call() {
     for _ in 0..3 {
         c.count(id).await;
     }
-    let pid = c
-        .call(&req("Counter", id, "counter", json!({})))
-        .await
-        .pid();
+    let pid = c.call(&counter(id, json!({}))).await.pid();
 
-    let r = c
-        .call(&req("Counter", id, "counter", json!({"action": "reset"})))
-        .await;
+    let r = c.call(&counter(id, json!({"action": "reset"}))).await;
     assert_eq!(r.result(), &json!({"ok": 0}), "{r}");
     assert_eq!(r.pid(), pid, "reset keeps the activation: {r}");
 
@@ -160,10 +139,7 @@ async fn reset_via_call() {
 #[tokio::test]
 async fn cast_is_accepted_with_202() {
     let node = MeshNode::start().await;
-    let r = node
-        .client()
-        .cast(&req("Counter", "cast-202", "counter", json!({})))
-        .await;
+    let r = node.client().cast(&counter("cast-202", json!({}))).await;
     r.expect_status(202);
     assert_eq!(r.body, json!({"status": "accepted"}), "{r}");
 }
@@ -175,28 +151,16 @@ async fn cast_effect_is_observable_by_a_later_call() {
     let id = unique("game");
 
     for _ in 0..3 {
-        c.cast(&req(
-            "GameActor",
-            &id,
-            "game",
-            json!({"action": "increment"}),
-        ))
-        .await
-        .expect_status(202);
+        c.cast(&game(&id, json!({"action": "increment"})))
+            .await
+            .expect_status(202);
     }
 
     // get_state does not change the state, so it can be polled.
     let c = &c;
     let id = &id;
     let state = eventually("three cast increments to land", POLL, || async move {
-        let r = c
-            .call(&req(
-                "GameActor",
-                id,
-                "game",
-                json!({"action": "get_state"}),
-            ))
-            .await;
+        let r = c.call(&game(id, json!({"action": "get_state"}))).await;
         let state = r.result()["ok"].clone();
         (state["score"] == 3).then_some(state)
     })
@@ -209,9 +173,7 @@ async fn cast_activates_a_counter() {
     let node = MeshNode::start().await;
     let c = node.client();
     let id = unique("cast-counter");
-    c.cast(&req("Counter", &id, "counter", json!({})))
-        .await
-        .expect_status(202);
+    c.cast(&counter(&id, json!({}))).await.expect_status(202);
 
     // Each poll is itself a call that adds 1, so the count seen is (1 from the cast, if it landed) +
     // (polls so far). The cast has landed once a count exceeds the number of calls made.
@@ -235,7 +197,7 @@ async fn reset_via_cast() {
         assert_eq!(c.count(&id).await, expected);
     }
 
-    c.cast(&req("Counter", &id, "counter", json!({"action": "reset"})))
+    c.cast(&counter(&id, json!({"action": "reset"})))
         .await
         .expect_status(202);
 
@@ -255,16 +217,14 @@ async fn stop_deactivates_and_next_call_starts_afresh() {
     let node = MeshNode::start().await;
     let c = node.client();
     let id = "stopper";
-    let body = req("Counter", id, "counter", json!({}));
+    let body = counter(id, json!({}));
 
     c.call(&body).await.result();
     let r = c.call(&body).await;
     assert_eq!(r.result(), &json!({"ok": 2}));
     let old_pid = r.pid();
 
-    let stop = c
-        .call(&req("Counter", id, "counter", json!({"action": "stop"})))
-        .await;
+    let stop = c.call(&counter(id, json!({"action": "stop"}))).await;
     assert_eq!(stop.result(), &json!({"ok": "stopping"}), "{stop}");
 
     let after = c.call(&body).await;
@@ -399,20 +359,11 @@ async fn cluster_counts_live_activations() {
     c.count("act-1").await;
     assert_eq!(activations(c.cluster().await), before + 5);
 
-    c.call(&req("GameActor", "act-0", "game", json!({})))
-        .await
-        .result();
+    c.call(&game("act-0", json!({}))).await.result();
     assert_eq!(activations(c.cluster().await), before + 6);
 
     // An actor that stops itself leaves the registry (rule 7).
-    let r = c
-        .call(&req(
-            "Counter",
-            "act-4",
-            "counter",
-            json!({"action": "stop"}),
-        ))
-        .await;
+    let r = c.call(&counter("act-4", json!({"action": "stop"}))).await;
     assert_eq!(r.result(), &json!({"ok": "stopping"}));
     let c = &c;
     eventually(
@@ -489,14 +440,8 @@ async fn metrics_are_prometheus_text_and_count_calls() {
     }
 
     let r = c.get("/metrics").await;
-    r.expect_status(200);
-    assert!(
-        r.content_type
-            .as_deref()
-            .is_some_and(|ct| ct.starts_with("text/plain")),
-        "Prometheus text format is served as text/plain: {:?}",
-        r.content_type
-    );
+    // Prometheus text format is served as text/plain.
+    r.expect_status(200).expect_content_type("text/plain");
     assert!(r.text.contains("# TYPE "), "no # TYPE lines: {r}");
 
     let samples = metric_samples(&r.text);

@@ -3,17 +3,13 @@
 
 use std::time::Duration;
 
-use mesh_tests::{json, req, MeshNode, Value};
+use mesh_tests::{counter, crasher, game, json, req, sleeper, with_field, MeshNode, Value};
 
 const JSON: Option<&str> = Some("application/json");
 
-fn counter(id: &str) -> Value {
-    req("Counter", id, "counter", json!({}))
-}
-
-/// `counter(id)` with one field replaced (or removed, for `None`).
+/// A `Counter` body with one field replaced (or removed, for `None`).
 fn counter_with(id: &str, field: &str, value: Option<Value>) -> Value {
-    let mut body = counter(id);
+    let mut body = counter(id, json!({}));
     let obj = body.as_object_mut().unwrap();
     match value {
         Some(v) => {
@@ -171,7 +167,7 @@ async fn unknown_module_is_404() {
 // --- 413 payload_too_large --------------------------------------------------------------------------
 
 fn body_of_size(bytes: usize) -> Vec<u8> {
-    let mut body = counter("big");
+    let mut body = counter("big", json!({}));
     let overhead = serde_json::to_vec(&body).unwrap().len() + 2;
     body["payload"] = json!("x".repeat(bytes.saturating_sub(overhead)));
     let out = serde_json::to_vec(&body).unwrap();
@@ -206,8 +202,11 @@ async fn body_under_one_mib_is_accepted() {
 #[tokio::test]
 async fn init_rejecting_init_arg_is_422_init_failed() {
     let node = MeshNode::start().await;
-    let mut body = req("GameActor", "g", "game", json!({"action": "get_state"}));
-    body["init_arg"] = json!({"starting_level": -1});
+    let body = with_field(
+        game("g", json!({"action": "get_state"})),
+        "init_arg",
+        json!({"starting_level": -1}),
+    );
     node.client()
         .call(&body)
         .await
@@ -218,7 +217,7 @@ async fn init_rejecting_init_arg_is_422_init_failed() {
 async fn panicking_actor_is_500_actor_crashed() {
     let node = MeshNode::start().await;
     node.client()
-        .call(&req("Crasher", "c", "crasher", json!({"action": "crash"})))
+        .call(&crasher("c", json!({"action": "crash"})))
         .await
         .expect_error(500, "actor_crashed");
 }
@@ -246,7 +245,7 @@ async fn cast_to_unregistered_capability_is_503_no_capable_node() {
 async fn node_without_capabilities_is_503_no_capable_node() {
     let node = MeshNode::builder().start().await;
     let c = node.client();
-    c.call(&counter("x"))
+    c.call(&counter("x", json!({})))
         .await
         .expect_error(503, "no_capable_node");
     c.owner("x", "counter")
@@ -257,8 +256,7 @@ async fn node_without_capabilities_is_503_no_capable_node() {
 #[tokio::test]
 async fn no_reply_within_timeout_ms_is_504_timeout() {
     let node = MeshNode::start().await;
-    let mut body = req("Sleeper", "s", "sleeper", json!({"sleep_ms": 3000}));
-    body["timeout_ms"] = json!(200);
+    let body = with_field(sleeper("s", 3000), "timeout_ms", json!(200));
     let r = node.client().call(&body).await;
     r.expect_error(504, "timeout");
     assert!(r.elapsed < Duration::from_millis(2500), "{r}");
@@ -272,20 +270,20 @@ async fn secret_is_required_when_configured() {
 
     let anonymous = node.client_without_secret();
     anonymous
-        .call(&counter("guarded"))
+        .call(&counter("guarded", json!({})))
         .await
         .expect_error(401, "unauthorized");
 
     let wrong = node.client_without_secret().with_secret("wrong");
     wrong
-        .call(&counter("guarded"))
+        .call(&counter("guarded", json!({})))
         .await
         .expect_error(401, "unauthorized");
     let wrong_header = node
         .client_without_secret()
         .with_header("x-mesh-secret", "S3CRET");
     wrong_header
-        .call(&counter("guarded"))
+        .call(&counter("guarded", json!({})))
         .await
         .expect_error(401, "unauthorized");
 
@@ -293,13 +291,13 @@ async fn secret_is_required_when_configured() {
     let bearer = node
         .client_without_secret()
         .with_header("authorization", "Bearer s3cret");
-    let r = bearer.call(&counter("guarded")).await;
+    let r = bearer.call(&counter("guarded", json!({}))).await;
     assert_eq!(r.result(), &json!({"ok": 1}), "{r}");
 
     let header = node
         .client_without_secret()
         .with_header("x-mesh-secret", "s3cret");
-    let r = header.call(&counter("guarded")).await;
+    let r = header.call(&counter("guarded", json!({}))).await;
     assert_eq!(r.result(), &json!({"ok": 2}), "{r}");
 }
 
@@ -317,8 +315,8 @@ async fn every_api_route_needs_the_secret() {
     let authorized = node.client();
 
     let cases: [(&str, &str, Option<Value>); 5] = [
-        ("POST", "/call", Some(counter("r"))),
-        ("POST", "/cast", Some(counter("r"))),
+        ("POST", "/call", Some(counter("r", json!({})))),
+        ("POST", "/cast", Some(counter("r", json!({})))),
         ("GET", "/owner?id=r&capability=counter", None),
         ("GET", "/cluster", None),
         (

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use mesh_tests::{json, req, MeshNode};
+use mesh_tests::{counter, json, MeshNode};
 
 /// How long a node may take to exit after SIGTERM/SIGINT.
 const EXIT_WITHIN: Duration = Duration::from_secs(10);
@@ -47,10 +47,27 @@ async fn settings_can_come_from_environment_variables() {
     }
 
     node.client_without_secret()
-        .call(&req("Counter", "e", "counter", json!({})))
+        .call(&counter("e", json!({})))
         .await
         .expect_error(401, "unauthorized");
     assert_eq!(c.count("e").await, 1, "MESH_SECRET");
+}
+
+/// Waits for `node` to exit after `signal` and asserts status 0; panics with the node's log if it
+/// is still running after [`EXIT_WITHIN`] or exits otherwise.
+async fn assert_exits_with_status_zero(node: &mut MeshNode, signal: &str) {
+    let status = node.wait_exit(EXIT_WITHIN).await;
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "still running {EXIT_WITHIN:?} after {signal}; log:\n{}",
+            node.log()
+        )
+    });
+    assert!(
+        status.success(),
+        "exit status after {signal}: {status}; log:\n{}",
+        node.log()
+    );
 }
 
 #[tokio::test]
@@ -62,18 +79,7 @@ async fn sigterm_exits_with_status_zero() {
     } // the client and its keep-alive connections are gone
 
     node.sigterm();
-    let status = node.wait_exit(EXIT_WITHIN).await;
-    let status = status.unwrap_or_else(|| {
-        panic!(
-            "still running {EXIT_WITHIN:?} after SIGTERM; log:\n{}",
-            node.log()
-        )
-    });
-    assert!(
-        status.success(),
-        "exit status after SIGTERM: {status}; log:\n{}",
-        node.log()
-    );
+    assert_exits_with_status_zero(&mut node, "SIGTERM").await;
 }
 
 #[tokio::test]
@@ -83,14 +89,7 @@ async fn sigterm_exits_while_a_client_keeps_a_connection_open() {
     assert_eq!(c.count("held").await, 1); // leaves an idle keep-alive connection in c's pool
 
     node.sigterm();
-    let status = node.wait_exit(EXIT_WITHIN).await;
-    let status = status.unwrap_or_else(|| {
-        panic!(
-            "still running {EXIT_WITHIN:?} after SIGTERM with an idle client connection; log:\n{}",
-            node.log()
-        )
-    });
-    assert!(status.success(), "exit status after SIGTERM: {status}");
+    assert_exits_with_status_zero(&mut node, "SIGTERM with an idle client connection").await;
     drop(c);
 }
 
@@ -100,12 +99,5 @@ async fn sigint_exits_with_status_zero() {
     node.client().get("/health").await.ok();
 
     node.sigint();
-    let status = node.wait_exit(EXIT_WITHIN).await;
-    let status = status.unwrap_or_else(|| {
-        panic!(
-            "still running {EXIT_WITHIN:?} after SIGINT; log:\n{}",
-            node.log()
-        )
-    });
-    assert!(status.success(), "exit status after SIGINT: {status}");
+    assert_exits_with_status_zero(&mut node, "SIGINT").await;
 }

@@ -15,7 +15,7 @@ use mesh_http::HttpOptions;
 #[derive(Debug, Parser)]
 #[command(name = "mesh-node", version)]
 struct Args {
-    /// This node's id, unique in the cluster [default: node@<listen>]
+    /// This node's id, unique in the cluster (default: `node@<listen>`)
     #[arg(long, env = "MESH_NODE_ID")]
     node_id: Option<String>,
 
@@ -44,7 +44,7 @@ struct Args {
     #[arg(long, env = "MESH_BODY_LIMIT", default_value_t = mesh_http::DEFAULT_BODY_LIMIT)]
     body_limit: usize,
 
-    /// HTTP worker threads [default: one per core].
+    /// HTTP worker threads (default: one per core).
     #[arg(long, env = "MESH_WORKERS")]
     workers: Option<NonZeroUsize>,
 }
