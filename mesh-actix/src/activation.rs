@@ -333,8 +333,8 @@ fn init<A: MeshActor>(cell: &ActivationCell) -> Result<A, MeshError> {
         A::init(&cell.id, cell.init_arg.as_ref())
     })) {
         Ok(Ok(actor)) => Ok(actor),
-        Ok(Err(e)) => Err(MeshError::InitFailed(e.0)),
-        Err(panic) => Err(MeshError::InitFailed(format!(
+        Ok(Err(e)) => Err(MeshError::init_failed(&e.0)),
+        Err(panic) => Err(MeshError::init_failed(&format!(
             "init panicked: {}",
             panic_message(&panic)
         ))),

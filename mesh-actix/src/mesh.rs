@@ -26,9 +26,13 @@ use crate::transport::RemoteTransport;
 /// The default bound of each activation's mailbox.
 pub const DEFAULT_MAILBOX_CAPACITY: usize = 1024;
 
-/// How often one request is re-routed after landing on an activation that was just
-/// deactivated. Each attempt is cheap; the bound only guards against a pathological churn.
+/// How many times one request is routed: again after landing on an activation that was just
+/// deactivated, or after its remote owner refused it or could not be reached.
 const MAX_ROUTE_ATTEMPTS: usize = 4;
+
+/// How long to let membership settle before routing a request again after its remote owner
+/// refused it or could not be reached.
+const REROUTE_BACKOFF: Duration = Duration::from_millis(100);
 
 /// How to start a node's [`Mesh`].
 #[derive(Debug, Clone)]
@@ -122,6 +126,8 @@ impl WeakMesh {
 struct MeshInner {
     config: MeshConfig,
     routing: RoutingSnapshot,
+    /// The epoch of each published snapshot, for those who react to changes (membership).
+    routing_updates: tokio::sync::watch::Receiver<u64>,
     router: Addr<ShardRouter>,
     registry: Arc<ActivationRegistry>,
     modules: RwLock<HashMap<Module, Arc<dyn Activator>>>,
@@ -156,12 +162,14 @@ impl Mesh {
         )
         .expect("no capabilities to validate");
         let routing = ShardRouter::initial(&local, config.shards);
+        let (updates, routing_updates) = tokio::sync::watch::channel(routing.load().epoch());
         let router = {
             let (routing, registry, shards) = (routing.clone(), registry.clone(), config.shards);
             let node = config.node_id.clone();
             ShardRouter::start_in_arbiter(&arbiters[0].handle(), move |_| {
                 let on_publish = Box::new(move |table: &RoutingTable| {
-                    stop_moved_activations(&registry, table, &node)
+                    stop_moved_activations(&registry, table, &node);
+                    updates.send_replace(table.epoch());
                 });
                 ShardRouter::new(local, shards, routing, on_publish)
             })
@@ -170,6 +178,7 @@ impl Mesh {
             inner: Arc::new(MeshInner {
                 config,
                 routing,
+                routing_updates,
                 router,
                 registry,
                 modules: RwLock::default(),
@@ -286,7 +295,7 @@ impl Mesh {
             .load()
             .owner(capability, shard)
             .map(|member| member.node.clone())
-            .ok_or_else(|| MeshError::NoCapableNode(capability.to_owned()))
+            .ok_or_else(|| MeshError::no_capable_node(capability))
     }
 
     pub(crate) fn downgrade(&self) -> WeakMesh {
@@ -306,6 +315,12 @@ impl Mesh {
     /// The current routing snapshot (members and owners), as callers see it.
     pub fn routing(&self) -> Arc<RoutingTable> {
         self.inner.routing.load_full()
+    }
+
+    /// Changes whenever a new routing snapshot is published (a capability registered, a
+    /// member joined, changed or left); the value is the snapshot's epoch.
+    pub fn routing_updates(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.routing_updates.clone()
     }
 
     /// This node as it describes itself to the cluster: id, address, capabilities.
@@ -345,7 +360,7 @@ impl Mesh {
         let shard = table.shards().shard_for(request.id.as_str());
         let owner = table
             .owner(request.capability.as_str(), shard)
-            .ok_or_else(|| MeshError::NoCapableNode(request.capability.to_string()))?;
+            .ok_or_else(|| MeshError::no_capable_node(request.capability.as_str()))?;
         if owner.node == self.inner.config.node_id {
             return Ok(NextHop::Local(shard));
         }
@@ -371,7 +386,7 @@ impl Mesh {
     async fn route_call(&self, mut request: Request, origin: Origin) -> Result<Reply, MeshError> {
         let timeout = request.effective_timeout();
         let deadline = tokio::time::Instant::now() + timeout;
-        for _ in 0..MAX_ROUTE_ATTEMPTS {
+        for attempt in 1..=MAX_ROUTE_ATTEMPTS {
             let owner = match self.next_hop(&request, origin)? {
                 NextHop::Remote(owner) => owner,
                 NextHop::Local(shard) => {
@@ -387,10 +402,18 @@ impl Mesh {
                 }
             };
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let forward = self.transport(&owner)?.call(&owner, request, remaining);
-            return tokio::time::timeout_at(deadline, forward)
-                .await
-                .unwrap_or(Err(MeshError::Timeout(timeout)));
+            let forward = self
+                .transport(&owner)?
+                .call(&owner, request.clone(), remaining);
+            match tokio::time::timeout_at(deadline, forward).await {
+                Err(_) => return Err(MeshError::timeout(timeout)),
+                Ok(Err(MeshError::OwnerUnavailable(reason))) => {
+                    if attempt == MAX_ROUTE_ATTEMPTS || !wait_to_reroute(deadline).await {
+                        return Err(MeshError::OwnerUnavailable(reason));
+                    }
+                }
+                Ok(result) => return result,
+            }
         }
         Err(churn(&request))
     }
@@ -416,8 +439,8 @@ impl Mesh {
             },
         )?;
         let handled = match tokio::time::timeout_at(deadline, pending).await {
-            Err(_) => return Err(MeshError::Timeout(timeout)),
-            Ok(Err(MailboxError::Timeout)) => return Err(MeshError::Timeout(timeout)),
+            Err(_) => return Err(MeshError::timeout(timeout)),
+            Ok(Err(MailboxError::Timeout)) => return Err(MeshError::timeout(timeout)),
             Ok(Err(MailboxError::Closed)) => {
                 return Err(MeshError::OwnerUnavailable(format!(
                     "activation {}/{} stopped before replying",
@@ -432,7 +455,7 @@ impl Mesh {
                 node: self.inner.config.node_id.clone(),
                 result: value,
             })),
-            Err(Undelivered::Crashed(reason)) => Err(MeshError::ActorCrashed(reason)),
+            Err(Undelivered::Crashed(reason)) => Err(MeshError::actor_crashed(&reason)),
             Err(Undelivered::Retired(Some(payload))) => Ok(Err(payload)),
             Err(Undelivered::Retired(None)) => Err(churn(request)),
         }
@@ -440,7 +463,8 @@ impl Mesh {
 
     async fn route_cast(&self, mut request: Request, origin: Origin) -> Result<(), MeshError> {
         let timeout = request.effective_timeout();
-        for _ in 0..MAX_ROUTE_ATTEMPTS {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for attempt in 1..=MAX_ROUTE_ATTEMPTS {
             let owner = match self.next_hop(&request, origin)? {
                 NextHop::Remote(owner) => owner,
                 NextHop::Local(shard) => {
@@ -452,10 +476,19 @@ impl Mesh {
                     continue;
                 }
             };
-            let forward = self.transport(&owner)?.cast(&owner, request, timeout);
-            return tokio::time::timeout(timeout, forward)
-                .await
-                .unwrap_or(Err(MeshError::Timeout(timeout)));
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let forward = self
+                .transport(&owner)?
+                .cast(&owner, request.clone(), remaining);
+            match tokio::time::timeout_at(deadline, forward).await {
+                Err(_) => return Err(MeshError::timeout(timeout)),
+                Ok(Err(MeshError::OwnerUnavailable(reason))) => {
+                    if attempt == MAX_ROUTE_ATTEMPTS || !wait_to_reroute(deadline).await {
+                        return Err(MeshError::OwnerUnavailable(reason));
+                    }
+                }
+                Ok(result) => return result,
+            }
         }
         Err(churn(&request))
     }
@@ -502,7 +535,7 @@ impl Mesh {
             .read()
             .get(request.module.as_str())
             .cloned()
-            .ok_or_else(|| MeshError::UnknownModule(request.module.to_string()))?;
+            .ok_or_else(|| MeshError::unknown_module(request.module.as_str()))?;
         let cell = Arc::new(ActivationCell::new(
             request.module.clone(),
             request.id.clone(),
@@ -537,6 +570,18 @@ enum NextHop {
     Local(ShardId),
     /// Another node does; forward once.
     Remote(Member),
+}
+
+/// After a remote owner refused a request (its view differs from ours) or could not be
+/// reached (it may be leaving or dead), waits for membership to settle before routing again.
+/// Returns false when the deadline leaves no room for another attempt.
+async fn wait_to_reroute(deadline: tokio::time::Instant) -> bool {
+    let resume = tokio::time::Instant::now() + REROUTE_BACKOFF;
+    if resume + REROUTE_BACKOFF > deadline {
+        return false;
+    }
+    tokio::time::sleep_until(resume).await;
+    true
 }
 
 fn churn(request: &Request) -> MeshError {

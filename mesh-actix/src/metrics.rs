@@ -128,7 +128,7 @@ mod tests {
         m.record(Delivery::Call, Ok(()), Duration::from_micros(50));
         m.record(
             Delivery::Call,
-            Err(&MeshError::Timeout(Duration::ZERO)),
+            Err(&MeshError::timeout(Duration::ZERO)),
             Duration::from_secs(9),
         );
         m.record(Delivery::Cast, Ok(()), Duration::ZERO);

@@ -3,49 +3,89 @@
 use std::time::Duration;
 
 /// Every way a mesh request can fail. Each variant maps to exactly one code of the
-/// contract's error table ([`ErrorCode`]) and so to one HTTP status.
+/// contract's error table ([`ErrorCode`]) and so to one HTTP status, and carries the message
+/// for a person. The constructors below write the messages; an error received from another
+/// node keeps the owner's message word for word ([`MeshError::from_code`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MeshError {
     /// The request is malformed: not JSON, a missing or mistyped field, an empty name.
     #[error("{0}")]
     BadRequest(String),
     /// A secret is configured and the request does not carry it.
-    #[error("missing or wrong secret")]
-    Unauthorized,
+    #[error("{0}")]
+    Unauthorized(String),
     /// The owner has no actor type registered under this module name.
-    #[error("no actor type is registered under module `{0}`")]
+    #[error("{0}")]
     UnknownModule(String),
     /// The request body is larger than the configured limit.
-    #[error("request body exceeds the limit of {limit} bytes")]
-    PayloadTooLarge {
-        /// The configured limit in bytes.
-        limit: usize,
-    },
+    #[error("{0}")]
+    PayloadTooLarge(String),
     /// The actor's init rejected `init_arg`.
-    #[error("init rejected init_arg: {0}")]
+    #[error("{0}")]
     InitFailed(String),
     /// The actor panicked while handling this call; it has been restarted with fresh state.
-    #[error("actor panicked while handling the call ({0}); it has been restarted")]
+    #[error("{0}")]
     ActorCrashed(String),
     /// No live node has registered the capability.
-    #[error("no live node has registered capability `{0}`")]
+    #[error("{0}")]
     NoCapableNode(String),
     /// The owner could not be reached (or could not accept the request) after retries.
-    #[error("owner unavailable: {0}")]
+    #[error("{0}")]
     OwnerUnavailable(String),
     /// No reply arrived within the call's timeout.
-    #[error("no reply within {} ms", .0.as_millis())]
-    Timeout(Duration),
+    #[error("{0}")]
+    Timeout(String),
 }
 
 impl MeshError {
+    /// `unauthorized`: the request lacks the configured secret.
+    pub fn unauthorized() -> MeshError {
+        MeshError::Unauthorized("missing or wrong secret".into())
+    }
+
+    /// `unknown_module`: nothing is registered under `module`.
+    pub fn unknown_module(module: &str) -> MeshError {
+        MeshError::UnknownModule(format!(
+            "no actor type is registered under module `{module}`"
+        ))
+    }
+
+    /// `payload_too_large`: the body exceeds `limit` bytes.
+    pub fn payload_too_large(limit: usize) -> MeshError {
+        MeshError::PayloadTooLarge(format!("request body exceeds the limit of {limit} bytes"))
+    }
+
+    /// `init_failed`: the actor's init refused, for `reason`.
+    pub fn init_failed(reason: &str) -> MeshError {
+        MeshError::InitFailed(format!("init rejected init_arg: {reason}"))
+    }
+
+    /// `actor_crashed`: the handler panicked with `reason`.
+    pub fn actor_crashed(reason: &str) -> MeshError {
+        MeshError::ActorCrashed(format!(
+            "actor panicked while handling the call ({reason}); it has been restarted"
+        ))
+    }
+
+    /// `no_capable_node`: no live node registered `capability`.
+    pub fn no_capable_node(capability: &str) -> MeshError {
+        MeshError::NoCapableNode(format!(
+            "no live node has registered capability `{capability}`"
+        ))
+    }
+
+    /// `timeout`: no reply within `timeout`.
+    pub fn timeout(timeout: Duration) -> MeshError {
+        MeshError::Timeout(format!("no reply within {} ms", timeout.as_millis()))
+    }
+
     /// The stable code of this error, as written in the contract.
     pub fn code(&self) -> ErrorCode {
         match self {
             MeshError::BadRequest(_) => ErrorCode::BadRequest,
-            MeshError::Unauthorized => ErrorCode::Unauthorized,
+            MeshError::Unauthorized(_) => ErrorCode::Unauthorized,
             MeshError::UnknownModule(_) => ErrorCode::UnknownModule,
-            MeshError::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            MeshError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             MeshError::InitFailed(_) => ErrorCode::InitFailed,
             MeshError::ActorCrashed(_) => ErrorCode::ActorCrashed,
             MeshError::NoCapableNode(_) => ErrorCode::NoCapableNode,
@@ -54,22 +94,34 @@ impl MeshError {
         }
     }
 
+    /// The message for a person.
+    pub fn message(&self) -> &str {
+        match self {
+            MeshError::BadRequest(m)
+            | MeshError::Unauthorized(m)
+            | MeshError::UnknownModule(m)
+            | MeshError::PayloadTooLarge(m)
+            | MeshError::InitFailed(m)
+            | MeshError::ActorCrashed(m)
+            | MeshError::NoCapableNode(m)
+            | MeshError::OwnerUnavailable(m)
+            | MeshError::Timeout(m) => m,
+        }
+    }
+
     /// Rebuilds an error from its code and message, as received from another node.
-    ///
-    /// The message becomes the payload of the variant, so a forwarded error reads the same on
-    /// the caller as on the owner.
     pub fn from_code(code: &str, message: &str) -> Option<MeshError> {
         let message = message.to_owned();
         Some(match ErrorCode::parse(code)? {
             ErrorCode::BadRequest => MeshError::BadRequest(message),
-            ErrorCode::Unauthorized => MeshError::Unauthorized,
+            ErrorCode::Unauthorized => MeshError::Unauthorized(message),
             ErrorCode::UnknownModule => MeshError::UnknownModule(message),
-            ErrorCode::PayloadTooLarge => MeshError::PayloadTooLarge { limit: 0 },
+            ErrorCode::PayloadTooLarge => MeshError::PayloadTooLarge(message),
             ErrorCode::InitFailed => MeshError::InitFailed(message),
             ErrorCode::ActorCrashed => MeshError::ActorCrashed(message),
             ErrorCode::NoCapableNode => MeshError::NoCapableNode(message),
             ErrorCode::OwnerUnavailable => MeshError::OwnerUnavailable(message),
-            ErrorCode::Timeout => MeshError::Timeout(Duration::ZERO),
+            ErrorCode::Timeout => MeshError::Timeout(message),
         })
     }
 }
@@ -176,6 +228,11 @@ mod tests {
             assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
             let err = MeshError::from_code(code.as_str(), "why").unwrap();
             assert_eq!(err.code(), code);
+            assert_eq!(
+                err.to_string(),
+                "why",
+                "a remote message is kept word for word"
+            );
         }
         assert_eq!(ErrorCode::parse("nope"), None);
     }

@@ -12,7 +12,7 @@ pub(crate) async fn read_limited(
     mut payload: web::Payload,
     limit: usize,
 ) -> Result<web::Bytes, MeshError> {
-    let too_large = || MeshError::PayloadTooLarge { limit };
+    let too_large = || MeshError::payload_too_large(limit);
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)

@@ -32,10 +32,12 @@
 mod auth;
 mod body;
 mod error;
+mod membership;
 mod metrics;
 mod routes;
 mod transport;
 
 pub use error::HttpError;
+pub use membership::{GossipOptions, Membership, MembershipError};
 pub use routes::{configure, configure_with, not_found, HttpOptions, DEFAULT_BODY_LIMIT};
 pub use transport::HttpTransport;

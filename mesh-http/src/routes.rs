@@ -45,7 +45,7 @@ impl State {
     fn authorize(&self, req: &HttpRequest) -> Result<(), HttpError> {
         match &self.options.secret {
             Some(secret) if !carries_secret(req.headers(), secret) => {
-                Err(MeshError::Unauthorized.into())
+                Err(MeshError::unauthorized().into())
             }
             _ => Ok(()),
         }

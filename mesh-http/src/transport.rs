@@ -51,7 +51,7 @@ impl HttpTransport {
             }
             match post.send().await {
                 Ok(response) => return Ok(response),
-                Err(e) if e.is_timeout() => return Err(MeshError::Timeout(remaining)),
+                Err(e) if e.is_timeout() => return Err(MeshError::timeout(remaining)),
                 Err(e)
                     if e.is_connect()
                         && attempt < CONNECT_ATTEMPTS

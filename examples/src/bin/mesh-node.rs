@@ -2,13 +2,14 @@
 
 use std::net::TcpListener;
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
 use anyhow::{bail, Context as _};
 use clap::Parser;
 use mesh_actix::{Mesh, MeshConfig, NodeId, ShardCount};
-use mesh_http::HttpOptions;
+use mesh_http::{GossipOptions, HttpOptions, HttpTransport, Membership};
 
 /// A mesh node: owns the shards of its capabilities, activates actors on first use and
 /// serves the mesh HTTP API.
@@ -81,12 +82,9 @@ async fn main() -> anyhow::Result<()> {
     let mesh = Mesh::start(config)?;
     mesh_examples::register_examples(&mesh);
     mesh.register_capabilities(capabilities).await?;
-    if !args.seeds.is_empty() {
-        eprintln!(
-            "mesh-node: --seeds given ({}); this build serves a single node and does not join them",
-            args.seeds.join(",")
-        );
-    }
+    mesh.set_transport(Arc::new(HttpTransport::new(args.secret.clone())?))?;
+    let gossip = GossipOptions::new(listener.local_addr()?, args.seeds.clone());
+    let membership = Membership::join(mesh.clone(), gossip).await?;
 
     let options = HttpOptions {
         body_limit: args.body_limit,
@@ -97,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
             .configure(mesh_http::configure_with(mesh.clone(), options.clone()))
             .default_service(web::to(mesh_http::not_found))
     })
+    .disable_signals()
     .shutdown_timeout(5)
     .client_request_timeout(Duration::from_secs(10))
     .listen(listener)?;
@@ -104,7 +103,29 @@ async fn main() -> anyhow::Result<()> {
         server = server.workers(workers.get());
     }
     eprintln!("mesh-node {node_id} listening on http://{addr}");
-    server.run().await?;
+    let server = server.run();
+    let http = server.handle();
+    let serving = actix_web::rt::spawn(server);
+
+    shutdown_signal().await?;
+    eprintln!("mesh-node {node_id} leaving the cluster");
+    membership.leave().await;
+    http.stop(true).await;
+    serving.await??;
     eprintln!("mesh-node {node_id} stopped");
     Ok(())
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+async fn shutdown_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            ctrl_c = tokio::signal::ctrl_c() => ctrl_c,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await
 }

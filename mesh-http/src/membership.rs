@@ -1,0 +1,188 @@
+//! Cluster membership over gossip: chitchat (scuttlebutt with a phi-accrual failure detector)
+//! on UDP, on the same port number as the node's HTTP listener.
+//!
+//! Each node publishes its HTTP address and capabilities as gossip keys. Whenever the set of
+//! live nodes or their keys change, the whole member list goes to the node's `ShardRouter`
+//! (`Mesh::update_members`), which rebuilds routing and stops activations that moved away.
+//! Whenever this node's own capabilities change, its keys follow.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chitchat::transport::UdpTransport;
+use chitchat::{
+    spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState,
+};
+use mesh_actix::{Member, MemberStatus, Mesh, NodeId};
+
+const KEY_ADDR: &str = "addr";
+const KEY_CAPABILITIES: &str = "capabilities";
+const KEY_LEAVING: &str = "leaving";
+
+/// How a node joins the gossip.
+#[derive(Debug, Clone)]
+pub struct GossipOptions {
+    /// Where to gossip (UDP); by convention the HTTP listen address.
+    pub listen: SocketAddr,
+    /// Gossip addresses of nodes to join (`host:port`); empty for the first node.
+    pub seeds: Vec<String>,
+    /// Nodes gossip only with nodes of the same cluster id.
+    pub cluster_id: String,
+    /// How often a node gossips with a few others.
+    pub interval: Duration,
+}
+
+impl GossipOptions {
+    /// Gossip on `listen` every 100 ms, in cluster `"mesh"`.
+    pub fn new(listen: SocketAddr, seeds: Vec<String>) -> GossipOptions {
+        GossipOptions {
+            listen,
+            seeds,
+            cluster_id: "mesh".to_owned(),
+            interval: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Why membership could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start gossip on {listen}: {reason}")]
+pub struct MembershipError {
+    listen: SocketAddr,
+    reason: String,
+}
+
+/// This node's membership in the cluster; [`Membership::leave`] it before exiting.
+pub struct Membership {
+    handle: ChitchatHandle,
+    sync: actix_web::rt::task::JoinHandle<()>,
+    interval: Duration,
+}
+
+impl Membership {
+    /// Joins the cluster of `options.seeds` (or starts one) and keeps `mesh`'s view of the
+    /// other members up to date until [`Membership::leave`].
+    pub async fn join(mesh: Mesh, options: GossipOptions) -> Result<Membership, MembershipError> {
+        let generation = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let id = ChitchatId::new(mesh.node_id().as_str(), generation, options.listen);
+        let config = ChitchatConfig {
+            chitchat_id: id,
+            cluster_id: options.cluster_id.clone(),
+            gossip_interval: options.interval,
+            listen_addr: options.listen,
+            seed_nodes: options.seeds.clone(),
+            failure_detector_config: FailureDetectorConfig {
+                initial_interval: options.interval,
+                dead_node_grace_period: Duration::from_secs(600),
+                ..FailureDetectorConfig::default()
+            },
+            marked_for_deletion_grace_period: Duration::from_secs(600),
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+            protocol_version: chitchat::ProtocolVersion::V0,
+        };
+        let local = mesh.local_member();
+        let keys = vec![
+            (KEY_ADDR.to_owned(), local.addr.clone()),
+            (KEY_CAPABILITIES.to_owned(), join_capabilities(&local)),
+        ];
+        let handle = spawn_chitchat(config, keys, &UdpTransport)
+            .await
+            .map_err(|e| MembershipError {
+                listen: options.listen,
+                reason: e.to_string(),
+            })?;
+        let sync = actix_web::rt::spawn(sync_forever(mesh, handle.chitchat()));
+        Ok(Membership {
+            handle,
+            sync,
+            interval: options.interval,
+        })
+    }
+
+    /// Tells the cluster this node is leaving, gives the news a few gossip rounds to spread,
+    /// then stops gossiping. Other nodes stop routing to it at once rather than after their
+    /// failure detectors give up on it.
+    pub async fn leave(self) {
+        self.handle
+            .with_chitchat(|chitchat| chitchat.self_node_state().set(KEY_LEAVING, "true"))
+            .await;
+        actix_web::rt::time::sleep(self.interval * 5).await;
+        self.sync.abort();
+        let _ = self.handle.shutdown().await;
+    }
+}
+
+type Chitchat = std::sync::Arc<tokio::sync::Mutex<chitchat::Chitchat>>;
+
+/// Feeds membership changes to the mesh and this node's capability changes to the gossip.
+async fn sync_forever(mesh: Mesh, chitchat: Chitchat) {
+    let mut live = chitchat.lock().await.live_nodes_watcher();
+    let mut routing = mesh.routing_updates();
+    loop {
+        let members = members(&*chitchat.lock().await, mesh.node_id());
+        mesh.update_members(members).await;
+        let local = mesh.local_member();
+        chitchat
+            .lock()
+            .await
+            .self_node_state()
+            .set(KEY_CAPABILITIES, join_capabilities(&local));
+        tokio::select! {
+            changed = live.changed() => if changed.is_err() { return },
+            changed = routing.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Every other node chitchat knows: live ones as alive (or dead once they announced they are
+/// leaving), dead ones as dead. A node that restarted (a newer generation) hides its old self.
+fn members(chitchat: &chitchat::Chitchat, local: &NodeId) -> Vec<Member> {
+    let live: Vec<&ChitchatId> = chitchat.live_nodes().collect();
+    let mut by_node: BTreeMap<&str, (&ChitchatId, Member)> = BTreeMap::new();
+    let dead = chitchat.dead_nodes().map(|id| (id, MemberStatus::Dead));
+    let alive = live.iter().map(|id| (*id, MemberStatus::Alive));
+    for (id, status) in dead.chain(alive) {
+        if *id.node_id == *local.as_str() {
+            continue;
+        }
+        let Some(member) = chitchat
+            .node_state(id)
+            .and_then(|state| member(id, state, status))
+        else {
+            continue;
+        };
+        match by_node.get(&*id.node_id) {
+            Some((known, _)) if known.generation_id > id.generation_id => {}
+            _ => {
+                by_node.insert(&id.node_id, (id, member));
+            }
+        }
+    }
+    by_node.into_values().map(|(_, member)| member).collect()
+}
+
+fn member(id: &ChitchatId, state: &NodeState, status: MemberStatus) -> Option<Member> {
+    let node = NodeId::new(&*id.node_id).ok()?;
+    let addr = state.get(KEY_ADDR)?.to_owned();
+    let capabilities = serde_json::from_str(state.get(KEY_CAPABILITIES)?).ok()?;
+    let status = if state.get(KEY_LEAVING).is_some() {
+        MemberStatus::Dead
+    } else {
+        status
+    };
+    Some(Member {
+        node,
+        addr,
+        capabilities,
+        status,
+    })
+}
+
+/// Capabilities travel as a JSON array: a capability name may contain any character.
+fn join_capabilities(member: &Member) -> String {
+    serde_json::to_string(&member.capabilities).expect("strings serialize")
+}
