@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use actix::dev::SendError;
 use actix::prelude::*;
+use futures_util::future::BoxFuture;
 use mesh_core::{
     Capability, Member, MeshError, Module, NodeId, Reply, Request, RoutingTable, ShardCount,
     ShardId,
@@ -405,14 +406,9 @@ impl Mesh {
             let forward = self
                 .transport(&owner)?
                 .call(&owner, request.clone(), remaining);
-            match tokio::time::timeout_at(deadline, forward).await {
-                Err(_) => return Err(MeshError::timeout(timeout)),
-                Ok(Err(MeshError::OwnerUnavailable(reason))) => {
-                    if attempt == MAX_ROUTE_ATTEMPTS || !wait_to_reroute(deadline).await {
-                        return Err(MeshError::OwnerUnavailable(reason));
-                    }
-                }
-                Ok(result) => return result,
+            let last = attempt == MAX_ROUTE_ATTEMPTS;
+            if let Some(result) = settle_forward(forward, deadline, timeout, last).await {
+                return result;
             }
         }
         Err(churn(&request))
@@ -480,14 +476,9 @@ impl Mesh {
             let forward = self
                 .transport(&owner)?
                 .cast(&owner, request.clone(), remaining);
-            match tokio::time::timeout_at(deadline, forward).await {
-                Err(_) => return Err(MeshError::timeout(timeout)),
-                Ok(Err(MeshError::OwnerUnavailable(reason))) => {
-                    if attempt == MAX_ROUTE_ATTEMPTS || !wait_to_reroute(deadline).await {
-                        return Err(MeshError::OwnerUnavailable(reason));
-                    }
-                }
-                Ok(result) => return result,
+            let last = attempt == MAX_ROUTE_ATTEMPTS;
+            if let Some(result) = settle_forward(forward, deadline, timeout, last).await {
+                return result;
             }
         }
         Err(churn(&request))
@@ -572,16 +563,27 @@ enum NextHop {
     Remote(Member),
 }
 
-/// After a remote owner refused a request (its view differs from ours) or could not be
-/// reached (it may be leaving or dead), waits for membership to settle before routing again.
-/// Returns false when the deadline leaves no room for another attempt.
-async fn wait_to_reroute(deadline: tokio::time::Instant) -> bool {
+/// Awaits a forwarded request within its deadline: its result, or `None` to route it again.
+///
+/// A remote owner that refused the request (its view differs from ours) or could not be
+/// reached (it may be leaving or dead) gets another try after membership had a moment to
+/// settle, unless this was the last attempt or the deadline leaves no room for one.
+async fn settle_forward<T>(
+    forward: BoxFuture<'static, Result<T, MeshError>>,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    last_attempt: bool,
+) -> Option<Result<T, MeshError>> {
+    let Ok(result) = tokio::time::timeout_at(deadline, forward).await else {
+        return Some(Err(MeshError::timeout(timeout)));
+    };
     let resume = tokio::time::Instant::now() + REROUTE_BACKOFF;
-    if resume + REROUTE_BACKOFF > deadline {
-        return false;
+    let refused = matches!(result, Err(MeshError::OwnerUnavailable(_)));
+    if refused && !last_attempt && resume + REROUTE_BACKOFF <= deadline {
+        tokio::time::sleep_until(resume).await;
+        return None;
     }
-    tokio::time::sleep_until(resume).await;
-    true
+    Some(result)
 }
 
 fn churn(request: &Request) -> MeshError {

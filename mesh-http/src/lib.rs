@@ -35,9 +35,11 @@ mod error;
 mod membership;
 mod metrics;
 mod routes;
+mod serve;
 mod transport;
 
 pub use error::HttpError;
 pub use membership::{GossipOptions, Membership, MembershipError};
 pub use routes::{configure, configure_with, not_found, HttpOptions, DEFAULT_BODY_LIMIT};
+pub use serve::{serve, ServeError, ServeOptions, ServingNode};
 pub use transport::HttpTransport;

@@ -34,12 +34,20 @@ pub struct GossipOptions {
 }
 
 impl GossipOptions {
-    /// Gossip on `listen` every 100 ms, in cluster `"mesh"`.
-    pub fn new(listen: SocketAddr, seeds: Vec<String>) -> GossipOptions {
+    /// Gossip on `listen` every 100 ms. Nodes configured with different secrets get different
+    /// cluster ids, so they never merge into one cluster whose hops would all be refused.
+    pub fn new(listen: SocketAddr, seeds: Vec<String>, secret: Option<&str>) -> GossipOptions {
+        let cluster_id = match secret {
+            None => "mesh".to_owned(),
+            Some(secret) => format!(
+                "mesh-{:016x}",
+                xxhash_rust::xxh3::xxh3_64(secret.as_bytes())
+            ),
+        };
         GossipOptions {
             listen,
             seeds,
-            cluster_id: "mesh".to_owned(),
+            cluster_id,
             interval: Duration::from_millis(100),
         }
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use mesh_actix::{Member, MeshError, RemoteTransport, Reply, Request};
+use mesh_actix::{ErrorCode, Member, MeshError, RemoteTransport, Reply, Request};
 use serde::Deserialize;
 
 use crate::auth::SECRET_HEADER;
@@ -86,6 +86,13 @@ struct ErrorDetail {
 async fn remote_error(owner: &Member, response: reqwest::Response) -> MeshError {
     let status = response.status();
     match response.json::<ErrorBody>().await {
+        // The hop itself was refused: the caller's request was fine, the cluster is not.
+        Ok(body) if body.error.code == ErrorCode::Unauthorized.as_str() => {
+            MeshError::OwnerUnavailable(format!(
+                "node {} refused this node's secret: {}",
+                owner.node, body.error.message
+            ))
+        }
         Ok(body) => {
             MeshError::from_code(&body.error.code, &body.error.message).unwrap_or_else(|| {
                 MeshError::OwnerUnavailable(format!(

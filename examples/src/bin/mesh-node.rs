@@ -2,14 +2,11 @@
 
 use std::net::TcpListener;
 use std::num::NonZeroUsize;
-use std::sync::Arc;
-use std::time::Duration;
 
-use actix_web::{web, App, HttpServer};
 use anyhow::{bail, Context as _};
 use clap::Parser;
 use mesh_actix::{Mesh, MeshConfig, NodeId, ShardCount};
-use mesh_http::{GossipOptions, HttpOptions, HttpTransport, Membership};
+use mesh_http::{HttpOptions, ServeOptions};
 
 /// A mesh node: owns the shards of its capabilities, activates actors on first use and
 /// serves the mesh HTTP API.
@@ -53,13 +50,7 @@ struct Args {
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    // Actor panics are caught and answered with `actor_crashed`; one line per panic is enough
-    // in the node's log (set RUST_BACKTRACE=1 for the full report).
-    if std::env::var_os("RUST_BACKTRACE").is_none_or(|v| v == "0") {
-        std::panic::set_hook(Box::new(|info| {
-            eprintln!("mesh-node: caught panic: {info}")
-        }));
-    }
+    mesh_examples::log_panics_briefly("mesh-node");
     let listener = TcpListener::bind(&args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?.to_string();
@@ -82,50 +73,21 @@ async fn main() -> anyhow::Result<()> {
     let mesh = Mesh::start(config)?;
     mesh_examples::register_examples(&mesh);
     mesh.register_capabilities(capabilities).await?;
-    mesh.set_transport(Arc::new(HttpTransport::new(args.secret.clone())?))?;
-    let gossip = GossipOptions::new(listener.local_addr()?, args.seeds.clone());
-    let membership = Membership::join(mesh.clone(), gossip).await?;
 
-    let options = HttpOptions {
-        body_limit: args.body_limit,
-        secret: args.secret.clone().filter(|s| !s.is_empty()),
+    let options = ServeOptions {
+        seeds: args.seeds.clone(),
+        http: HttpOptions {
+            body_limit: args.body_limit,
+            secret: args.secret.clone().filter(|s| !s.is_empty()),
+        },
+        workers: args.workers,
     };
-    let mut server = HttpServer::new(move || {
-        App::new()
-            .configure(mesh_http::configure_with(mesh.clone(), options.clone()))
-            .default_service(web::to(mesh_http::not_found))
-    })
-    .disable_signals()
-    .shutdown_timeout(5)
-    .client_request_timeout(Duration::from_secs(10))
-    .listen(listener)?;
-    if let Some(workers) = args.workers {
-        server = server.workers(workers.get());
-    }
+    let node = mesh_http::serve(mesh, listener, options).await?;
     eprintln!("mesh-node {node_id} listening on http://{addr}");
-    let server = server.run();
-    let http = server.handle();
-    let serving = actix_web::rt::spawn(server);
 
-    shutdown_signal().await?;
+    mesh_examples::shutdown_signal().await?;
     eprintln!("mesh-node {node_id} leaving the cluster");
-    membership.leave().await;
-    http.stop(true).await;
-    serving.await??;
+    node.shutdown().await?;
     eprintln!("mesh-node {node_id} stopped");
     Ok(())
-}
-
-/// Resolves on ctrl-c or SIGTERM.
-async fn shutdown_signal() -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            ctrl_c = tokio::signal::ctrl_c() => ctrl_c,
-            _ = term.recv() => Ok(()),
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await
 }

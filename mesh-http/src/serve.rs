@@ -1,0 +1,96 @@
+//! A standalone node in one call: the HTTP server with every mesh route, the HTTP transport
+//! to other nodes, and gossip membership, with an orderly way out.
+
+use std::net::TcpListener;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpServer};
+use mesh_actix::Mesh;
+
+use crate::membership::{GossipOptions, Membership, MembershipError};
+use crate::routes::{configure_with, not_found, HttpOptions};
+use crate::transport::HttpTransport;
+
+/// How [`serve`] runs a node.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Other nodes' HTTP (and gossip) addresses to join; empty to start a cluster.
+    pub seeds: Vec<String>,
+    /// Body limit and secret of the routes; the secret is also sent on every hop.
+    pub http: HttpOptions,
+    /// HTTP worker threads; one per core when `None`.
+    pub workers: Option<NonZeroUsize>,
+}
+
+/// Why a node could not start serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listener or the server failed.
+    #[error("HTTP server: {0}")]
+    Io(#[from] std::io::Error),
+    /// The HTTP client for node-to-node hops could not be built.
+    #[error("HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    /// The mesh already had a transport.
+    #[error("transport: {0}")]
+    Transport(#[from] mesh_actix::MeshError),
+    /// Gossip could not start.
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
+}
+
+/// A node serving HTTP and taking part in the cluster.
+pub struct ServingNode {
+    membership: Membership,
+    http: ServerHandle,
+    serving: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Serves `mesh` on `listener` (whose address should be the mesh's `MeshConfig::addr`),
+/// gossips on the same port number over UDP, and joins `options.seeds`.
+pub async fn serve(
+    mesh: Mesh,
+    listener: TcpListener,
+    options: ServeOptions,
+) -> Result<ServingNode, ServeError> {
+    let listen = listener.local_addr()?;
+    let secret = options.http.secret.clone();
+    mesh.set_transport(Arc::new(HttpTransport::new(secret.clone())?))?;
+    let gossip = GossipOptions::new(listen, options.seeds, secret.as_deref());
+    let membership = Membership::join(mesh.clone(), gossip).await?;
+
+    let http = options.http;
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .configure(configure_with(mesh.clone(), http.clone()))
+            .default_service(web::to(not_found))
+    })
+    .disable_signals()
+    .shutdown_timeout(5)
+    .client_request_timeout(Duration::from_secs(10))
+    .listen(listener)?;
+    if let Some(workers) = options.workers {
+        server = server.workers(workers.get());
+    }
+    let server = server.run();
+    let http = server.handle();
+    let serving = actix_web::rt::spawn(server);
+    Ok(ServingNode {
+        membership,
+        http,
+        serving,
+    })
+}
+
+impl ServingNode {
+    /// Leaves the cluster (others stop routing here at once), finishes in-flight requests
+    /// (for at most 5 s) and stops the server.
+    pub async fn shutdown(self) -> std::io::Result<()> {
+        self.membership.leave().await;
+        self.http.stop(true).await;
+        self.serving.await.map_err(std::io::Error::other)?
+    }
+}
