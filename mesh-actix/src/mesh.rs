@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use actix::dev::SendError;
 use actix::prelude::*;
 use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, TryFutureExt};
 use mesh_core::{
     Capability, Member, MeshError, Module, NodeId, Reply, Request, RoutingTable, ShardCount,
     ShardId,
@@ -264,23 +265,27 @@ impl Mesh {
     /// forwarded is served here only if this node owns the actor under its current view, and
     /// refused with `owner_unavailable` otherwise: a request is forwarded at most once.
     pub async fn call_from(&self, request: Request, origin: Origin) -> Result<Reply, MeshError> {
-        let started = Instant::now();
-        let result = self.route_call(request, origin).await;
-        let outcome = result.as_ref().map(|_| ());
-        self.inner
-            .metrics
-            .record(Delivery::Call, outcome, started.elapsed());
-        result
+        let reply = self.timed(request, origin, Delivery::Call).await?;
+        Ok(reply.expect("a call always ends with a reply"))
     }
 
     /// [`Mesh::cast`] for a request that comes from `origin`; see [`Mesh::call_from`].
     pub async fn cast_from(&self, request: Request, origin: Origin) -> Result<(), MeshError> {
+        self.timed(request, origin, Delivery::Cast).await.map(drop)
+    }
+
+    async fn timed(
+        &self,
+        request: Request,
+        origin: Origin,
+        delivery: Delivery,
+    ) -> Result<Option<Reply>, MeshError> {
         let started = Instant::now();
-        let result = self.route_cast(request, origin).await;
-        let outcome = result.as_ref().copied();
+        let result = self.route(request, origin, delivery).await;
+        let outcome = result.as_ref().map(drop);
         self.inner
             .metrics
-            .record(Delivery::Cast, outcome, started.elapsed());
+            .record(delivery, outcome, started.elapsed());
         result
     }
 
@@ -384,18 +389,33 @@ impl Mesh {
         })
     }
 
-    async fn route_call(&self, mut request: Request, origin: Origin) -> Result<Reply, MeshError> {
+    /// Routes a call (its reply comes back) or a cast (`Ok(None)` once accepted).
+    async fn route(
+        &self,
+        mut request: Request,
+        origin: Origin,
+        delivery: Delivery,
+    ) -> Result<Option<Reply>, MeshError> {
         let timeout = request.effective_timeout();
         let deadline = tokio::time::Instant::now() + timeout;
         for attempt in 1..=MAX_ROUTE_ATTEMPTS {
             let owner = match self.next_hop(&request, origin)? {
                 NextHop::Remote(owner) => owner,
                 NextHop::Local(shard) => {
-                    let payload = Payload::call(std::mem::take(&mut request.payload));
-                    match self
-                        .call_local(&request, shard, payload, deadline, timeout)
-                        .await?
-                    {
+                    let body = std::mem::take(&mut request.payload);
+                    let delivered = match delivery {
+                        Delivery::Call => {
+                            let payload = Payload::call(body);
+                            let reply =
+                                self.call_local(&request, shard, payload, deadline, timeout);
+                            reply.await?.map(Some)
+                        }
+                        Delivery::Cast => {
+                            let payload = Payload::cast(body);
+                            self.cast_local(&request, shard, payload)?.map(|()| None)
+                        }
+                    };
+                    match delivered {
                         Ok(reply) => return Ok(reply),
                         Err(payload) => request.payload = payload.body,
                     }
@@ -403,9 +423,17 @@ impl Mesh {
                 }
             };
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let forward = self
-                .transport(&owner)?
-                .call(&owner, request.clone(), remaining);
+            let transport = self.transport(&owner)?;
+            let forward = match delivery {
+                Delivery::Call => transport
+                    .call(&owner, request.clone(), remaining)
+                    .map_ok(Some)
+                    .boxed(),
+                Delivery::Cast => transport
+                    .cast(&owner, request.clone(), remaining)
+                    .map_ok(|()| None)
+                    .boxed(),
+            };
             let last = attempt == MAX_ROUTE_ATTEMPTS;
             if let Some(result) = settle_forward(forward, deadline, timeout, last).await {
                 return result;
@@ -424,16 +452,10 @@ impl Mesh {
         deadline: tokio::time::Instant,
         timeout: Duration,
     ) -> Result<Result<Reply, Payload>, MeshError> {
-        let (cell, pending) = self.inner.registry.with_entry(
-            shard,
-            &request.module,
-            &request.id,
-            || self.activate(request, shard),
-            |entry| {
-                let envelope = Envelope::deliver(entry.cell.clone(), payload);
-                (entry.cell.clone(), entry.recipient.send(envelope))
-            },
-        )?;
+        let (cell, pending) = self.with_activation(request, shard, |entry| {
+            let envelope = Envelope::deliver(entry.cell.clone(), payload);
+            (entry.cell.clone(), entry.recipient.send(envelope))
+        })?;
         let handled = match tokio::time::timeout_at(deadline, pending).await {
             Err(_) => return Err(MeshError::timeout(timeout)),
             Ok(Err(MailboxError::Timeout)) => return Err(MeshError::timeout(timeout)),
@@ -457,33 +479,6 @@ impl Mesh {
         }
     }
 
-    async fn route_cast(&self, mut request: Request, origin: Origin) -> Result<(), MeshError> {
-        let timeout = request.effective_timeout();
-        let deadline = tokio::time::Instant::now() + timeout;
-        for attempt in 1..=MAX_ROUTE_ATTEMPTS {
-            let owner = match self.next_hop(&request, origin)? {
-                NextHop::Remote(owner) => owner,
-                NextHop::Local(shard) => {
-                    let payload = Payload::cast(std::mem::take(&mut request.payload));
-                    match self.cast_local(&request, shard, payload)? {
-                        Ok(()) => return Ok(()),
-                        Err(payload) => request.payload = payload.body,
-                    }
-                    continue;
-                }
-            };
-            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let forward = self
-                .transport(&owner)?
-                .cast(&owner, request.clone(), remaining);
-            let last = attempt == MAX_ROUTE_ATTEMPTS;
-            if let Some(result) = settle_forward(forward, deadline, timeout, last).await {
-                return result;
-            }
-        }
-        Err(churn(&request))
-    }
-
     /// Enqueues a cast on the local activation. `Ok(Err(payload))`: its mailbox had closed;
     /// route it again.
     fn cast_local(
@@ -492,20 +487,13 @@ impl Mesh {
         shard: ShardId,
         payload: Payload,
     ) -> Result<Result<(), Payload>, MeshError> {
-        let registry = &self.inner.registry;
-        let sent = registry.with_entry(
-            shard,
-            &request.module,
-            &request.id,
-            || self.activate(request, shard),
-            |entry| {
-                let envelope = Envelope::deliver(entry.cell.clone(), payload);
-                entry
-                    .recipient
-                    .try_send(envelope)
-                    .map_err(|e| (entry.cell.clone(), e))
-            },
-        )?;
+        let sent = self.with_activation(request, shard, |entry| {
+            let envelope = Envelope::deliver(entry.cell.clone(), payload);
+            entry
+                .recipient
+                .try_send(envelope)
+                .map_err(|e| (entry.cell.clone(), e))
+        })?;
         match sent {
             Ok(()) => Ok(Ok(())),
             Err((_, SendError::Full(_))) => Err(MeshError::OwnerUnavailable(format!(
@@ -517,6 +505,18 @@ impl Mesh {
                 Ok(Err(envelope.into_payload().expect("a delivery envelope")))
             }
         }
+    }
+
+    /// Runs `send` on the request's activation, activating it first if this node has none.
+    fn with_activation<R>(
+        &self,
+        request: &Request,
+        shard: ShardId,
+        send: impl FnOnce(&Entry) -> R,
+    ) -> Result<R, MeshError> {
+        let activate = || self.activate(request, shard);
+        let registry = &self.inner.registry;
+        registry.with_entry(shard, &request.module, &request.id, activate, send)
     }
 
     fn activate(&self, request: &Request, shard: ShardId) -> Result<Entry, MeshError> {

@@ -625,6 +625,41 @@ impl MeshNode {
         self.signal(libc::SIGINT);
     }
 
+    /// Sends SIGKILL: the node dies at once, without leaving the cluster. (Dropping a
+    /// [`MeshNode`] also kills it, but reaps it too; this leaves the [`MeshNode`] in place.)
+    pub fn sigkill(&mut self) {
+        self.signal(libc::SIGKILL);
+    }
+
+    /// Waits up to `timeout` for the process to exit and asserts it exited with status 0;
+    /// panics with the node's log if it is still running or exited otherwise. `after` says
+    /// what should have made it exit (e.g. `"SIGTERM"`), for the message.
+    #[track_caller]
+    pub fn expect_clean_exit(
+        &mut self,
+        timeout: Duration,
+        after: &str,
+    ) -> impl Future<Output = ExitStatus> + '_ {
+        let caller = std::panic::Location::caller();
+        let after = after.to_string();
+        async move {
+            let Some(status) = self.wait_exit(timeout).await else {
+                panic!(
+                    "{caller}: node {} still running {timeout:?} after {after}; log:\n{}",
+                    self.id,
+                    self.log()
+                );
+            };
+            assert!(
+                status.success(),
+                "{caller}: node {} exited with {status} after {after}; log:\n{}",
+                self.id,
+                self.log()
+            );
+            status
+        }
+    }
+
     /// Waits up to `timeout` for the process to exit; `None` if it is still running.
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
@@ -992,4 +1027,42 @@ impl Resp {
         );
         self
     }
+}
+
+/// `v` as a set of strings; panics (failing the test) if it is not an array of strings.
+pub fn strings(v: &Value) -> std::collections::BTreeSet<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|s| {
+            s.as_str()
+                .unwrap_or_else(|| panic!("not a string: {s}"))
+                .to_string()
+        })
+        .collect()
+}
+
+/// The panic message of the example `Crasher`.
+pub const EXAMPLE_CRASH: &str = "boom!";
+
+/// Keeps panics that actors raise on purpose out of the test output: the example `Crasher`'s,
+/// and any whose message contains one of `markers`. Any other panic (a failed assertion) is
+/// reported as usual. Installed once per test process.
+pub fn quiet_intentional_panics(markers: &'static [&'static str]) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("");
+            let intended = message == EXAMPLE_CRASH || markers.iter().any(|m| message.contains(m));
+            if !intended {
+                default(info);
+            }
+        }));
+    });
 }

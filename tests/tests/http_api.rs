@@ -4,22 +4,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use mesh_tests::{
-    counter, eventually, game, json, metric_samples, req, unique, MeshNode, ALL_CAPABILITIES,
+    counter, eventually, game, json, metric_samples, req, strings, unique, MeshNode,
+    ALL_CAPABILITIES,
 };
 
 const POLL: Duration = Duration::from_secs(10);
-
-fn strings(v: &serde_json::Value) -> BTreeSet<String> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("not an array: {v}"))
-        .iter()
-        .map(|s| {
-            s.as_str()
-                .unwrap_or_else(|| panic!("not a string: {s}"))
-                .to_string()
-        })
-        .collect()
-}
 
 fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()

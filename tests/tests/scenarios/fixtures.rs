@@ -11,7 +11,7 @@
 //! - [`NamedActor`] is registered under a `#[mesh(name = "...")]` override.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, Once};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -28,9 +28,6 @@ pub const NODE: &str = "n1";
 /// Every panic a test-only actor raises on purpose carries this marker, so that the panic hook
 /// can keep them out of the test output.
 const CRASH_MARKER: &str = "intentional test crash";
-
-/// The message the example `Crasher` panics with on `{"action": "crash"}`.
-const EXAMPLE_CRASH: &str = "boom!";
 
 /// How long `eventually` waits before it gives up: generous, the machine is noisy.
 pub const EVENTUALLY: Duration = Duration::from_secs(10);
@@ -245,7 +242,7 @@ pub async fn start_mesh() -> Mesh {
 
 /// Like [`start_mesh`] with a custom config.
 pub async fn start_mesh_with(config: MeshConfig) -> Mesh {
-    quiet_intentional_panics();
+    mesh_tests::quiet_intentional_panics(&[CRASH_MARKER]);
     let mesh = Mesh::start(config).expect("inside an actix System");
     mesh_examples::register_examples(&mesh);
     mesh.register::<HoldingCounter>()
@@ -256,26 +253,6 @@ pub async fn start_mesh_with(config: MeshConfig) -> Mesh {
         .await
         .expect("valid capabilities");
     mesh
-}
-
-/// Keeps the panics the actors raise on purpose (the example `Crasher`'s and the test-only
-/// actors') out of the output; any other panic (a failed assertion) is reported as usual.
-fn quiet_intentional_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let payload = info.payload();
-            let message = payload
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| payload.downcast_ref::<&str>().copied())
-                .unwrap_or("");
-            if message != EXAMPLE_CRASH && !message.contains(CRASH_MARKER) {
-                default(info);
-            }
-        }));
-    });
 }
 
 // --- Requests -----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@
 
 use std::net::TcpListener;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
@@ -24,9 +24,6 @@ pub const EXAMPLE_CAPABILITIES: [&str; 4] = ["counter", "game", "crasher", "slee
 
 /// How long polling waits before it gives up: generous, CI machines are small and noisy.
 pub const EVENTUALLY: Duration = Duration::from_secs(20);
-
-/// The message the example `Crasher` panics with on `{"action": "crash"}`.
-const EXAMPLE_CRASH: &str = "boom!";
 
 /// How the nodes of a cluster reach each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +55,7 @@ impl Cluster {
 
     /// One node per entry of `capabilities`, registering those, each knowing all the others.
     pub async fn with_capabilities(transport: Transport, capabilities: &[&[&str]]) -> Cluster {
-        quiet_intentional_panics();
+        mesh_tests::quiet_intentional_panics(&[]);
         let mut cluster = Cluster {
             transport,
             in_process: InProcessTransport::new(),
@@ -302,24 +299,4 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
         std::future::ready(cond().then_some(()))
     })
     .await
-}
-
-/// Keeps the example `Crasher`'s intentional panics out of the output; any other panic (a
-/// failed assertion) is reported as usual.
-fn quiet_intentional_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let payload = info.payload();
-            let message = payload
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| payload.downcast_ref::<&str>().copied())
-                .unwrap_or("");
-            if message != EXAMPLE_CRASH {
-                default(info);
-            }
-        }));
-    });
 }
