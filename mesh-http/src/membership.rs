@@ -25,6 +25,9 @@ const KEY_LEAVING: &str = "leaving";
 pub struct GossipOptions {
     /// Where to gossip (UDP); by convention the HTTP listen address.
     pub listen: SocketAddr,
+    /// Where other nodes reach this node's gossip: `listen` unless that is not routable
+    /// (e.g. `0.0.0.0`, or behind a NAT).
+    pub advertise: SocketAddr,
     /// Gossip addresses of nodes to join (`host:port`); empty for the first node.
     pub seeds: Vec<String>,
     /// Nodes gossip only with nodes of the same cluster id.
@@ -46,6 +49,7 @@ impl GossipOptions {
         };
         GossipOptions {
             listen,
+            advertise: listen,
             seeds,
             cluster_id,
             interval: Duration::from_millis(100),
@@ -75,7 +79,7 @@ impl Membership {
         let generation = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        let id = ChitchatId::new(mesh.node_id().as_str(), generation, options.listen);
+        let id = ChitchatId::new(mesh.node_id().as_str(), generation, options.advertise);
         let config = ChitchatConfig {
             chitchat_id: id,
             cluster_id: options.cluster_id.clone(),

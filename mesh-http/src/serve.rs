@@ -1,7 +1,7 @@
 //! A standalone node in one call: the HTTP server with every mesh route, the HTTP transport
 //! to other nodes, and gossip membership, with an orderly way out.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,9 @@ use crate::transport::HttpTransport;
 pub struct ServeOptions {
     /// Other nodes' HTTP (and gossip) addresses to join; empty to start a cluster.
     pub seeds: Vec<String>,
+    /// Where other nodes reach this one, when the listener's address is not routable
+    /// (`0.0.0.0`, NAT). Must match the mesh's `MeshConfig::addr`.
+    pub advertise: Option<SocketAddr>,
     /// Body limit and secret of the routes; the secret is also sent on every hop.
     pub http: HttpOptions,
     /// HTTP worker threads; one per core when `None`.
@@ -49,8 +52,9 @@ pub struct ServingNode {
     serving: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
 }
 
-/// Serves `mesh` on `listener` (whose address should be the mesh's `MeshConfig::addr`),
-/// gossips on the same port number over UDP, and joins `options.seeds`.
+/// Serves `mesh` on `listener`, gossips on the same address over UDP, and joins
+/// `options.seeds`. Other nodes reach this one at `options.advertise`, or at the listener's
+/// address, which should be the mesh's `MeshConfig::addr`.
 pub async fn serve(
     mesh: Mesh,
     listener: TcpListener,
@@ -59,7 +63,8 @@ pub async fn serve(
     let listen = listener.local_addr()?;
     let secret = options.http.secret.clone();
     mesh.set_transport(Arc::new(HttpTransport::new(secret.clone())?))?;
-    let gossip = GossipOptions::new(listen, options.seeds, secret.as_deref());
+    let mut gossip = GossipOptions::new(listen, options.seeds, secret.as_deref());
+    gossip.advertise = options.advertise.unwrap_or(listen);
     let membership = Membership::join(mesh.clone(), gossip).await?;
 
     let http = options.http;

@@ -1,6 +1,6 @@
 //! `mesh-node`: a ready mesh node serving the HTTP API, with the example actors registered.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::num::NonZeroUsize;
 
 use anyhow::{bail, Context as _};
@@ -20,6 +20,11 @@ struct Args {
     /// The address to serve HTTP on (host:port; port 0 picks a free one).
     #[arg(long, env = "MESH_LISTEN", default_value = "127.0.0.1:4000")]
     listen: String,
+
+    /// Where other nodes reach this node (ip:port), when --listen is not routable, e.g.
+    /// `0.0.0.0:4000` (default: the --listen address).
+    #[arg(long, env = "MESH_ADVERTISE")]
+    advertise: Option<SocketAddr>,
 
     /// Other nodes' --listen addresses to join (host:port,...).
     #[arg(long, env = "MESH_SEEDS", value_delimiter = ',')]
@@ -53,7 +58,14 @@ async fn main() -> anyhow::Result<()> {
     mesh_examples::log_panics_briefly("mesh-node");
     let listener = TcpListener::bind(&args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = listener.local_addr()?.to_string();
+    let advertise = args.advertise.unwrap_or(listener.local_addr()?);
+    if advertise.ip().is_unspecified() {
+        bail!(
+            "--listen {} is not an address other nodes can dial: add --advertise <ip:port>",
+            args.listen
+        );
+    }
+    let addr = advertise.to_string();
     let node_id = args
         .node_id
         .clone()
@@ -76,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
 
     let options = ServeOptions {
         seeds: args.seeds.clone(),
+        advertise: Some(advertise),
         http: HttpOptions {
             body_limit: args.body_limit,
             secret: args.secret.clone().filter(|s| !s.is_empty()),
