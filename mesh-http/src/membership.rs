@@ -14,7 +14,7 @@ use chitchat::transport::UdpTransport;
 use chitchat::{
     spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState,
 };
-use mesh_actix::{Member, MemberStatus, Mesh, NodeId};
+use mesh_actix::{Member, MemberStatus, Mesh, NodeId, ShardCount};
 
 const KEY_ADDR: &str = "addr";
 const KEY_CAPABILITIES: &str = "capabilities";
@@ -37,16 +37,20 @@ pub struct GossipOptions {
 }
 
 impl GossipOptions {
-    /// Gossip on `listen` every 100 ms. Nodes configured with different secrets get different
-    /// cluster ids, so they never merge into one cluster whose hops would all be refused.
-    pub fn new(listen: SocketAddr, seeds: Vec<String>, secret: Option<&str>) -> GossipOptions {
-        let cluster_id = match secret {
-            None => "mesh".to_owned(),
-            Some(secret) => format!(
-                "mesh-{:016x}",
-                xxhash_rust::xxh3::xxh3_64(secret.as_bytes())
-            ),
-        };
+    /// Gossip on `listen` every 100 ms. Nodes with different shard counts or secrets get
+    /// different cluster ids, so they never merge into one cluster whose nodes would disagree
+    /// on owners or refuse each other's hops.
+    pub fn new(
+        listen: SocketAddr,
+        seeds: Vec<String>,
+        shards: ShardCount,
+        secret: Option<&str>,
+    ) -> GossipOptions {
+        let mut cluster_id = format!("mesh-{}", shards.get());
+        if let Some(secret) = secret {
+            let digest = xxhash_rust::xxh3::xxh3_64(secret.as_bytes());
+            cluster_id.push_str(&format!("-{digest:016x}"));
+        }
         GossipOptions {
             listen,
             advertise: listen,

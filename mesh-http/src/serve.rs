@@ -63,7 +63,8 @@ pub async fn serve(
     let listen = listener.local_addr()?;
     let secret = options.http.secret.clone();
     mesh.set_transport(Arc::new(HttpTransport::new(secret.clone())?))?;
-    let mut gossip = GossipOptions::new(listen, options.seeds, secret.as_deref());
+    let shards = mesh.config().shards;
+    let mut gossip = GossipOptions::new(listen, options.seeds, shards, secret.as_deref());
     gossip.advertise = options.advertise.unwrap_or(listen);
     let membership = Membership::join(mesh.clone(), gossip).await?;
 

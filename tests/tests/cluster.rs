@@ -817,6 +817,50 @@ async fn calls_during_a_kill_get_answers_or_owner_unavailable_and_never_hang() {
 // The message check itself
 // ---------------------------------------------------------------------------------------------------
 
+#[tokio::test]
+async fn nodes_with_another_shard_count_or_secret_never_join_the_cluster() {
+    let caps = ["counter"];
+    let first = MeshNode::builder().capabilities(caps).start().await;
+    let seed = first.addr().to_string();
+    let other_shards = MeshNode::builder()
+        .capabilities(caps)
+        .shards(64)
+        .seeds([seed.clone()])
+        .start()
+        .await;
+    let other_secret = MeshNode::builder()
+        .capabilities(caps)
+        .secret("another-secret")
+        .seeds([seed.clone()])
+        .start()
+        .await;
+    let compatible = MeshNode::builder()
+        .capabilities(caps)
+        .seeds([seed])
+        .start()
+        .await;
+
+    // The compatible node gossiped with the seed as often as the other two tried to: once it is
+    // in, they had every chance to get in too.
+    let both = [first, compatible];
+    wait_converged(&both).await;
+    for node in &both {
+        let view = node.client().cluster().await;
+        assert!(member(&view, other_shards.id()).is_none(), "{view}");
+        assert!(member(&view, other_secret.id()).is_none(), "{view}");
+    }
+    for loner in [&other_shards, &other_secret] {
+        let view = loner.client().cluster().await;
+        let members = view["members"].as_array().expect("members");
+        assert_eq!(
+            members.len(),
+            1,
+            "{} joined a cluster it must not: {view}",
+            loner.id()
+        );
+    }
+}
+
 #[test]
 fn repeated_fragment_spots_a_message_wrapped_in_itself() {
     let once = "actor panicked while handling the call (boom!); it has been restarted";
