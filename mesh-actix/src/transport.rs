@@ -39,6 +39,47 @@ pub trait RemoteTransport: Send + Sync + 'static {
 ///
 /// It holds the nodes weakly: a node that has been dropped is unreachable, like a crashed
 /// process.
+///
+/// ```
+/// use mesh_actix::{InProcessTransport, Mesh, MeshConfig, NodeId, Request};
+/// # use mesh_actix::{InitError, MeshActor, MeshInit, Payload};
+/// # use mesh_actix::__private::actix::{Actor, Context, Handler, MessageResult};
+/// # use serde_json::{json, Value};
+/// # #[derive(MeshActor)]
+/// # struct Counter { count: u64 }
+/// # impl Actor for Counter { type Context = Context<Self>; }
+/// # impl MeshInit for Counter {
+/// #     fn init(_: &mesh_actix::ActorId, _: Option<&Value>) -> Result<Self, InitError> { Ok(Counter { count: 0 }) }
+/// # }
+/// # impl Handler<Payload> for Counter {
+/// #     type Result = MessageResult<Payload>;
+/// #     fn handle(&mut self, _: Payload, _: &mut Context<Self>) -> Self::Result {
+/// #         self.count += 1;
+/// #         MessageResult(json!({"ok": self.count}))
+/// #     }
+/// # }
+/// # actix_rt::System::new().block_on(async {
+/// let transport = InProcessTransport::new();
+/// let a = Mesh::start(MeshConfig::new(NodeId::new("a").unwrap(), "a:1")).unwrap();
+/// let b = Mesh::start(MeshConfig::new(NodeId::new("b").unwrap(), "b:1")).unwrap();
+/// for node in [&a, &b] {
+///     node.register::<Counter>();
+///     node.register_capabilities(["counter"]).await.unwrap();
+///     transport.connect(node).unwrap();
+/// }
+/// // What the membership layer would do: tell each node about the other.
+/// a.update_members(vec![b.local_member()]).await;
+/// b.update_members(vec![a.local_member()]).await;
+///
+/// // Whichever node a call enters, it reaches the one activation on the owner.
+/// let id = (0..).map(|i| format!("c{i}")).find(|id| a.owner(a.shard_for(id), "counter").unwrap().as_str() == "b").unwrap();
+/// let request = Request::new("Counter", &id, "counter").unwrap();
+/// let first = a.call(request.clone()).await.unwrap();
+/// let second = b.call(request).await.unwrap();
+/// assert_eq!((first.node.as_str(), second.node.as_str()), ("b", "b"));
+/// assert_eq!(second.result, json!({"ok": 2}));
+/// # });
+/// ```
 #[derive(Clone, Default)]
 pub struct InProcessTransport {
     nodes: Arc<RwLock<HashMap<NodeId, WeakMesh>>>,
