@@ -355,6 +355,13 @@ impl Mesh {
         self.inner.registry.stats()
     }
 
+    /// Counts a call or cast that a front end (e.g. the HTTP routes) refused before it could
+    /// reach the mesh — a malformed body, a missing secret — so that the request counters
+    /// cover every outcome.
+    pub fn record_rejection(&self, delivery: Delivery, error: &MeshError) {
+        self.inner.metrics.record_rejection(delivery, error);
+    }
+
     /// Request counters and the call-latency histogram of this node.
     pub fn request_stats(&self) -> RequestStats {
         self.inner.metrics.snapshot()

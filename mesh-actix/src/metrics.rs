@@ -63,6 +63,16 @@ impl RequestMetrics {
         }
     }
 
+    /// Counts a request refused before it could be routed; it has no latency to speak of.
+    pub(crate) fn record_rejection(&self, delivery: Delivery, error: &MeshError) {
+        let index = outcome_index(Err(error));
+        match delivery {
+            Delivery::Call => &self.calls[index],
+            Delivery::Cast => &self.casts[index],
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> RequestStats {
         let load = |a: &[AtomicU64]| a.iter().map(|c| c.load(Ordering::Relaxed)).collect();
         RequestStats {

@@ -15,12 +15,12 @@ pub(crate) fn render(mesh: &Mesh) -> String {
     for (name, help, delivery) in [
         (
             "mesh_calls_total",
-            "Calls that reached the mesh, by outcome (ok or error code).",
+            "Calls by outcome (ok or error code).",
             Delivery::Call,
         ),
         (
             "mesh_casts_total",
-            "Casts that reached the mesh, by outcome (ok or error code).",
+            "Casts by outcome (ok or error code).",
             Delivery::Cast,
         ),
     ] {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use mesh_actix::{Capability, Mesh, MeshError, Origin, Request};
+use mesh_actix::{Capability, Delivery, Mesh, MeshError, Origin, Request};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -51,10 +51,21 @@ impl State {
         }
     }
 
-    async fn request(&self, req: &HttpRequest, body: web::Payload) -> Result<Request, HttpError> {
-        self.authorize(req)?;
-        let bytes = read_limited(req, body, self.options.body_limit).await?;
-        Ok(Request::from_json(&bytes)?)
+    /// The request of a `/call` or `/cast` body; a refusal is counted in the metrics.
+    async fn request(
+        &self,
+        req: &HttpRequest,
+        body: web::Payload,
+        delivery: Delivery,
+    ) -> Result<Request, HttpError> {
+        let parsed = async {
+            self.authorize(req)?;
+            let bytes = read_limited(req, body, self.options.body_limit).await?;
+            Ok(Request::from_json(&bytes)?)
+        };
+        parsed
+            .await
+            .inspect_err(|e: &HttpError| self.mesh.record_rejection(delivery, &e.0))
     }
 }
 
@@ -127,7 +138,7 @@ async fn serve_call(
     body: web::Payload,
     origin: Origin,
 ) -> HttpResult {
-    let request = state.request(&req, body).await?;
+    let request = state.request(&req, body, Delivery::Call).await?;
     let reply = state.mesh.call_from(request, origin).await?;
     Ok(HttpResponse::Ok().json(reply))
 }
@@ -138,7 +149,7 @@ async fn serve_cast(
     body: web::Payload,
     origin: Origin,
 ) -> HttpResult {
-    let request = state.request(&req, body).await?;
+    let request = state.request(&req, body, Delivery::Cast).await?;
     state.mesh.cast_from(request, origin).await?;
     Ok(HttpResponse::Accepted().json(json!({"status": "accepted"})))
 }

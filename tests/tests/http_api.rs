@@ -451,3 +451,41 @@ async fn metrics_are_prometheus_text_and_count_calls() {
         r.text
     );
 }
+
+#[tokio::test]
+async fn metrics_count_calls_by_outcome_including_refused_bodies() {
+    let node = MeshNode::builder()
+        .capabilities(ALL_CAPABILITIES)
+        .secret("s3cret")
+        .start()
+        .await;
+    let c = node.client();
+    c.count(&unique("ok")).await;
+    c.count(&unique("ok")).await;
+    c.post_raw("/call", b"{not json", Some("application/json"))
+        .await
+        .expect_status(400);
+    node.client_without_secret()
+        .post_json("/call", &counter(&unique("no-secret"), json!({})))
+        .await
+        .expect_status(401);
+    c.post_json("/cast", &req("Nope", &unique("x"), "counter", json!({})))
+        .await
+        .expect_status(404);
+
+    let r = c.get("/metrics").await;
+    let samples = metric_samples(&r.text);
+    let value = |series: &str| {
+        samples
+            .iter()
+            .find(|(s, _)| s == series)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no {series} in:\n{}", r.text))
+    };
+    assert_eq!(value(r#"mesh_calls_total{outcome="ok"}"#), 2.0);
+    assert_eq!(value(r#"mesh_calls_total{outcome="bad_request"}"#), 1.0);
+    assert_eq!(value(r#"mesh_calls_total{outcome="unauthorized"}"#), 1.0);
+    assert_eq!(value(r#"mesh_casts_total{outcome="unknown_module"}"#), 1.0);
+    assert_eq!(value("mesh_call_duration_seconds_count"), 2.0);
+    assert_eq!(value("mesh_activations"), 2.0);
+}
