@@ -65,7 +65,12 @@ async fn main() -> anyhow::Result<()> {
             args.listen
         );
     }
-    let addr = advertise.to_string();
+    // Keep the address as the operator wrote it (e.g. a host name) unless the OS picked the
+    // port or --advertise overrides it.
+    let addr = match args.advertise {
+        None if !args.listen.ends_with(":0") => args.listen.clone(),
+        _ => advertise.to_string(),
+    };
     let node_id = args
         .node_id
         .clone()
