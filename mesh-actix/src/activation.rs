@@ -406,3 +406,62 @@ const _: fn() = || {
     fn assert_send<T: Send>() {}
     assert_send::<Envelope>();
 };
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::actor::Delivery;
+
+    fn cell(node: &str, serial: u64) -> Arc<ActivationCell> {
+        Arc::new(ActivationCell::new(
+            Module::new("Counter").unwrap(),
+            ActorId::new("counter_1").unwrap(),
+            Capability::new("counter").unwrap(),
+            ShardId(3),
+            None,
+            NodeId::new(node).unwrap(),
+            serial,
+            Weak::new(),
+        ))
+    }
+
+    #[test]
+    fn pid_names_node_serial_and_incarnation() {
+        let first = cell("node-1", 7);
+        assert_eq!(first.pid(0), "<node-1.7.0>");
+        assert_eq!(first.pid(1), "<node-1.7.1>");
+        // A restart (incarnation) and a re-activation (serial) each give a new pid.
+        assert_ne!(first.pid(0), first.pid(1));
+        assert_ne!(first.pid(0), cell("node-1", 8).pid(0));
+        assert_ne!(first.pid(0), cell("node-2", 7).pid(0));
+    }
+
+    #[test]
+    fn panic_message_reads_str_and_string_payloads() {
+        let from_str: Box<dyn Any + Send> = Box::new("boom");
+        assert_eq!(panic_message(&from_str), "boom");
+        let from_string: Box<dyn Any + Send> = Box::new(String::from("bang 42"));
+        assert_eq!(panic_message(&from_string), "bang 42");
+        let other: Box<dyn Any + Send> = Box::new(42_u32);
+        assert_eq!(panic_message(&other), "panic with a non-string payload");
+    }
+
+    #[test]
+    fn into_payload_returns_the_payload_of_a_delivery_only() {
+        let c = cell("node-1", 0);
+        let payload = Envelope::deliver(c.clone(), Payload::cast(json!({"action": "reset"})))
+            .into_payload()
+            .expect("a delivery carries its payload");
+        assert_eq!(payload.body, json!({"action": "reset"}));
+        assert_eq!(payload.delivery, Delivery::Cast);
+
+        assert!(Envelope::stop(c.clone()).into_payload().is_none());
+        let rearm = Envelope {
+            cell: c,
+            kind: EnvelopeKind::Rearm(1),
+        };
+        assert!(rearm.into_payload().is_none());
+    }
+}

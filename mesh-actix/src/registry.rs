@@ -141,3 +141,288 @@ impl ActivationRegistry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::{Barrier, Weak};
+
+    use mesh_core::{Capability, NodeId};
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::activation::{Activator, TypedActivator, Undelivered};
+    use crate::actor::{InitError, MeshInit, Payload};
+
+    /// Replies with its own id, so a test can tell which activation answered.
+    #[derive(crate::MeshActor)]
+    struct Probe {
+        id: String,
+    }
+
+    impl Actor for Probe {
+        type Context = Context<Self>;
+    }
+
+    impl MeshInit for Probe {
+        fn init(id: &ActorId, _: Option<&Value>) -> Result<Self, InitError> {
+            Ok(Probe { id: id.to_string() })
+        }
+    }
+
+    impl Handler<Payload> for Probe {
+        type Result = MessageResult<Payload>;
+
+        fn handle(&mut self, _: Payload, _: &mut Context<Self>) -> Self::Result {
+            MessageResult(json!({ "id": self.id }))
+        }
+    }
+
+    fn module() -> Module {
+        Module::new("Probe").unwrap()
+    }
+
+    fn id(value: &str) -> ActorId {
+        ActorId::new(value).unwrap()
+    }
+
+    /// A cell with no link back to a registry: the tests alone decide what the registry holds.
+    fn cell(id_: &str, capability: &str, shard: u32, serial: u64) -> Arc<ActivationCell> {
+        Arc::new(ActivationCell::new(
+            module(),
+            id(id_),
+            Capability::new(capability).unwrap(),
+            ShardId(shard),
+            None,
+            NodeId::new("node-1").unwrap(),
+            serial,
+            Weak::new(),
+        ))
+    }
+
+    /// Starts a real `Probe` activation for `cell` on `arbiter`.
+    fn start(cell: Arc<ActivationCell>, arbiter: &ArbiterHandle) -> Result<Entry, MeshError> {
+        let recipient = TypedActivator::<Probe>::new().start(cell.clone(), arbiter, 16)?;
+        Ok(Entry { cell, recipient })
+    }
+
+    fn never() -> Result<Entry, MeshError> {
+        panic!("a hit must not activate")
+    }
+
+    /// Runs `with_entry` and hands back the cell of the entry `send` saw.
+    fn entry_cell(
+        registry: &ActivationRegistry,
+        shard: u32,
+        id_: &str,
+        activate: impl FnOnce() -> Result<Entry, MeshError>,
+    ) -> Result<Arc<ActivationCell>, MeshError> {
+        registry.with_entry(ShardId(shard), &module(), &id(id_), activate, |entry| {
+            entry.cell.clone()
+        })
+    }
+
+    #[actix_rt::test]
+    async fn a_miss_activates_once_and_a_hit_reuses_the_entry() {
+        let registry = ActivationRegistry::new();
+        let arbiter = Arbiter::current();
+        let activations = AtomicUsize::new(0);
+        let first = cell("a", "cap", 3, 0);
+        let activate = || {
+            activations.fetch_add(1, Ordering::Relaxed);
+            start(first.clone(), &arbiter)
+        };
+        let pending = registry
+            .with_entry(ShardId(3), &module(), &id("a"), activate, |entry| {
+                assert!(Arc::ptr_eq(&entry.cell, &first), "send sees the new entry");
+                entry.recipient.send(Envelope::deliver(
+                    entry.cell.clone(),
+                    Payload::call(json!(null)),
+                ))
+            })
+            .unwrap();
+        assert_eq!(activations.load(Ordering::Relaxed), 1);
+        // The entry's recipient reaches the activation it was started for.
+        match pending.await.unwrap() {
+            Ok(delivered) => assert_eq!(delivered.value, json!({"id": "a"})),
+            Err(Undelivered::Crashed(reason)) => panic!("crashed: {reason}"),
+            Err(Undelivered::Retired(_)) => panic!("retired"),
+        }
+
+        for _ in 0..3 {
+            let hit = entry_cell(&registry, 3, "a", never).unwrap();
+            assert!(Arc::ptr_eq(&hit, &first));
+        }
+        assert_eq!(activations.load(Ordering::Relaxed), 1);
+        let stats = registry.stats();
+        assert_eq!((stats.live, stats.activated), (1, 1));
+    }
+
+    #[actix_rt::test]
+    async fn concurrent_first_calls_for_one_identity_activate_it_once() {
+        const CALLERS: usize = 16;
+        let registry = ActivationRegistry::new();
+        let arbiter = Arbiter::current();
+        let activations = AtomicUsize::new(0);
+        let barrier = Barrier::new(CALLERS);
+        let seen: Vec<Arc<ActivationCell>> = std::thread::scope(|scope| {
+            let callers: Vec<_> = (0..CALLERS)
+                .map(|serial| {
+                    let (registry, arbiter) = (&registry, &arbiter);
+                    let (activations, barrier) = (&activations, &barrier);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        entry_cell(registry, 7, "shared", || {
+                            activations.fetch_add(1, Ordering::Relaxed);
+                            start(cell("shared", "cap", 7, serial as u64), arbiter)
+                        })
+                        .unwrap()
+                    })
+                })
+                .collect();
+            callers.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        assert_eq!(activations.load(Ordering::Relaxed), 1);
+        assert!(seen.iter().all(|c| Arc::ptr_eq(c, &seen[0])));
+        let stats = registry.stats();
+        assert_eq!((stats.live, stats.activated), (1, 1));
+    }
+
+    #[actix_rt::test]
+    async fn an_activation_error_is_returned_and_nothing_is_inserted() {
+        let registry = ActivationRegistry::new();
+        let refused = MeshError::init_failed("no");
+        let result = registry.with_entry(
+            ShardId(1),
+            &module(),
+            &id("a"),
+            || Err(refused.clone()),
+            |_| panic!("send must not run without an entry"),
+        );
+        assert_eq!(result.err(), Some(refused));
+        assert_eq!(registry.stats(), RegistryStats::default());
+        assert!(registry.unwanted(|_| false).is_empty());
+
+        // The next call activates afresh.
+        let fresh = cell("a", "cap", 1, 1);
+        let got = entry_cell(&registry, 1, "a", || {
+            start(fresh.clone(), &Arbiter::current())
+        });
+        assert!(Arc::ptr_eq(&got.unwrap(), &fresh));
+        assert_eq!(registry.stats().live, 1);
+    }
+
+    #[actix_rt::test]
+    async fn remove_only_removes_the_entry_of_the_same_cell() {
+        let registry = ActivationRegistry::new();
+        let arbiter = Arbiter::current();
+        let old = cell("a", "cap", 2, 0);
+        entry_cell(&registry, 2, "a", || start(old.clone(), &arbiter)).unwrap();
+        registry.remove(&old);
+        assert_eq!(registry.stats().live, 0);
+
+        let new = cell("a", "cap", 2, 1);
+        entry_cell(&registry, 2, "a", || start(new.clone(), &arbiter)).unwrap();
+        // A stale cell for the same identity leaves the newer entry alone.
+        registry.remove(&old);
+        let current = entry_cell(&registry, 2, "a", never).unwrap();
+        assert!(Arc::ptr_eq(&current, &new));
+        assert_eq!(registry.stats().live, 1);
+
+        // A cell never registered (another module's stripe slot is empty) is a no-op too.
+        registry.remove(&cell("b", "cap", 2, 2));
+        assert_eq!(registry.stats().live, 1);
+
+        registry.remove(&new);
+        registry.remove(&new);
+        let stats = registry.stats();
+        assert_eq!((stats.live, stats.activated), (0, 2));
+    }
+
+    #[actix_rt::test]
+    async fn counters_follow_activations_removals_and_restarts() {
+        let registry = ActivationRegistry::new();
+        let arbiter = Arbiter::current();
+        let cells: Vec<_> = (0..3)
+            .map(|i| cell(&format!("a{i}"), "cap", i, u64::from(i)))
+            .collect();
+        for (i, c) in cells.iter().enumerate() {
+            entry_cell(&registry, i as u32, c.id.as_str(), || {
+                start(c.clone(), &arbiter)
+            })
+            .unwrap();
+        }
+        registry.remove(&cells[0]);
+        registry.record_restart();
+        registry.record_restart();
+        assert_eq!(
+            registry.stats(),
+            RegistryStats {
+                live: 2,
+                activated: 3,
+                restarts: 2
+            }
+        );
+    }
+
+    #[actix_rt::test]
+    async fn unwanted_selects_the_cells_the_predicate_rejects() {
+        let registry = ActivationRegistry::new();
+        let arbiter = Arbiter::current();
+        let specs = [
+            ("k1", "keep", 1),
+            ("m1", "move", 1),
+            ("k2", "keep", 40),
+            ("m2", "move", 63),
+        ];
+        for (serial, (id_, capability, shard)) in specs.into_iter().enumerate() {
+            let c = cell(id_, capability, shard, serial as u64);
+            entry_cell(&registry, shard, id_, || start(c, &arbiter)).unwrap();
+        }
+        let mut moved: Vec<String> = registry
+            .unwanted(|c| c.capability.as_str() == "keep")
+            .into_iter()
+            .map(|entry| entry.cell.id.to_string())
+            .collect();
+        moved.sort();
+        assert_eq!(moved, ["m1", "m2"]);
+        // Selecting removes nothing.
+        assert_eq!(registry.stats().live, 4);
+        assert_eq!(registry.unwanted(|_| true).len(), 0);
+        assert_eq!(registry.unwanted(|_| false).len(), 4);
+    }
+
+    #[actix_rt::test]
+    async fn entries_live_in_the_stripe_of_their_shard() {
+        let registry = ActivationRegistry::new();
+        let arbiter = Arbiter::current();
+        let shard = 5;
+        let c = cell("a", "cap", shard, 0);
+        entry_cell(&registry, shard, "a", || start(c.clone(), &arbiter)).unwrap();
+
+        let holds = |s: u32| {
+            registry
+                .stripe(ShardId(s))
+                .read()
+                .get("Probe", "a")
+                .is_some()
+        };
+        assert!(holds(shard));
+        assert!(
+            holds(shard + STRIPES as u32),
+            "shards wrap around the stripes"
+        );
+        assert!(!holds(shard + 1));
+        let holding = (0..STRIPES as u32).filter(|s| holds(*s)).count();
+        assert_eq!(holding, 1);
+
+        // Another stripe's write lock does not block this identity.
+        let _other = registry.stripe(ShardId(shard + 1)).write();
+        let hit = entry_cell(&registry, shard, "a", never).unwrap();
+        assert!(Arc::ptr_eq(&hit, &c));
+
+        // `remove` finds the entry through the cell's shard.
+        registry.remove(&c);
+        assert!(!holds(shard));
+    }
+}

@@ -32,3 +32,89 @@ pub(crate) async fn read_limited(
     }
     Ok(body.freeze())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+
+    use actix_web::error::PayloadError;
+    use actix_web::test::TestRequest;
+    use actix_web::{dev, FromRequest};
+    use futures_util::stream::{self, Stream};
+
+    use super::*;
+
+    type Chunks = Pin<Box<dyn Stream<Item = Result<web::Bytes, PayloadError>>>>;
+
+    /// Reads `body` through `read_limited` as a request with `Content-Length` would carry it.
+    async fn read_sized(body: &'static [u8], limit: usize) -> Result<web::Bytes, MeshError> {
+        let (req, mut payload) = TestRequest::post().set_payload(body).to_http_parts();
+        let payload = web::Payload::from_request(&req, &mut payload)
+            .await
+            .unwrap();
+        read_limited(&req, payload, limit).await
+    }
+
+    /// Reads a chunked stream, with `declared` as its `Content-Length` if any.
+    async fn read_stream(
+        chunks: Chunks,
+        declared: Option<usize>,
+        limit: usize,
+    ) -> Result<web::Bytes, MeshError> {
+        let mut request = TestRequest::post();
+        if let Some(n) = declared {
+            request = request.insert_header((CONTENT_LENGTH, n));
+        }
+        let (req, _) = request.to_http_parts();
+        let mut payload = dev::Payload::Stream { payload: chunks };
+        let payload = web::Payload::from_request(&req, &mut payload)
+            .await
+            .unwrap();
+        read_limited(&req, payload, limit).await
+    }
+
+    fn chunks(parts: &[&'static [u8]]) -> Chunks {
+        let items: Vec<Result<web::Bytes, PayloadError>> = parts
+            .iter()
+            .map(|p| Ok(web::Bytes::from_static(p)))
+            .collect();
+        Box::pin(stream::iter(items))
+    }
+
+    /// A stream that fails if it is ever read.
+    fn broken() -> Chunks {
+        Box::pin(stream::iter([Err(PayloadError::Incomplete(None))]))
+    }
+
+    #[actix_web::test]
+    async fn accepts_a_body_of_exactly_the_limit() {
+        assert_eq!(read_sized(b"12345", 5).await.unwrap(), &b"12345"[..]);
+        assert_eq!(read_sized(b"", 0).await.unwrap(), &b""[..]);
+        let streamed = read_stream(chunks(&[b"12", b"345"]), None, 5).await;
+        assert_eq!(streamed.unwrap(), &b"12345"[..]);
+    }
+
+    #[actix_web::test]
+    async fn rejects_one_byte_over_the_limit() {
+        assert_eq!(
+            read_sized(b"123456", 5).await,
+            Err(MeshError::payload_too_large(5))
+        );
+        // Without a Content-Length, while streaming.
+        let streamed = read_stream(chunks(&[b"123", b"456"]), None, 5).await;
+        assert_eq!(streamed, Err(MeshError::payload_too_large(5)));
+    }
+
+    #[actix_web::test]
+    async fn rejects_a_declared_length_over_the_limit_before_reading() {
+        // The body is never read: reading it would fail with bad_request.
+        let early = read_stream(broken(), Some(6), 5).await;
+        assert_eq!(early, Err(MeshError::payload_too_large(5)));
+        // A declared length within the limit reads on, and reports the broken stream.
+        let read = read_stream(broken(), Some(5), 5).await;
+        assert!(
+            matches!(read, Err(MeshError::BadRequest(ref m)) if m.starts_with("could not read the body")),
+            "{read:?}"
+        );
+    }
+}

@@ -42,3 +42,83 @@ impl ResponseError for HttpError {
 pub(crate) fn error_body(status: StatusCode, code: &str, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(json!({"error": {"code": code, "message": message}}))
 }
+
+#[cfg(test)]
+mod tests {
+    use actix_web::body::to_bytes;
+    use actix_web::http::header::CONTENT_TYPE;
+    use mesh_actix::ErrorCode;
+    use serde_json::Value;
+
+    use super::*;
+
+    /// The error table of the contract, written out rather than read from `ErrorCode`.
+    const CONTRACT: [(&str, u16); 9] = [
+        ("bad_request", 400),
+        ("unauthorized", 401),
+        ("unknown_module", 404),
+        ("payload_too_large", 413),
+        ("init_failed", 422),
+        ("actor_crashed", 500),
+        ("no_capable_node", 503),
+        ("owner_unavailable", 503),
+        ("timeout", 504),
+    ];
+
+    async fn json_body(response: HttpResponse) -> Value {
+        let bytes = to_bytes(response.into_body()).await.unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[actix_web::test]
+    async fn every_code_gets_the_contracts_status_and_body() {
+        assert_eq!(
+            CONTRACT.len(),
+            ErrorCode::ALL.len(),
+            "the table covers every code"
+        );
+        let message = "owner said: \"no\" — ünïcode, {braces}";
+        for (code, status) in CONTRACT {
+            let error = HttpError::from(MeshError::from_code(code, message).unwrap());
+            assert_eq!(error.status_code().as_u16(), status, "{code}");
+            assert_eq!(error.to_string(), message);
+            let response = error.error_response();
+            assert_eq!(response.status().as_u16(), status, "{code}");
+            assert_eq!(
+                response.headers().get(CONTENT_TYPE).unwrap(),
+                "application/json"
+            );
+            assert_eq!(
+                json_body(response).await,
+                json!({"error": {"code": code, "message": message}}),
+                "{code}"
+            );
+        }
+    }
+
+    #[actix_web::test]
+    async fn the_message_is_the_errors_own_word_for_word() {
+        let errors = [
+            MeshError::unauthorized(),
+            MeshError::payload_too_large(1024),
+            MeshError::timeout(std::time::Duration::from_millis(250)),
+            MeshError::no_capable_node("counter"),
+        ];
+        for error in errors {
+            let expected =
+                json!({"error": {"code": error.code().as_str(), "message": error.message()}});
+            let response = HttpError(error).error_response();
+            assert_eq!(json_body(response).await, expected);
+        }
+    }
+
+    #[actix_web::test]
+    async fn error_body_renders_codes_outside_the_mesh_table() {
+        let response = error_body(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "no");
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            json_body(response).await,
+            json!({"error": {"code": "method_not_allowed", "message": "no"}})
+        );
+    }
+}

@@ -202,3 +202,104 @@ fn member(id: &ChitchatId, state: &NodeState, status: MemberStatus) -> Option<Me
 fn join_capabilities(member: &Member) -> String {
     serde_json::to_string(&member.capabilities).expect("strings serialize")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use mesh_actix::Capability;
+
+    use super::*;
+
+    fn chitchat_id(node: &str) -> ChitchatId {
+        ChitchatId::new(node, 1, ([127, 0, 0, 1], 4000).into())
+    }
+
+    fn state(keys: &[(&str, &str)]) -> NodeState {
+        let mut state = NodeState::for_test();
+        for (key, value) in keys {
+            state.set(*key, *value);
+        }
+        state
+    }
+
+    fn capabilities(names: &[&str]) -> BTreeSet<Capability> {
+        names.iter().map(|c| Capability::new(c).unwrap()).collect()
+    }
+
+    #[test]
+    fn member_reads_address_and_capabilities() {
+        let state = state(&[
+            (KEY_ADDR, "10.0.0.2:4000"),
+            (KEY_CAPABILITIES, r#"["counter","game"]"#),
+        ]);
+        let parsed = member(&chitchat_id("node-2"), &state, MemberStatus::Alive);
+        assert_eq!(
+            parsed,
+            Some(Member {
+                node: NodeId::new("node-2").unwrap(),
+                addr: "10.0.0.2:4000".into(),
+                capabilities: capabilities(&["counter", "game"]),
+                status: MemberStatus::Alive,
+            })
+        );
+        // The status chitchat reports passes through.
+        let dead = member(&chitchat_id("node-2"), &state, MemberStatus::Dead).unwrap();
+        assert_eq!(dead.status, MemberStatus::Dead);
+    }
+
+    #[test]
+    fn a_leaving_node_is_dead() {
+        let state = state(&[
+            (KEY_ADDR, "10.0.0.2:4000"),
+            (KEY_CAPABILITIES, r#"["counter"]"#),
+            (KEY_LEAVING, "true"),
+        ]);
+        let parsed = member(&chitchat_id("node-2"), &state, MemberStatus::Alive).unwrap();
+        assert_eq!(parsed.status, MemberStatus::Dead);
+        assert_eq!(parsed.capabilities, capabilities(&["counter"]));
+    }
+
+    #[test]
+    fn a_node_without_usable_keys_is_no_member() {
+        let id = chitchat_id("node-2");
+        let no_addr = state(&[(KEY_CAPABILITIES, "[]")]);
+        assert_eq!(member(&id, &no_addr, MemberStatus::Alive), None);
+        let no_capabilities = state(&[(KEY_ADDR, "10.0.0.2:4000")]);
+        assert_eq!(member(&id, &no_capabilities, MemberStatus::Alive), None);
+        let bad_json = state(&[(KEY_ADDR, "10.0.0.2:4000"), (KEY_CAPABILITIES, "counter")]);
+        assert_eq!(member(&id, &bad_json, MemberStatus::Alive), None);
+        let empty_capability = state(&[(KEY_ADDR, "a:1"), (KEY_CAPABILITIES, r#"[""]"#)]);
+        assert_eq!(member(&id, &empty_capability, MemberStatus::Alive), None);
+    }
+
+    #[test]
+    fn capabilities_round_trip_through_their_gossip_key() {
+        let names = ["counter", "a,b", "with \"quotes\"", "ünïcode", "[]"];
+        let local = Member::alive(NodeId::new("node-1").unwrap(), "127.0.0.1:4000", names).unwrap();
+        let joined = join_capabilities(&local);
+        let state = state(&[(KEY_ADDR, &local.addr), (KEY_CAPABILITIES, &joined)]);
+        let parsed = member(&chitchat_id("node-1"), &state, MemberStatus::Alive);
+        assert_eq!(parsed, Some(local));
+
+        let none = Member::alive(NodeId::new("n").unwrap(), "a:1", Vec::<&str>::new()).unwrap();
+        assert_eq!(join_capabilities(&none), "[]");
+    }
+
+    #[test]
+    fn cluster_id_separates_shard_counts_and_secrets() {
+        let listen: SocketAddr = ([127, 0, 0, 1], 4000).into();
+        let id = |shards: u32, secret: Option<&str>| {
+            let shards = ShardCount::new(shards).unwrap();
+            GossipOptions::new(listen, Vec::new(), shards, secret).cluster_id
+        };
+        assert_eq!(id(64, None), id(64, None));
+        assert_eq!(id(64, Some("s3cret")), id(64, Some("s3cret")));
+        assert_ne!(id(64, None), id(128, None));
+        assert_ne!(id(64, Some("s3cret")), id(128, Some("s3cret")));
+        assert_ne!(id(64, Some("s3cret")), id(64, Some("other")));
+        assert_ne!(id(64, Some("s3cret")), id(64, None));
+        // The id travels in the clear: it must not reveal the secret.
+        assert!(!id(64, Some("s3cret")).contains("s3cret"));
+    }
+}

@@ -207,3 +207,145 @@ async fn metrics(state: Shared) -> HttpResponse {
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(render(&state.mesh))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroUsize;
+
+    use actix_web::dev::{Service, ServiceResponse};
+    use actix_web::test::{call_service, init_service, read_body, TestRequest};
+    use actix_web::App;
+    use mesh_actix::{MeshConfig, NodeId};
+    use serde_json::Value;
+
+    use super::*;
+
+    fn mesh() -> Mesh {
+        let mut config = MeshConfig::new(NodeId::new("node-1").unwrap(), "127.0.0.1:4000");
+        config.arbiters = NonZeroUsize::MIN;
+        Mesh::start(config).expect("inside an actix System")
+    }
+
+    fn with_secret(secret: &str) -> HttpOptions {
+        HttpOptions {
+            secret: Some(secret.to_owned()),
+            ..HttpOptions::default()
+        }
+    }
+
+    /// Calls the app; `request` is a `TestRequest::to_request()`.
+    async fn send<S, R>(app: &S, request: R) -> (StatusCode, Value)
+    where
+        S: Service<R, Response = ServiceResponse, Error = actix_web::Error>,
+    {
+        let response = call_service(app, request).await;
+        let status = response.status();
+        let body = read_body(response).await;
+        let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        (status, json)
+    }
+
+    fn error(code: &str) -> impl Fn(&Value) -> bool + '_ {
+        move |body| body["error"]["code"] == code && body["error"]["message"].is_string()
+    }
+
+    #[actix_web::test]
+    async fn a_wrong_method_is_a_json_405() {
+        let app = init_service(App::new().configure(configure(mesh()))).await;
+        let (status, body) = send(&app, TestRequest::get().uri("/call").to_request()).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            body,
+            json!({"error": {
+                "code": "method_not_allowed",
+                "message": "GET is not supported on /call",
+            }})
+        );
+        for (method, path) in [
+            ("POST", "/health"),
+            ("DELETE", "/cluster"),
+            ("PUT", "/owner"),
+        ] {
+            let method = actix_web::http::Method::from_bytes(method.as_bytes()).unwrap();
+            let (status, body) = send(
+                &app,
+                TestRequest::default().method(method).uri(path).to_request(),
+            )
+            .await;
+            assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{path}");
+            assert!(error("method_not_allowed")(&body), "{path}: {body}");
+        }
+    }
+
+    #[actix_web::test]
+    async fn a_missing_secret_is_401_except_on_health_and_metrics() {
+        let mesh = mesh();
+        let app =
+            init_service(App::new().configure(configure_with(mesh.clone(), with_secret("s3cret"))))
+                .await;
+        let refused = [
+            TestRequest::get().uri("/cluster"),
+            TestRequest::get().uri("/owner?id=a&capability=counter"),
+            TestRequest::post().uri("/call").set_payload("{}"),
+            TestRequest::post().uri("/capabilities").set_payload("{}"),
+            TestRequest::get()
+                .uri("/cluster")
+                .insert_header(("x-mesh-secret", "wrong")),
+        ];
+        for request in refused {
+            let (status, body) = send(&app, request.to_request()).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+            assert!(error("unauthorized")(&body), "{body}");
+        }
+        // The refused call is counted.
+        let unauthorized = mesh
+            .request_stats()
+            .by_outcome(Delivery::Call)
+            .find(|(outcome, _)| *outcome == "unauthorized")
+            .map(|(_, n)| n);
+        assert_eq!(unauthorized, Some(1));
+
+        let (status, body) = send(&app, TestRequest::get().uri("/health").to_request()).await;
+        assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})));
+        let (status, _) = send(&app, TestRequest::get().uri("/metrics").to_request()).await;
+        assert_eq!(status, StatusCode::OK);
+        for header in [
+            ("x-mesh-secret", "s3cret"),
+            ("authorization", "Bearer s3cret"),
+        ] {
+            let request = TestRequest::get().uri("/cluster").insert_header(header);
+            let (status, body) = send(&app, request.to_request()).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(body["node"], "node-1");
+        }
+    }
+
+    #[actix_web::test]
+    async fn owner_needs_an_id_and_a_capability() {
+        let mesh = mesh();
+        let app = init_service(App::new().configure(configure(mesh.clone()))).await;
+        for query in [
+            "",
+            "?id=counter_1",
+            "?capability=counter",
+            "?id=&capability=counter",
+            "?id=counter_1&capability=",
+        ] {
+            let uri = format!("/owner{query}");
+            let (status, body) = send(&app, TestRequest::get().uri(&uri).to_request()).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+            assert!(error("bad_request")(&body), "{uri}: {body}");
+        }
+
+        let uri = "/owner?id=counter_1&capability=counter";
+        let (status, body) = send(&app, TestRequest::get().uri(uri).to_request()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(error("no_capable_node")(&body), "{body}");
+
+        mesh.register_capabilities(["counter"]).await.unwrap();
+        let (status, body) = send(&app, TestRequest::get().uri(uri).to_request()).await;
+        assert_eq!(status, StatusCode::OK);
+        let shard = mesh.shard_for("counter_1").0;
+        assert_eq!(body, json!({"shard": shard, "node": "node-1"}));
+    }
+}
