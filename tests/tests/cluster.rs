@@ -818,6 +818,34 @@ async fn calls_during_a_kill_get_answers_or_owner_unavailable_and_never_hang() {
 // ---------------------------------------------------------------------------------------------------
 
 #[tokio::test]
+async fn a_forwarded_request_reaching_a_non_owner_is_owner_unavailable() {
+    let nodes = start_cluster(2, &ALL_CAPABILITIES).await;
+    let (entry, owned_elsewhere) = (&nodes[0], &nodes[1]);
+    let (id, owner) = id_owned_elsewhere(entry, "counter").await;
+    assert_eq!(owner, owned_elsewhere.id());
+
+    // What a node with a stale view would send: a hop to a node that does not own the id. It is
+    // refused, not served and not forwarded again.
+    let c = entry.client();
+    for path in ["/internal/call", "/internal/cast"] {
+        let r = c.post_json(path, &counter(&id, json!({}))).await;
+        let message = expect_hop_error(&r, 503, "owner_unavailable");
+        assert!(message.contains(owned_elsewhere.id()), "{path}: {message}");
+    }
+    assert_eq!(activations(entry).await, 0);
+    assert_eq!(
+        activations(owned_elsewhere).await,
+        0,
+        "a refused hop was forwarded"
+    );
+
+    // Through the public route the same request reaches its owner.
+    let reply = c.call(&counter(&id, json!({}))).await;
+    assert_eq!(reply.node(), owned_elsewhere.id());
+    assert_eq!(reply.result(), &json!({"ok": 1}));
+}
+
+#[tokio::test]
 async fn nodes_with_another_shard_count_or_secret_never_join_the_cluster() {
     let caps = ["counter"];
     let first = MeshNode::builder().capabilities(caps).start().await;
