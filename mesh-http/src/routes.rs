@@ -348,4 +348,26 @@ mod tests {
         let shard = mesh.shard_for("counter_1").0;
         assert_eq!(body, json!({"shard": shard, "node": "node-1"}));
     }
+
+    #[actix_web::test]
+    async fn mounts_beside_the_apps_own_routes_and_under_a_scope() {
+        let mesh = mesh();
+        mesh.register_capabilities(["counter"]).await.unwrap();
+        let app = init_service(
+            App::new()
+                .route("/hello", web::get().to(|| async { "hello" }))
+                .service(web::scope("/mesh").configure(configure(mesh.clone()))),
+        )
+        .await;
+
+        let hello = call_service(&app, TestRequest::get().uri("/hello").to_request()).await;
+        assert_eq!(hello.status(), StatusCode::OK);
+        assert_eq!(read_body(hello).await, "hello");
+        let (status, body) = send(&app, TestRequest::get().uri("/mesh/health").to_request()).await;
+        assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})));
+        let owner = TestRequest::get().uri("/mesh/owner?id=a&capability=counter");
+        let (status, body) = send(&app, owner.to_request()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["node"], json!("node-1"));
+    }
 }

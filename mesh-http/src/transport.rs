@@ -20,6 +20,7 @@ const CONNECT_BACKOFF: Duration = Duration::from_millis(50);
 pub struct HttpTransport {
     client: reqwest::Client,
     secret: Option<String>,
+    prefix: String,
 }
 
 impl HttpTransport {
@@ -30,7 +31,19 @@ impl HttpTransport {
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .build()?;
-        Ok(HttpTransport { client, secret })
+        Ok(HttpTransport {
+            client,
+            secret,
+            prefix: String::new(),
+        })
+    }
+
+    /// Posts hops to `<prefix>/internal/...`: for nodes that mount the mesh routes under a
+    /// scope, e.g. `web::scope("/mesh").configure(mesh_http::configure(mesh))` and
+    /// `with_path_prefix("/mesh")`. Every node of a cluster must use the same prefix.
+    pub fn with_path_prefix(mut self, prefix: impl Into<String>) -> HttpTransport {
+        self.prefix = prefix.into().trim_end_matches('/').to_owned();
+        self
     }
 
     async fn post(
@@ -40,7 +53,7 @@ impl HttpTransport {
         request: &Request,
         remaining: Duration,
     ) -> Result<reqwest::Response, MeshError> {
-        let url = format!("http://{}{route}", owner.addr);
+        let url = format!("http://{}{}{route}", owner.addr, self.prefix);
         let body = request.to_json(Some(remaining));
         let deadline = tokio::time::Instant::now() + remaining;
         let mut attempt = 1;
@@ -151,5 +164,89 @@ impl RemoteTransport for HttpTransport {
             }
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::num::NonZeroUsize;
+    use std::sync::Arc;
+
+    use actix_web::{web, App, HttpServer};
+    use mesh_actix::__private::actix::{Actor, Context, Handler, MessageResult};
+    use mesh_actix::{
+        ActorId, InitError, Mesh, MeshActor, MeshConfig, MeshInit, NodeId, Payload, Request,
+    };
+    use serde_json::{json, Value};
+
+    use super::HttpTransport;
+    use crate::configure;
+
+    #[derive(MeshActor)]
+    struct Echo;
+
+    impl Actor for Echo {
+        type Context = Context<Self>;
+    }
+
+    impl MeshInit for Echo {
+        fn init(_: &ActorId, _: Option<&Value>) -> Result<Self, InitError> {
+            Ok(Echo)
+        }
+    }
+
+    impl Handler<Payload> for Echo {
+        type Result = MessageResult<Payload>;
+        fn handle(&mut self, msg: Payload, _: &mut Context<Self>) -> Self::Result {
+            MessageResult(msg.body)
+        }
+    }
+
+    /// A node whose mesh routes are mounted under `/mesh`, reached with the same prefix.
+    async fn node(id: &str) -> (Mesh, actix_web::dev::ServerHandle) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let mut config = MeshConfig::new(NodeId::new(id).unwrap(), addr);
+        config.arbiters = NonZeroUsize::MIN;
+        let mesh = Mesh::start(config).unwrap();
+        mesh.register::<Echo>();
+        mesh.register_capabilities(["echo"]).await.unwrap();
+        let transport = HttpTransport::new(None).unwrap().with_path_prefix("/mesh/");
+        mesh.set_transport(Arc::new(transport)).unwrap();
+        let served = mesh.clone();
+        let server = HttpServer::new(move || {
+            App::new().service(web::scope("/mesh").configure(configure(served.clone())))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .unwrap()
+        .run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        (mesh, handle)
+    }
+
+    #[actix_web::test]
+    async fn hops_reach_routes_mounted_under_a_prefix() {
+        let (a, a_server) = node("a").await;
+        let (b, b_server) = node("b").await;
+        a.update_members(vec![b.local_member()]).await;
+        b.update_members(vec![a.local_member()]).await;
+        let id = (0..)
+            .map(|i| format!("e{i}"))
+            .find(|id| a.owner(a.shard_for(id), "echo").unwrap().as_str() == "b")
+            .unwrap();
+
+        let request = Request::new("Echo", &id, "echo")
+            .unwrap()
+            .with_payload(json!({"hello": "b"}));
+        let reply = a.call(request).await.expect("forwarded to b under /mesh");
+
+        assert_eq!(reply.node.as_str(), "b");
+        assert_eq!(reply.result, json!({"hello": "b"}));
+        a_server.stop(true).await;
+        b_server.stop(true).await;
     }
 }
