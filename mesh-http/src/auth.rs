@@ -2,16 +2,19 @@
 
 use actix_web::http::header::{HeaderMap, AUTHORIZATION};
 
-/// The header that may carry the secret instead of `Authorization: Bearer <secret>`.
+/// The header that may carry the secret instead of `Authorization`.
 pub(crate) const SECRET_HEADER: &str = "x-mesh-secret";
 
-/// Whether the request carries `secret`, as `Authorization: Bearer <secret>` or
-/// `x-mesh-secret: <secret>`.
+/// Whether the request carries `secret`, as `Authorization: Bearer <secret>`,
+/// `Authorization: <secret>` or `x-mesh-secret: <secret>`.
 pub(crate) fn carries_secret(headers: &HeaderMap, secret: &str) -> bool {
     let bearer = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .map(|v| match v.get(..7) {
+            Some(scheme) if scheme.eq_ignore_ascii_case("bearer ") => &v[7..],
+            _ => v,
+        });
     let plain = headers.get(SECRET_HEADER).and_then(|v| v.to_str().ok());
     [bearer, plain]
         .into_iter()
@@ -41,7 +44,7 @@ mod tests {
     }
 
     #[test]
-    fn accepts_bearer_or_mesh_header_and_nothing_else() {
+    fn accepts_the_secret_in_authorization_or_the_mesh_header_and_nothing_else() {
         assert!(carries_secret(
             &headers(&[("authorization", "Bearer s3cret")]),
             "s3cret"
@@ -54,8 +57,20 @@ mod tests {
             &headers(&[("authorization", "Bearer s3cre")]),
             "s3cret"
         ));
-        assert!(!carries_secret(
+        assert!(carries_secret(
             &headers(&[("authorization", "s3cret")]),
+            "s3cret"
+        ));
+        assert!(carries_secret(
+            &headers(&[("authorization", "bearer s3cret")]),
+            "s3cret"
+        ));
+        assert!(!carries_secret(
+            &headers(&[("authorization", "Basic s3cret")]),
+            "s3cret"
+        ));
+        assert!(!carries_secret(
+            &headers(&[("x-mesh-secret", "Bearer s3cret")]),
             "s3cret"
         ));
         assert!(!carries_secret(&headers(&[]), "s3cret"));

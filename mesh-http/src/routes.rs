@@ -23,7 +23,8 @@ pub struct HttpOptions {
     /// Bodies over this many bytes get `413 payload_too_large`.
     pub body_limit: usize,
     /// When set, every route but `/health` and `/metrics` requires it, as
-    /// `Authorization: Bearer <secret>` or `x-mesh-secret: <secret>`; without it: `401`.
+    /// `Authorization: Bearer <secret>`, `Authorization: <secret>` or `x-mesh-secret: <secret>`;
+    /// without it: `401`.
     pub secret: Option<String>,
 }
 

@@ -39,7 +39,7 @@ struct Args {
     shards: u32,
 
     /// A shared secret every request (but /health and /metrics) must carry, as
-    /// `Authorization: Bearer <secret>` or `x-mesh-secret: <secret>`.
+    /// `Authorization: Bearer <secret>` (or just the secret) or `x-mesh-secret: <secret>`.
     #[arg(long, env = "MESH_SECRET", hide_env_values = true)]
     secret: Option<String>,
 
