@@ -29,11 +29,49 @@ use std::task::{self, Poll};
 
 use actix::dev::{MessageResponse, OneshotSender};
 use actix::prelude::*;
-use mesh_core::{ActorId, Capability, MeshError, Module, NodeId, ShardId};
+use mesh_core::{ActorId, Capability, MeshError, Module, NodeId, Refusal, Request, ShardId};
 use serde_json::Value;
 
-use crate::actor::{MeshActor, MeshResponse, Payload};
+use crate::actor::{Delivery, MeshActor, MeshResponse, Payload};
+use crate::gate::Gate;
+use crate::mesh::WeakMesh;
 use crate::registry::ActivationRegistry;
+
+/// What every activation of one node shares: the node's id, registry, serving gate, and the
+/// way back to its `Mesh` (to route again a cast that its activation could not execute).
+pub(crate) struct Host {
+    pub(crate) node: NodeId,
+    pub(crate) registry: Weak<ActivationRegistry>,
+    pub(crate) gate: Arc<Gate>,
+    pub(crate) mesh: WeakMesh,
+}
+
+impl Host {
+    /// A host linked to nothing, serving for an hour, for tests of single activations.
+    #[cfg(test)]
+    pub(crate) fn detached(node: &str) -> Arc<Host> {
+        let gate = Arc::new(Gate::new());
+        gate.set(
+            Some(gate.now() + std::time::Duration::from_secs(3600)),
+            None,
+        );
+        Arc::new(Host {
+            node: NodeId::new(node).unwrap(),
+            registry: Weak::new(),
+            gate,
+            mesh: WeakMesh::detached(),
+        })
+    }
+}
+
+/// The identity an activation serves.
+pub(crate) struct Identity {
+    pub(crate) module: Module,
+    pub(crate) id: ActorId,
+    pub(crate) capability: Capability,
+    pub(crate) shard: ShardId,
+    pub(crate) init_arg: Option<Value>,
+}
 
 /// Everything mesh knows about one activation, shared by the registry entry and every
 /// envelope sent to it.
@@ -43,62 +81,101 @@ pub(crate) struct ActivationCell {
     pub(crate) capability: Capability,
     pub(crate) shard: ShardId,
     init_arg: Option<Value>,
-    node: NodeId,
+    host: Arc<Host>,
     serial: u64,
     incarnation: AtomicU64,
     retired: AtomicBool,
-    registry: Weak<ActivationRegistry>,
+    stopped: AtomicBool,
 }
 
 impl ActivationCell {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        module: Module,
-        id: ActorId,
-        capability: Capability,
-        shard: ShardId,
-        init_arg: Option<Value>,
-        node: NodeId,
-        serial: u64,
-        registry: Weak<ActivationRegistry>,
-    ) -> ActivationCell {
+    pub(crate) fn new(identity: Identity, serial: u64, host: Arc<Host>) -> ActivationCell {
+        let Identity {
+            module,
+            id,
+            capability,
+            shard,
+            init_arg,
+        } = identity;
         ActivationCell {
             module,
             id,
             capability,
             shard,
             init_arg,
-            node,
+            host,
             serial,
             incarnation: AtomicU64::new(0),
             retired: AtomicBool::new(false),
-            registry,
+            stopped: AtomicBool::new(false),
         }
     }
 
     /// The pid of one incarnation: node, activation serial, incarnation. A restart after a
     /// crash bumps the incarnation; a re-activation gets a new serial.
     pub(crate) fn pid(&self, incarnation: u64) -> String {
-        format!("<{}.{}.{}>", self.node, self.serial, incarnation)
+        format!("<{}.{}.{}>", self.host.node, self.serial, incarnation)
     }
 
     pub(crate) fn is_retired(&self) -> bool {
         self.retired.load(Ordering::Acquire)
     }
 
-    /// Retires the activation and removes it from the registry. Idempotent.
+    /// Retires the activation and removes it from the registry. Idempotent. The registry
+    /// counts it as retiring until its actor has stopped.
     pub(crate) fn deactivate(self: &Arc<Self>) {
         if !self.retired.swap(true, Ordering::AcqRel) {
-            if let Some(registry) = self.registry.upgrade() {
+            if let Some(registry) = self.host.registry.upgrade() {
                 registry.remove(self);
+                if !self.stopped.load(Ordering::Acquire) {
+                    registry.record_retiring();
+                }
+            }
+        }
+    }
+
+    /// The actor has stopped for good: no handler of it runs any more.
+    fn mark_stopped(self: &Arc<Self>) {
+        self.deactivate();
+        if !self.stopped.swap(true, Ordering::AcqRel) {
+            if let Some(registry) = self.host.registry.upgrade() {
+                registry.record_stopped();
             }
         }
     }
 
     fn record_restart(&self) {
-        if let Some(registry) = self.registry.upgrade() {
+        if let Some(registry) = self.host.registry.upgrade() {
             registry.record_restart();
         }
+    }
+
+    /// Routes again a cast this activation will not execute (it was retired, or the node lost
+    /// its lease while the cast was queued): nobody waits for its reply, so mesh does.
+    fn reroute_cast(&self, payload: Payload) {
+        let Some(mesh) = self.host.mesh.upgrade() else {
+            return;
+        };
+        let remaining = payload
+            .deadline
+            .map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        if remaining.is_some_and(|r| r.is_zero()) {
+            tracing::debug!(module = %self.module, id = %self.id, "queued cast expired; dropped");
+            return;
+        }
+        let request = Request {
+            module: self.module.clone(),
+            id: self.id.clone(),
+            capability: self.capability.clone(),
+            payload: payload.body,
+            init_arg: self.init_arg.clone(),
+            timeout: remaining,
+        };
+        actix_rt::spawn(async move {
+            if let Err(error) = mesh.cast(request).await {
+                tracing::warn!(%error, "a cast re-routed from a retired activation was lost");
+            }
+        });
     }
 }
 
@@ -160,6 +237,11 @@ pub enum Undelivered {
     /// The activation was deactivated before it got to the envelope; the payload comes back
     /// so the caller can re-activate and deliver it.
     Retired(Option<Payload>),
+    /// The node stopped serving (lease lost, draining) before the envelope's turn came: not
+    /// executed.
+    Refused(Refusal, String),
+    /// The request's deadline passed while it was queued: dropped, not executed.
+    Expired,
 }
 
 /// The result of the guarded handler: ready now or after the user's future.
@@ -216,7 +298,28 @@ pub fn handle_envelope<A: MeshActor>(
             EnvelopeResponse::Ready(Err(Undelivered::Retired(None)))
         }
         EnvelopeKind::Deliver(payload) if cell.is_retired() => {
+            if payload.delivery == Delivery::Cast {
+                cell.reroute_cast(payload);
+                return EnvelopeResponse::Ready(Err(Undelivered::Retired(None)));
+            }
             EnvelopeResponse::Ready(Err(Undelivered::Retired(Some(payload))))
+        }
+        EnvelopeKind::Deliver(payload) if !cell.host.gate.is_open() => {
+            // Checked right before the handler: a node paused past its lease must not
+            // execute what it had queued, whichever of its threads wakes up first.
+            if payload.delivery == Delivery::Cast {
+                cell.reroute_cast(payload);
+                return EnvelopeResponse::Ready(Err(Undelivered::Retired(None)));
+            }
+            let reason = cell.host.gate.refusal().unwrap_or_default();
+            EnvelopeResponse::Ready(Err(Undelivered::Refused(Refusal::NoLease, reason)))
+        }
+        EnvelopeKind::Deliver(payload)
+            if payload
+                .deadline
+                .is_some_and(|d| d <= std::time::Instant::now()) =>
+        {
+            EnvelopeResponse::Ready(Err(Undelivered::Expired))
         }
         EnvelopeKind::Deliver(payload) => {
             let incarnation = cell.incarnation.load(Ordering::Acquire);
@@ -353,7 +456,7 @@ impl Drop for Sentinel {
         // ends without one was stopped for good: by the actor itself, by a deactivation, or by
         // its arbiter shutting down.
         if self.cell.incarnation.load(Ordering::Acquire) == self.incarnation {
-            self.cell.deactivate();
+            self.cell.mark_stopped();
         }
     }
 }
@@ -412,19 +515,16 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::actor::Delivery;
 
     fn cell(node: &str, serial: u64) -> Arc<ActivationCell> {
-        Arc::new(ActivationCell::new(
-            Module::new("Counter").unwrap(),
-            ActorId::new("counter_1").unwrap(),
-            Capability::new("counter").unwrap(),
-            ShardId(3),
-            None,
-            NodeId::new(node).unwrap(),
-            serial,
-            Weak::new(),
-        ))
+        let identity = Identity {
+            module: Module::new("Counter").unwrap(),
+            id: ActorId::new("counter_1").unwrap(),
+            capability: Capability::new("counter").unwrap(),
+            shard: ShardId(3),
+            init_arg: None,
+        };
+        Arc::new(ActivationCell::new(identity, serial, Host::detached(node)))
     }
 
     #[test]

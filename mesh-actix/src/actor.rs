@@ -25,6 +25,9 @@ pub struct Payload {
     pub body: Value,
     /// Call or cast.
     pub delivery: Delivery,
+    /// When the request stops being worth executing: a payload still queued then is dropped,
+    /// never executed late.
+    pub(crate) deadline: Option<std::time::Instant>,
 }
 
 impl Payload {
@@ -33,6 +36,7 @@ impl Payload {
         Payload {
             body,
             delivery: Delivery::Call,
+            deadline: None,
         }
     }
 
@@ -41,7 +45,14 @@ impl Payload {
         Payload {
             body,
             delivery: Delivery::Cast,
+            deadline: None,
         }
+    }
+
+    /// The same payload, dropped unexecuted if it is still queued at `deadline`.
+    pub(crate) fn until(mut self, deadline: std::time::Instant) -> Payload {
+        self.deadline = Some(deadline);
+        self
     }
 
     /// The string at `body.action`, the convention of the example actors.

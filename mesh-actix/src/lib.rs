@@ -22,6 +22,7 @@ extern crate self as mesh_actix;
 
 mod activation;
 mod actor;
+mod gate;
 mod mesh;
 mod metrics;
 mod registry;
@@ -31,8 +32,8 @@ mod transport;
 pub use actor::{Delivery, InitError, MeshActor, MeshInit, Payload};
 pub use mesh::{Mesh, MeshConfig, Origin, StartError, DEFAULT_MAILBOX_CAPACITY};
 pub use mesh_core::{
-    ActorId, Capability, ErrorCode, Member, MemberStatus, MeshError, Module, NodeId, Reply,
-    Request, RoutingTable, ShardCount, ShardId,
+    ActorId, Capability, ErrorCode, HopError, LeaseConfig, Member, MemberStatus, MeshError, Module,
+    NodeId, Refusal, RenewReply, RenewRequest, Reply, Request, RoutingTable, ShardCount, ShardId,
 };
 pub use mesh_macros::MeshActor;
 pub use metrics::{RequestStats, LATENCY_BUCKETS};

@@ -4,37 +4,42 @@ use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::dev::SendError;
 use actix::prelude::*;
 use futures_util::future::BoxFuture;
-use futures_util::{FutureExt, TryFutureExt};
+use futures_util::FutureExt;
 use mesh_core::{
-    Capability, Member, MeshError, Module, NodeId, Reply, Request, RoutingTable, ShardCount,
-    ShardId,
+    Capability, HopError, LeaseConfig, Member, MemberStatus, MeshError, Module, NodeId, Refusal,
+    RenewReply, RenewRequest, Reply, Request, RoutingTable, ShardCount, ShardId,
 };
 use parking_lot::RwLock;
 
 use crate::activation::{
-    ActivationCell, Activator, Delivered, Envelope, TypedActivator, Undelivered,
+    ActivationCell, Activator, Delivered, Envelope, Host, Identity, TypedActivator, Undelivered,
 };
 use crate::actor::{Delivery, MeshActor, Payload};
+use crate::gate::Gate;
 use crate::metrics::{RequestMetrics, RequestStats};
 use crate::registry::{ActivationRegistry, Entry, RegistryStats};
-use crate::router::{RegisterCapabilities, RoutingSnapshot, ShardRouter, UpdateMembers};
+use crate::router::{
+    Drain, Leave, RegisterCapabilities, Renew, RouterLinks, RoutingSnapshot, ShardRouter,
+    UpdateMembers,
+};
 use crate::transport::RemoteTransport;
 
 /// The default bound of each activation's mailbox.
 pub const DEFAULT_MAILBOX_CAPACITY: usize = 1024;
 
-/// How many times one request is routed: again after landing on an activation that was just
-/// deactivated, or after its remote owner refused it or could not be reached.
-const MAX_ROUTE_ATTEMPTS: usize = 4;
+/// How many times one request is delivered again locally after landing on an activation that
+/// was just deactivated, before it is refused as churn.
+const MAX_LOCAL_ATTEMPTS: usize = 8;
 
-/// How long to let membership settle before routing a request again after its remote owner
-/// refused it or could not be reached.
-const REROUTE_BACKOFF: Duration = Duration::from_millis(100);
+/// The first pause before a refused request is routed again; it doubles up to
+/// [`MAX_REROUTE_BACKOFF`] while membership and leases settle.
+const REROUTE_BACKOFF: Duration = Duration::from_millis(20);
+const MAX_REROUTE_BACKOFF: Duration = Duration::from_millis(200);
 
 /// How to start a node's [`Mesh`].
 #[derive(Debug, Clone)]
@@ -50,6 +55,15 @@ pub struct MeshConfig {
     /// The bound of each activation's mailbox. A call waits (within its timeout) for room in a
     /// full mailbox; a cast to a full mailbox fails at once with `owner_unavailable`.
     pub mailbox_capacity: usize,
+    /// The lease timings (see [`mesh_core::Fencing`]); every node of a cluster should use the
+    /// same. The default 1 s lease moves a dead node's shards within about 1.4 s.
+    pub lease: LeaseConfig,
+    /// This node joins an existing cluster (it was given seeds): it owns nothing until it has
+    /// heard from another member. Without it, a lone node serves at once.
+    pub joining: bool,
+    /// This life of the node, unique among its restarts: defaults to the start time in
+    /// nanoseconds since the Unix epoch.
+    pub incarnation: u64,
 }
 
 impl MeshConfig {
@@ -61,6 +75,11 @@ impl MeshConfig {
             shards: ShardCount::default(),
             arbiters: std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
             mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
+            lease: LeaseConfig::default(),
+            joining: false,
+            incarnation: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64),
         }
     }
 }
@@ -120,6 +139,12 @@ pub struct Mesh {
 pub(crate) struct WeakMesh(std::sync::Weak<MeshInner>);
 
 impl WeakMesh {
+    /// A handle that never upgrades.
+    #[cfg(test)]
+    pub(crate) fn detached() -> WeakMesh {
+        WeakMesh(std::sync::Weak::new())
+    }
+
     pub(crate) fn upgrade(&self) -> Option<Mesh> {
         self.0.upgrade().map(|inner| Mesh { inner })
     }
@@ -131,17 +156,22 @@ struct MeshInner {
     /// The epoch of each published snapshot, for those who react to changes (membership).
     routing_updates: tokio::sync::watch::Receiver<u64>,
     router: Addr<ShardRouter>,
+    /// The router's own thread: a busy actor must not delay lease renewals.
+    router_arbiter: Arbiter,
     registry: Arc<ActivationRegistry>,
+    gate: Arc<Gate>,
+    host: Arc<Host>,
     modules: RwLock<HashMap<Module, Arc<dyn Activator>>>,
     arbiters: Vec<Arbiter>,
     next_arbiter: AtomicUsize,
     next_serial: AtomicU64,
     metrics: RequestMetrics,
-    transport: OnceLock<Arc<dyn RemoteTransport>>,
+    transport: Arc<OnceLock<Arc<dyn RemoteTransport>>>,
 }
 
 impl Drop for MeshInner {
     fn drop(&mut self) {
+        self.router_arbiter.stop();
         for arbiter in &self.arbiters {
             arbiter.stop();
         }
@@ -156,41 +186,54 @@ impl Mesh {
             return Err(StartError::NoSystem);
         }
         let arbiters: Vec<Arbiter> = (0..config.arbiters.get()).map(|_| Arbiter::new()).collect();
+        let router_arbiter = Arbiter::new();
         let registry = Arc::new(ActivationRegistry::new());
+        let gate = Arc::new(Gate::new());
+        let transport = Arc::new(OnceLock::new());
         let local = Member::alive(
             config.node_id.clone(),
             config.addr.clone(),
             Vec::<&str>::new(),
         )
-        .expect("no capabilities to validate");
+        .expect("no capabilities to validate")
+        .with_incarnation(config.incarnation);
         let routing = ShardRouter::initial(&local, config.shards);
         let (updates, routing_updates) = tokio::sync::watch::channel(routing.load().epoch());
         let router = {
-            let (routing, registry, shards) = (routing.clone(), registry.clone(), config.shards);
-            let node = config.node_id.clone();
-            ShardRouter::start_in_arbiter(&arbiters[0].handle(), move |_| {
-                let on_publish = Box::new(move |table: &RoutingTable| {
-                    stop_moved_activations(&registry, table, &node);
-                    updates.send_replace(table.epoch());
-                });
-                ShardRouter::new(local, shards, routing, on_publish)
+            let links = RouterLinks {
+                snapshot: routing.clone(),
+                updates,
+                registry: registry.clone(),
+                gate: gate.clone(),
+                transport: transport.clone(),
+            };
+            let (shards, lease, joining) = (config.shards, config.lease, config.joining);
+            ShardRouter::start_in_arbiter(&router_arbiter.handle(), move |_| {
+                ShardRouter::new(local, shards, lease, joining, links)
             })
         };
-        Ok(Mesh {
-            inner: Arc::new(MeshInner {
-                config,
-                routing,
-                routing_updates,
-                router,
-                registry,
-                modules: RwLock::default(),
-                arbiters,
-                next_arbiter: AtomicUsize::new(0),
-                next_serial: AtomicU64::new(0),
-                metrics: RequestMetrics::default(),
-                transport: OnceLock::new(),
+        let inner = Arc::new_cyclic(|weak| MeshInner {
+            host: Arc::new(Host {
+                node: config.node_id.clone(),
+                registry: Arc::downgrade(&registry),
+                gate: gate.clone(),
+                mesh: WeakMesh(weak.clone()),
             }),
-        })
+            config,
+            routing,
+            routing_updates,
+            router,
+            router_arbiter,
+            registry,
+            gate,
+            modules: RwLock::default(),
+            arbiters,
+            next_arbiter: AtomicUsize::new(0),
+            next_serial: AtomicU64::new(0),
+            metrics: RequestMetrics::default(),
+            transport,
+        });
+        Ok(Mesh { inner })
     }
 
     /// Registers actor type `A` under its module name ([`MeshActor::MODULE`]). Registering a
@@ -229,11 +272,56 @@ impl Mesh {
             .map_err(|_| MeshError::OwnerUnavailable("the shard router has stopped".into()))
     }
 
-    /// Replaces what this node knows about the other members of the cluster. Called by the
-    /// membership layer; the local member is always kept as this node describes itself.
+    /// Tells this node what the membership layer (gossip) knows of the other members. Members
+    /// are learned from it; ownership moves only when the lease protocol fences a member or a
+    /// member announces its leave. The local member is always kept as this node describes
+    /// itself.
     pub async fn update_members(&self, members: Vec<Member>) {
         // The router only stops with the arbiters, i.e. with this Mesh.
         let _ = self.inner.router.send(UpdateMembers(members)).await;
+    }
+
+    /// Answers another node's lease renewal (called by the transports' receiving end).
+    pub async fn renew_lease(&self, request: RenewRequest) -> RenewReply {
+        match self.inner.router.send(Renew(request)).await {
+            Ok(reply) => reply,
+            Err(_) => RenewReply {
+                from: self.local_member(),
+                round: 0,
+                granted: false,
+                fenced: false,
+                acknowledged: None,
+                members: Vec::new(),
+                expired: Vec::new(),
+            },
+        }
+    }
+
+    /// Whether this node serves requests now: it has learned its cluster, every member
+    /// acknowledged it, it holds a valid lease and it is not draining. `Err` says why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        if !self.inner.router.connected() {
+            return Err("the shard router of this node has stopped".into());
+        }
+        self.inner.gate.refusal().map_or(Ok(()), Err)
+    }
+
+    /// The first half of a graceful leave: stops serving (requests for this node's shards are
+    /// refused as not delivered, so their senders route them again), stops every activation
+    /// and waits for them to end (at most `timeout`), then announces the leave, so that the
+    /// other members take this node's shards only once nothing of them runs here.
+    pub async fn drain(&self, timeout: Duration) {
+        let _ = self.inner.router.send(Drain).await;
+        let deadline = Instant::now() + timeout;
+        let registry = &self.inner.registry;
+        while (registry.stats().live > 0 || !registry.is_settled()) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if registry.stats().live > 0 || !registry.is_settled() {
+            tracing::warn!(node = %self.node_id(), live = registry.stats().live,
+                "drain timed out with activations still stopping; leaving anyway");
+        }
+        let _ = self.inner.router.send(Leave).await;
     }
 
     /// Sets how this node reaches other nodes. Without one, a request owned by another node
@@ -265,13 +353,30 @@ impl Mesh {
     /// forwarded is served here only if this node owns the actor under its current view, and
     /// refused with `owner_unavailable` otherwise: a request is forwarded at most once.
     pub async fn call_from(&self, request: Request, origin: Origin) -> Result<Reply, MeshError> {
-        let reply = self.timed(request, origin, Delivery::Call).await?;
-        Ok(reply.expect("a call always ends with a reply"))
+        let reply = self.timed(request, origin, Delivery::Call).await;
+        reply
+            .map(|r| r.expect("a call always ends with a reply"))
+            .map_err(HopError::into_error)
     }
 
     /// [`Mesh::cast`] for a request that comes from `origin`; see [`Mesh::call_from`].
     pub async fn cast_from(&self, request: Request, origin: Origin) -> Result<(), MeshError> {
-        self.timed(request, origin, Delivery::Cast).await.map(drop)
+        let result = self.timed(request, origin, Delivery::Cast).await;
+        result.map(drop).map_err(HopError::into_error)
+    }
+
+    /// Serves a call another node forwarded here (the receiving end of a transport): like
+    /// [`Mesh::call_from`] with [`Origin::Forwarded`], with the typed outcome the sender needs
+    /// to decide whether it may send the request again.
+    pub async fn forwarded_call(&self, request: Request) -> Result<Reply, HopError> {
+        let reply = self.timed(request, Origin::Forwarded, Delivery::Call).await;
+        reply.map(|r| r.expect("a call always ends with a reply"))
+    }
+
+    /// Serves a cast another node forwarded here; see [`Mesh::forwarded_call`].
+    pub async fn forwarded_cast(&self, request: Request) -> Result<(), HopError> {
+        let result = self.timed(request, Origin::Forwarded, Delivery::Cast).await;
+        result.map(drop)
     }
 
     async fn timed(
@@ -279,13 +384,16 @@ impl Mesh {
         request: Request,
         origin: Origin,
         delivery: Delivery,
-    ) -> Result<Option<Reply>, MeshError> {
+    ) -> Result<Option<Reply>, HopError> {
         let started = Instant::now();
         let result = self.route(request, origin, delivery).await;
-        let outcome = result.as_ref().map(drop);
+        let outcome = match &result {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.clone().into_error()),
+        };
         self.inner
             .metrics
-            .record(delivery, outcome, started.elapsed());
+            .record(delivery, outcome.as_ref().map(|_| ()), started.elapsed());
         result
     }
 
@@ -367,86 +475,208 @@ impl Mesh {
         self.inner.metrics.snapshot()
     }
 
-    /// Where the request goes next under the current snapshot: here, or once to its owner.
-    fn next_hop(&self, request: &Request, origin: Origin) -> Result<NextHop, MeshError> {
-        let table = self.inner.routing.load();
-        let shard = table.shards().shard_for(request.id.as_str());
-        let owner = table
-            .owner(request.capability.as_str(), shard)
-            .ok_or_else(|| MeshError::no_capable_node(request.capability.as_str()))?;
-        if owner.node == self.inner.config.node_id {
-            return Ok(NextHop::Local(shard));
-        }
-        match origin {
-            Origin::Client => Ok(NextHop::Remote(owner.clone())),
-            Origin::Forwarded => Err(MeshError::OwnerUnavailable(format!(
-                "this node does not own the actor under its current view (owner: {}); \
-                 a request is never forwarded twice",
-                owner.node
-            ))),
-        }
-    }
-
-    fn transport(&self, owner: &Member) -> Result<&Arc<dyn RemoteTransport>, MeshError> {
-        self.inner.transport.get().ok_or_else(|| {
-            MeshError::OwnerUnavailable(format!(
-                "node {} owns the actor and this node has no transport to reach it",
-                owner.node
-            ))
-        })
-    }
-
-    /// Routes a call (its reply comes back) or a cast (`Ok(None)` once accepted).
+    /// Routes a call (its reply comes back) or a cast (`Ok(None)` once accepted), sending it
+    /// again while it was certainly not delivered and the deadline allows.
     async fn route(
         &self,
         mut request: Request,
         origin: Origin,
         delivery: Delivery,
-    ) -> Result<Option<Reply>, MeshError> {
+    ) -> Result<Option<Reply>, HopError> {
         let timeout = request.effective_timeout();
         let deadline = tokio::time::Instant::now() + timeout;
-        for attempt in 1..=MAX_ROUTE_ATTEMPTS {
-            let owner = match self.next_hop(&request, origin)? {
-                NextHop::Remote(owner) => owner,
-                NextHop::Local(shard) => {
-                    let body = std::mem::take(&mut request.payload);
-                    let delivered = match delivery {
-                        Delivery::Call => {
-                            let payload = Payload::call(body);
-                            let reply =
-                                self.call_local(&request, shard, payload, deadline, timeout);
-                            reply.await?.map(Some)
-                        }
-                        Delivery::Cast => {
-                            let payload = Payload::cast(body);
-                            self.cast_local(&request, shard, payload)?.map(|()| None)
-                        }
-                    };
-                    match delivered {
-                        Ok(reply) => return Ok(reply),
-                        Err(payload) => request.payload = payload.body,
-                    }
-                    continue;
+        let mut backoff = REROUTE_BACKOFF;
+        let mut local_attempts = 0;
+        loop {
+            let outcome = self
+                .attempt(&mut request, origin, delivery, deadline, timeout)
+                .await;
+            match outcome {
+                Attempt::Done(result) => return result,
+                Attempt::Again if local_attempts < MAX_LOCAL_ATTEMPTS => local_attempts += 1,
+                Attempt::Again => {
+                    return Err(HopError::refused(Refusal::NotReady, churn(&request)))
                 }
-            };
-            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let transport = self.transport(&owner)?;
-            let forward = match delivery {
-                Delivery::Call => transport
-                    .call(&owner, request.clone(), remaining)
-                    .map_ok(Some)
-                    .boxed(),
-                Delivery::Cast => transport
-                    .cast(&owner, request.clone(), remaining)
-                    .map_ok(|()| None)
-                    .boxed(),
-            };
-            let last = attempt == MAX_ROUTE_ATTEMPTS;
-            if let Some(result) = settle_forward(forward, deadline, timeout, last).await {
-                return result;
+                Attempt::Refused(refusal, error) => {
+                    // A forwarded request goes back to its sender, which routes it again.
+                    let resume = tokio::time::Instant::now() + backoff;
+                    if origin == Origin::Forwarded || !refusal.is_transient() || resume >= deadline
+                    {
+                        return Err(HopError::NotDelivered(refusal, error));
+                    }
+                    tracing::debug!(node = %self.node_id(), module = %request.module,
+                        id = %request.id, refusal = refusal.as_str(), "routing again");
+                    tokio::time::sleep_until(resume).await;
+                    backoff = (backoff * 2).min(MAX_REROUTE_BACKOFF);
+                }
             }
         }
-        Err(churn(&request))
+    }
+
+    /// One try at delivering a request under the current routing snapshot.
+    async fn attempt(
+        &self,
+        request: &mut Request,
+        origin: Origin,
+        delivery: Delivery,
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+    ) -> Attempt {
+        let table = self.inner.routing.load_full();
+        let shard = table.shards().shard_for(request.id.as_str());
+        let Some(owner) = table.owner(request.capability.as_str(), shard) else {
+            let error = MeshError::no_capable_node(request.capability.as_str());
+            return Attempt::Done(Err(HopError::Failed(error)));
+        };
+        if owner.node != self.inner.config.node_id {
+            return match origin {
+                Origin::Forwarded => Attempt::Refused(
+                    Refusal::NotOwner,
+                    MeshError::OwnerUnavailable(format!(
+                        "this node does not own the actor under its current view (owner: {}); \
+                         a request is never forwarded twice",
+                        owner.node
+                    )),
+                ),
+                Origin::Client => {
+                    self.forward(owner, request, delivery, deadline, timeout)
+                        .await
+                }
+            };
+        }
+        if !self.inner.gate.is_open() {
+            return match self.wait_for_gate(deadline).await {
+                Ok(()) => Attempt::Again,
+                Err(attempt) => attempt,
+            };
+        }
+        let body = std::mem::take(&mut request.payload);
+        let delivered = match delivery {
+            Delivery::Call => {
+                let payload = Payload::call(body).until(deadline.into_std());
+                self.call_local(request, shard, payload, timeout)
+                    .await
+                    .map(|r| r.map(Some))
+            }
+            Delivery::Cast => {
+                let payload = Payload::cast(body).until(deadline.into_std());
+                self.cast_local(request, shard, payload)
+                    .map(|r| r.map(|()| None))
+            }
+        };
+        match delivered {
+            Ok(Ok(reply)) => Attempt::Done(Ok(reply)),
+            Ok(Err(payload)) => {
+                request.payload = payload.body;
+                Attempt::Again
+            }
+            Err(HopError::NotDelivered(refusal, error)) => Attempt::Refused(refusal, error),
+            Err(error) => Attempt::Done(Err(error)),
+        }
+    }
+
+    /// Waits for this node to serve again: until the deadline while it joins (it has never
+    /// served), for at most one lease period once it had served (a node that lost its lease
+    /// refuses rather than make its callers wait for a partition to heal).
+    async fn wait_for_gate(&self, deadline: tokio::time::Instant) -> Result<(), Attempt> {
+        let gate = &self.inner.gate;
+        let mut changes = gate.subscribe();
+        let budget = if gate.has_opened() {
+            deadline.min(tokio::time::Instant::now() + self.inner.config.lease.lease)
+        } else {
+            deadline
+        };
+        loop {
+            if gate.is_open() {
+                return Ok(());
+            }
+            let Some(reason) = gate.refusal() else {
+                return Ok(());
+            };
+            let refusal = if !gate.has_opened() {
+                Refusal::NotReady
+            } else {
+                Refusal::NoLease
+            };
+            let refused = || {
+                let reason = if self.inner.router.connected() {
+                    reason.clone()
+                } else {
+                    "the shard router of this node has stopped".into()
+                };
+                Attempt::Refused(refusal, MeshError::OwnerUnavailable(reason))
+            };
+            // The gate also closes by itself when a lease runs out, without a change to
+            // watch: poll as well.
+            let poll = tokio::time::Instant::now() + Duration::from_millis(10);
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep_until(poll.min(budget)) => {}
+            }
+            if tokio::time::Instant::now() >= budget && !gate.is_open() {
+                return Err(refused());
+            }
+        }
+    }
+
+    /// Forwards a request once to its owner. An owner that is fenced or replaced while the
+    /// request is in flight ends the wait at once: the request may have run there, so it is
+    /// not sent again.
+    async fn forward(
+        &self,
+        owner: &Member,
+        request: &Request,
+        delivery: Delivery,
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+    ) -> Attempt {
+        let Some(transport) = self.inner.transport.get() else {
+            return Attempt::Done(Err(HopError::Failed(MeshError::OwnerUnavailable(format!(
+                "node {} owns the actor and this node has no transport to reach it",
+                owner.node
+            )))));
+        };
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let forward: BoxFuture<'static, Result<Option<Reply>, HopError>> = match delivery {
+            Delivery::Call => {
+                let call = transport.call(owner, request.clone(), remaining);
+                async move { call.await.map(Some) }.boxed()
+            }
+            Delivery::Cast => {
+                let cast = transport.cast(owner, request.clone(), remaining);
+                async move { cast.await.map(|()| None) }.boxed()
+            }
+        };
+        let result = tokio::select! {
+            result = tokio::time::timeout_at(deadline, forward) => match result {
+                Ok(result) => result,
+                Err(_) => Err(HopError::Failed(MeshError::timeout(timeout))),
+            },
+            () = self.gone(owner) => Err(HopError::MaybeDelivered(format!(
+                "node {} was declared dead while the request was in flight; it may have run \
+                 before the node stopped",
+                owner.node
+            ))),
+        };
+        match result {
+            Err(HopError::NotDelivered(refusal, error)) => Attempt::Refused(refusal, error),
+            result => Attempt::Done(result),
+        }
+    }
+
+    /// Resolves once `owner` (this incarnation of it) is fenced, has left, or was replaced.
+    async fn gone(&self, owner: &Member) {
+        let mut updates = self.routing_updates();
+        loop {
+            let table = self.inner.routing.load();
+            let current = table.members().iter().find(|m| m.node == owner.node);
+            let gone = current.is_none_or(|m| {
+                m.status == MemberStatus::Dead || m.incarnation != owner.incarnation || m.leaving
+            });
+            if gone || updates.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Delivers a call to the local activation. `Ok(Err(payload))`: the activation was
@@ -456,19 +686,21 @@ impl Mesh {
         request: &Request,
         shard: ShardId,
         payload: Payload,
-        deadline: tokio::time::Instant,
         timeout: Duration,
-    ) -> Result<Result<Reply, Payload>, MeshError> {
+    ) -> Result<Result<Reply, Payload>, HopError> {
+        let deadline = payload.deadline.map(tokio::time::Instant::from_std);
         let (cell, pending) = self.with_activation(request, shard, |entry| {
             let envelope = Envelope::deliver(entry.cell.clone(), payload);
             (entry.cell.clone(), entry.recipient.send(envelope))
         })?;
+        let deadline = deadline.unwrap_or_else(|| tokio::time::Instant::now() + timeout);
         let handled = match tokio::time::timeout_at(deadline, pending).await {
-            Err(_) => return Err(MeshError::timeout(timeout)),
-            Ok(Err(MailboxError::Timeout)) => return Err(MeshError::timeout(timeout)),
+            Err(_) | Ok(Err(MailboxError::Timeout)) => {
+                return Err(HopError::Failed(MeshError::timeout(timeout)))
+            }
             Ok(Err(MailboxError::Closed)) => {
-                return Err(MeshError::OwnerUnavailable(format!(
-                    "activation {}/{} stopped before replying",
+                return Err(HopError::MaybeDelivered(format!(
+                    "activation {}/{} stopped before replying; the request may have run",
                     request.module, request.id
                 )))
             }
@@ -480,9 +712,15 @@ impl Mesh {
                 node: self.inner.config.node_id.clone(),
                 result: value,
             })),
-            Err(Undelivered::Crashed(reason)) => Err(MeshError::actor_crashed(&reason)),
+            Err(Undelivered::Crashed(reason)) => {
+                Err(HopError::Failed(MeshError::actor_crashed(&reason)))
+            }
             Err(Undelivered::Retired(Some(payload))) => Ok(Err(payload)),
-            Err(Undelivered::Retired(None)) => Err(churn(request)),
+            Err(Undelivered::Retired(None)) => {
+                Err(HopError::refused(Refusal::NotReady, churn(request)))
+            }
+            Err(Undelivered::Refused(refusal, reason)) => Err(HopError::refused(refusal, reason)),
+            Err(Undelivered::Expired) => Err(HopError::Failed(MeshError::timeout(timeout))),
         }
     }
 
@@ -493,7 +731,7 @@ impl Mesh {
         request: &Request,
         shard: ShardId,
         payload: Payload,
-    ) -> Result<Result<(), Payload>, MeshError> {
+    ) -> Result<Result<(), Payload>, HopError> {
         let sent = self.with_activation(request, shard, |entry| {
             let envelope = Envelope::deliver(entry.cell.clone(), payload);
             entry
@@ -503,10 +741,13 @@ impl Mesh {
         })?;
         match sent {
             Ok(()) => Ok(Ok(())),
-            Err((_, SendError::Full(_))) => Err(MeshError::OwnerUnavailable(format!(
-                "the mailbox of {}/{} is full ({} messages); retry later",
-                request.module, request.id, self.inner.config.mailbox_capacity
-            ))),
+            Err((_, SendError::Full(_))) => Err(HopError::refused(
+                Refusal::MailboxFull,
+                format!(
+                    "the mailbox of {}/{} is full ({} messages); retry later",
+                    request.module, request.id, self.inner.config.mailbox_capacity
+                ),
+            )),
             Err((cell, SendError::Closed(envelope))) => {
                 cell.deactivate();
                 Ok(Err(envelope.into_payload().expect("a delivery envelope")))
@@ -520,10 +761,12 @@ impl Mesh {
         request: &Request,
         shard: ShardId,
         send: impl FnOnce(&Entry) -> R,
-    ) -> Result<R, MeshError> {
+    ) -> Result<R, HopError> {
         let activate = || self.activate(request, shard);
         let registry = &self.inner.registry;
-        registry.with_entry(shard, &request.module, &request.id, activate, send)
+        registry
+            .with_entry(shard, &request.module, &request.id, activate, send)
+            .map_err(HopError::Failed)
     }
 
     fn activate(&self, request: &Request, shard: ShardId) -> Result<Entry, MeshError> {
@@ -534,16 +777,15 @@ impl Mesh {
             .get(request.module.as_str())
             .cloned()
             .ok_or_else(|| MeshError::unknown_module(request.module.as_str()))?;
-        let cell = Arc::new(ActivationCell::new(
-            request.module.clone(),
-            request.id.clone(),
-            request.capability.clone(),
+        let identity = Identity {
+            module: request.module.clone(),
+            id: request.id.clone(),
+            capability: request.capability.clone(),
             shard,
-            request.init_arg.clone(),
-            inner.config.node_id.clone(),
-            inner.next_serial.fetch_add(1, Ordering::Relaxed),
-            Arc::downgrade(&inner.registry),
-        ));
+            init_arg: request.init_arg.clone(),
+        };
+        let serial = inner.next_serial.fetch_add(1, Ordering::Relaxed);
+        let cell = Arc::new(ActivationCell::new(identity, serial, inner.host.clone()));
         let next = inner.next_arbiter.fetch_add(1, Ordering::Relaxed) % inner.arbiters.len();
         let recipient = activator.start(
             cell.clone(),
@@ -563,52 +805,20 @@ pub enum Origin {
     Forwarded,
 }
 
-enum NextHop {
-    /// This node owns the shard.
-    Local(ShardId),
-    /// Another node does; forward once.
-    Remote(Member),
+/// What one try at delivering a request came to.
+enum Attempt {
+    /// A final outcome.
+    Done(Result<Option<Reply>, HopError>),
+    /// Certainly not delivered, for this reason: may be routed again.
+    Refused(Refusal, MeshError),
+    /// Not delivered because routing changed under it (an activation retired, the gate
+    /// opened): route again at once.
+    Again,
 }
 
-/// Awaits a forwarded request within its deadline: its result, or `None` to route it again.
-///
-/// A remote owner that refused the request (its view differs from ours) or could not be
-/// reached (it may be leaving or dead) gets another try after membership had a moment to
-/// settle, unless this was the last attempt or the deadline leaves no room for one.
-async fn settle_forward<T>(
-    forward: BoxFuture<'static, Result<T, MeshError>>,
-    deadline: tokio::time::Instant,
-    timeout: Duration,
-    last_attempt: bool,
-) -> Option<Result<T, MeshError>> {
-    let Ok(result) = tokio::time::timeout_at(deadline, forward).await else {
-        return Some(Err(MeshError::timeout(timeout)));
-    };
-    let resume = tokio::time::Instant::now() + REROUTE_BACKOFF;
-    let refused = matches!(result, Err(MeshError::OwnerUnavailable(_)));
-    if refused && !last_attempt && resume + REROUTE_BACKOFF <= deadline {
-        tokio::time::sleep_until(resume).await;
-        return None;
-    }
-    Some(result)
-}
-
-fn churn(request: &Request) -> MeshError {
-    MeshError::OwnerUnavailable(format!(
+fn churn(request: &Request) -> String {
+    format!(
         "activation {}/{} kept being deactivated while routing; retry",
         request.module, request.id
-    ))
-}
-
-/// After a membership change: stop every local activation this node no longer owns.
-fn stop_moved_activations(registry: &ActivationRegistry, table: &RoutingTable, local: &NodeId) {
-    let moved = registry.unwanted(|cell| {
-        table
-            .owner(cell.capability.as_str(), cell.shard)
-            .is_some_and(|owner| owner.node == *local)
-    });
-    for entry in moved {
-        entry.cell.deactivate();
-        entry.recipient.do_send(Envelope::stop(entry.cell));
-    }
+    )
 }

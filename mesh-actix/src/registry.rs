@@ -48,6 +48,9 @@ pub struct RegistryStats {
 pub(crate) struct ActivationRegistry {
     stripes: Box<[RwLock<Stripe>]>,
     live: AtomicUsize,
+    /// Activations deactivated whose actor has not stopped yet: a handler may still be
+    /// running. A node acknowledges a new owner only once this is zero.
+    retiring: AtomicUsize,
     activated: AtomicU64,
     restarts: AtomicU64,
 }
@@ -57,6 +60,7 @@ impl ActivationRegistry {
         ActivationRegistry {
             stripes: (0..STRIPES).map(|_| RwLock::default()).collect(),
             live: AtomicUsize::new(0),
+            retiring: AtomicUsize::new(0),
             activated: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
         }
@@ -129,6 +133,31 @@ impl ActivationRegistry {
         out
     }
 
+    /// Deactivates every activation that fails `keep` and tells its actor to stop. Returns
+    /// how many.
+    pub(crate) fn stop_unwanted(&self, keep: impl Fn(&ActivationCell) -> bool) -> usize {
+        let unwanted = self.unwanted(keep);
+        let stopped = unwanted.len();
+        for entry in unwanted {
+            entry.cell.deactivate();
+            entry.recipient.do_send(Envelope::stop(entry.cell));
+        }
+        stopped
+    }
+
+    pub(crate) fn record_retiring(&self) {
+        self.retiring.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn record_stopped(&self) {
+        self.retiring.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Whether every deactivated activation has stopped: no handler of one is still running.
+    pub(crate) fn is_settled(&self) -> bool {
+        self.retiring.load(Ordering::Acquire) == 0
+    }
+
     pub(crate) fn record_restart(&self) {
         self.restarts.fetch_add(1, Ordering::Relaxed);
     }
@@ -145,13 +174,13 @@ impl ActivationRegistry {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicUsize;
-    use std::sync::{Barrier, Weak};
+    use std::sync::Barrier;
 
-    use mesh_core::{Capability, NodeId};
+    use mesh_core::Capability;
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::activation::{Activator, TypedActivator, Undelivered};
+    use crate::activation::{Activator, Host, Identity, TypedActivator, Undelivered};
     use crate::actor::{InitError, MeshInit, Payload};
 
     /// Replies with its own id, so a test can tell which activation answered.
@@ -188,15 +217,17 @@ mod tests {
 
     /// A cell with no link back to a registry: the tests alone decide what the registry holds.
     fn cell(id_: &str, capability: &str, shard: u32, serial: u64) -> Arc<ActivationCell> {
+        let identity = Identity {
+            module: module(),
+            id: id(id_),
+            capability: Capability::new(capability).unwrap(),
+            shard: ShardId(shard),
+            init_arg: None,
+        };
         Arc::new(ActivationCell::new(
-            module(),
-            id(id_),
-            Capability::new(capability).unwrap(),
-            ShardId(shard),
-            None,
-            NodeId::new("node-1").unwrap(),
+            identity,
             serial,
-            Weak::new(),
+            Host::detached("node-1"),
         ))
     }
 
@@ -247,6 +278,8 @@ mod tests {
             Ok(delivered) => assert_eq!(delivered.value, json!({"id": "a"})),
             Err(Undelivered::Crashed(reason)) => panic!("crashed: {reason}"),
             Err(Undelivered::Retired(_)) => panic!("retired"),
+            Err(Undelivered::Refused(_, reason)) => panic!("refused: {reason}"),
+            Err(Undelivered::Expired) => panic!("expired"),
         }
 
         for _ in 0..3 {

@@ -1,20 +1,27 @@
 //! How a node reaches the other nodes: implemented over HTTP by `mesh-http`, and in memory by
 //! tests that want a deterministic cluster in one process.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use mesh_core::{Member, MeshError, NodeId, Reply, Request};
+use mesh_core::{
+    HopError, Member, MeshError, NodeId, Refusal, RenewReply, RenewRequest, Reply, Request,
+};
 use parking_lot::RwLock;
 
-use crate::mesh::{Mesh, Origin, WeakMesh};
+use crate::mesh::{Mesh, WeakMesh};
 
-/// Carries a request to its owner on another node, which serves it with
-/// [`Mesh::call_from`](crate::Mesh::call_from) and [`Origin::Forwarded`](crate::Origin): it
-/// never forwards it again.
+/// Carries what one node sends another: requests to their owner, which serves them with
+/// [`Mesh::forwarded_call`](crate::Mesh::forwarded_call) and never forwards them again, and
+/// lease renewals, which it answers with [`Mesh::renew_lease`](crate::Mesh::renew_lease).
+///
+/// A failed hop says what became of the request ([`HopError`]): a transport reports
+/// [`HopError::NotDelivered`] only when the request certainly did not reach the owner (no
+/// connection could be made, or the owner refused it with a [`Refusal`]), since mesh sends such
+/// a request again; anything that may have reached it is [`HopError::MaybeDelivered`].
 pub trait RemoteTransport: Send + Sync + 'static {
     /// Delivers a call and waits for its reply for at most `remaining`.
     fn call(
@@ -22,7 +29,7 @@ pub trait RemoteTransport: Send + Sync + 'static {
         owner: &Member,
         request: Request,
         remaining: Duration,
-    ) -> BoxFuture<'static, Result<Reply, MeshError>>;
+    ) -> BoxFuture<'static, Result<Reply, HopError>>;
 
     /// Delivers a cast; resolves once the owner has accepted it (or within `remaining`).
     fn cast(
@@ -30,7 +37,15 @@ pub trait RemoteTransport: Send + Sync + 'static {
         owner: &Member,
         request: Request,
         remaining: Duration,
-    ) -> BoxFuture<'static, Result<(), MeshError>>;
+    ) -> BoxFuture<'static, Result<(), HopError>>;
+
+    /// Asks `peer` to grant this node's lease; gives up after `timeout`.
+    fn renew(
+        &self,
+        peer: &Member,
+        request: RenewRequest,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<RenewReply, MeshError>>;
 }
 
 /// A transport between [`Mesh`] nodes of one process: a forwarded request is handed straight
@@ -83,6 +98,8 @@ pub trait RemoteTransport: Send + Sync + 'static {
 #[derive(Clone, Default)]
 pub struct InProcessTransport {
     nodes: Arc<RwLock<HashMap<NodeId, WeakMesh>>>,
+    /// Links that drop what is sent over them, as `(from, to)`.
+    cut: Arc<RwLock<BTreeSet<(NodeId, NodeId)>>>,
 }
 
 impl InProcessTransport {
@@ -94,42 +111,143 @@ impl InProcessTransport {
     /// Makes `mesh` reachable through this transport and sets this transport as its way to
     /// reach the others.
     pub fn connect(&self, mesh: &Mesh) -> Result<(), MeshError> {
-        mesh.set_transport(Arc::new(self.clone()))?;
+        let link = InProcessLink {
+            from: mesh.node_id().clone(),
+            net: self.clone(),
+        };
+        mesh.set_transport(Arc::new(link))?;
         self.nodes
             .write()
             .insert(mesh.node_id().clone(), mesh.downgrade());
         Ok(())
     }
 
-    fn node(&self, owner: &Member) -> Result<Mesh, MeshError> {
+    /// Cuts the link from `from` to `to`: what is sent over it is lost, as on a network that
+    /// drops packets (a request hangs until its timeout). The reverse link stays up.
+    pub fn cut_one_way(&self, from: &NodeId, to: &NodeId) {
+        self.cut.write().insert((from.clone(), to.clone()));
+    }
+
+    /// Cuts both directions between `a` and `b`.
+    pub fn cut(&self, a: &NodeId, b: &NodeId) {
+        self.cut_one_way(a, b);
+        self.cut_one_way(b, a);
+    }
+
+    /// Splits the connected nodes into these groups: links between groups are cut, links
+    /// within a group are up. A node in no group is cut from every other.
+    pub fn partition(&self, groups: &[&[&NodeId]]) {
+        let nodes: Vec<NodeId> = self.nodes.read().keys().cloned().collect();
+        let group_of = |n: &NodeId| groups.iter().position(|g| g.contains(&n));
+        let mut cut = self.cut.write();
+        cut.clear();
+        for a in &nodes {
+            for b in &nodes {
+                if a != b && (group_of(a).is_none() || group_of(a) != group_of(b)) {
+                    cut.insert((a.clone(), b.clone()));
+                }
+            }
+        }
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        self.cut.write().clear();
+    }
+
+    fn is_cut(&self, from: &NodeId, to: &NodeId) -> bool {
+        self.cut.read().contains(&(from.clone(), to.clone()))
+    }
+
+    fn node(&self, owner: &Member) -> Option<Mesh> {
         self.nodes
             .read()
             .get(owner.node.as_str())
             .and_then(WeakMesh::upgrade)
-            .ok_or_else(|| {
-                MeshError::OwnerUnavailable(format!("node {} is not reachable", owner.node))
-            })
     }
 }
 
-impl RemoteTransport for InProcessTransport {
+/// One node's end of an [`InProcessTransport`].
+struct InProcessLink {
+    from: NodeId,
+    net: InProcessTransport,
+}
+
+impl InProcessLink {
+    /// Runs `deliver` on `to` as the network allows: a dropped request or reply hangs until
+    /// `timeout` (then `lost` says what that means), an absent node refuses at once.
+    fn hop<T: Send + 'static>(
+        &self,
+        to: &Member,
+        timeout: Duration,
+        lost: impl FnOnce(bool) -> Result<T, HopError> + Send + 'static,
+        deliver: impl FnOnce(Mesh) -> BoxFuture<'static, Result<T, HopError>> + Send + 'static,
+    ) -> BoxFuture<'static, Result<T, HopError>> {
+        let (net, from, to_member) = (self.net.clone(), self.from.clone(), to.clone());
+        async move {
+            let to = to_member.node.clone();
+            if net.is_cut(&from, &to) {
+                tokio::time::sleep(timeout).await;
+                return lost(false);
+            }
+            let Some(node) = net.node(&to_member) else {
+                let message = format!("node {to} is not reachable");
+                return Err(HopError::refused(Refusal::Unreachable, message));
+            };
+            let result = deliver(node).await;
+            if net.is_cut(&to, &from) {
+                tokio::time::sleep(timeout).await;
+                return lost(true);
+            }
+            result
+        }
+        .boxed()
+    }
+}
+
+fn lost_hop<T>(owner: NodeId) -> impl FnOnce(bool) -> Result<T, HopError> {
+    move |_| {
+        Err(HopError::MaybeDelivered(format!(
+            "no answer from node {owner}; the request may have run"
+        )))
+    }
+}
+
+impl RemoteTransport for InProcessLink {
     fn call(
         &self,
         owner: &Member,
         request: Request,
-        _remaining: Duration,
-    ) -> BoxFuture<'static, Result<Reply, MeshError>> {
-        let node = self.node(owner);
-        async move { node?.call_from(request, Origin::Forwarded).await }.boxed()
+        remaining: Duration,
+    ) -> BoxFuture<'static, Result<Reply, HopError>> {
+        let lost = lost_hop(owner.node.clone());
+        self.hop(owner, remaining, lost, move |node| {
+            async move { node.forwarded_call(request).await }.boxed()
+        })
     }
 
     fn cast(
         &self,
         owner: &Member,
         request: Request,
-        _remaining: Duration,
-    ) -> BoxFuture<'static, Result<(), MeshError>> {
-        let node = self.node(owner);
-        async move { node?.cast_from(request, Origin::Forwarded).await }.boxed()
+        remaining: Duration,
+    ) -> BoxFuture<'static, Result<(), HopError>> {
+        let lost = lost_hop(owner.node.clone());
+        self.hop(owner, remaining, lost, move |node| {
+            async move { node.forwarded_cast(request).await }.boxed()
+        })
+    }
+
+    fn renew(
+        &self,
+        peer: &Member,
+        request: RenewRequest,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<RenewReply, MeshError>> {
+        let lost = lost_hop(peer.node.clone());
+        let renewed = self.hop(peer, timeout, lost, move |node| {
+            async move { Ok(node.renew_lease(request).await) }.boxed()
+        });
+        async move { renewed.await.map_err(HopError::into_error) }.boxed()
     }
 }

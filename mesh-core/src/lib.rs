@@ -22,14 +22,18 @@
 //! assert!(table.owner("game", shard).is_none());
 //! ```
 
+mod delivery;
 mod error;
+mod fencing;
 mod ids;
 mod membership;
 mod placement;
 mod request;
 mod shard;
 
+pub use delivery::{HopError, Refusal};
 pub use error::{ErrorCode, MeshError};
+pub use fencing::{is_quorum, Fencing, FencingEvent, LeaseConfig, RenewReply, RenewRequest};
 pub use ids::{ActorId, Capability, Module, NodeId};
 pub use membership::{Member, MemberStatus, MembershipView};
 pub use placement::{OwnerTable, RoutingTable, StableNodeHasher};

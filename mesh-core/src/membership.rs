@@ -6,15 +6,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Capability, MeshError, NodeId};
 
-/// Whether a member is believed to be running.
+/// Whether a member is believed to be running, as this node's lease protocol judges it
+/// (see [`Fencing`](crate::Fencing)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MemberStatus {
-    /// Heard from recently; owns shards.
+    /// Heard from within the last lease period; owns shards.
     Alive,
-    /// Not heard from for a while; owns nothing until it is heard from again.
+    /// Not heard from for a while, but not fenced yet: it still owns its shards (requests for
+    /// them are refused until it answers again or is fenced), because it may still hold a
+    /// lease.
     Suspect,
-    /// Gone; owns nothing.
+    /// Fenced (its lease has surely expired) or gracefully left; owns nothing.
     Dead,
 }
 
@@ -29,6 +32,17 @@ pub struct Member {
     pub capabilities: BTreeSet<Capability>,
     /// Whether it is believed to be running.
     pub status: MemberStatus,
+    /// Which life of the node this is: a restart, or a rejoin after being fenced, starts a new
+    /// incarnation, which is a new member with no activations.
+    #[serde(default)]
+    pub incarnation: u64,
+    /// Grows with every change of the member's own descriptor (capabilities, leaving) within
+    /// one incarnation, so that a newer descriptor wins over a stale one.
+    #[serde(default)]
+    pub version: u64,
+    /// The member announced a graceful leave: it has stopped serving and owns nothing.
+    #[serde(default)]
+    pub leaving: bool,
 }
 
 impl Member {
@@ -46,12 +60,29 @@ impl Member {
                 .map(Capability::new)
                 .collect::<Result<_, _>>()?,
             status: MemberStatus::Alive,
+            incarnation: 0,
+            version: 0,
+            leaving: false,
         })
     }
 
-    /// Whether this member may own shards of `capability`.
+    /// The same member in another incarnation.
+    pub fn with_incarnation(mut self, incarnation: u64) -> Member {
+        self.incarnation = incarnation;
+        self
+    }
+
+    /// Whether this member may own shards of `capability`: it registered it, has not left, and
+    /// has not been fenced. A suspect member keeps its shards until it is fenced: taking them
+    /// earlier could start a second activation beside one it still serves.
     pub fn can_own(&self, capability: &str) -> bool {
-        self.status == MemberStatus::Alive && self.capabilities.contains(capability)
+        self.status != MemberStatus::Dead && !self.leaving && self.capabilities.contains(capability)
+    }
+
+    /// Whether `other` describes this node more recently: a newer incarnation, or a newer
+    /// version of the same one.
+    pub fn is_superseded_by(&self, other: &Member) -> bool {
+        (other.incarnation, other.version) > (self.incarnation, self.version)
     }
 }
 
@@ -127,6 +158,14 @@ mod tests {
         assert!(m.can_own("counter"));
         assert!(!m.can_own("game"));
         m.status = MemberStatus::Suspect;
+        assert!(
+            m.can_own("counter"),
+            "a suspect keeps its shards until fenced"
+        );
+        m.status = MemberStatus::Dead;
+        assert!(!m.can_own("counter"));
+        m.status = MemberStatus::Alive;
+        m.leaving = true;
         assert!(!m.can_own("counter"));
     }
 
@@ -135,7 +174,8 @@ mod tests {
         let json = serde_json::to_value(member("a", &["counter"])).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"node": "a", "addr": "127.0.0.1:1", "capabilities": ["counter"], "status": "alive"})
+            serde_json::json!({"node": "a", "addr": "127.0.0.1:1", "capabilities": ["counter"],
+                "status": "alive", "incarnation": 0, "version": 0, "leaving": false})
         );
     }
 }

@@ -5,6 +5,10 @@ use actix_web::{HttpResponse, ResponseError};
 use mesh_actix::MeshError;
 use serde_json::json;
 
+/// The header of a node-to-node 503 that names why the request was certainly not executed
+/// (a [`Refusal`](mesh_actix::Refusal)): its sender may route it again.
+pub const REFUSAL_HEADER: &str = "x-mesh-refusal";
+
 /// A [`MeshError`] as an HTTP response: the contract's status for its code and the body
 /// `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Debug)]

@@ -1,10 +1,13 @@
 //! Cluster membership over gossip: chitchat (scuttlebutt with a phi-accrual failure detector)
 //! on UDP, on the same port number as the node's HTTP listener.
 //!
-//! Each node publishes its HTTP address and capabilities as gossip keys. Whenever the set of
-//! live nodes or their keys change, the whole member list goes to the node's `ShardRouter`
-//! (`Mesh::update_members`), which rebuilds routing and stops activations that moved away.
-//! Whenever this node's own capabilities change, its keys follow.
+//! Each node publishes its descriptor (HTTP address, capabilities, incarnation, version,
+//! leaving) as gossip keys. Whenever the nodes chitchat knows or their keys change, the whole
+//! member list goes to the node's `ShardRouter` (`Mesh::update_members`), which learns new
+//! members and descriptors from it. Gossip only *discovers*: chitchat's own failure detector
+//! decides nothing here; who may serve is decided by the lease protocol
+//! ([`mesh_actix::Mesh::renew_lease`]), whose messages carry descriptors too. Whenever this
+//! node's own descriptor changes, its keys follow.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,6 +22,8 @@ use mesh_actix::{Member, MemberStatus, Mesh, NodeId, ShardCount};
 const KEY_ADDR: &str = "addr";
 const KEY_CAPABILITIES: &str = "capabilities";
 const KEY_LEAVING: &str = "leaving";
+const KEY_INCARNATION: &str = "incarnation";
+const KEY_VERSION: &str = "version";
 
 /// How a node joins the gossip.
 #[derive(Debug, Clone)]
@@ -100,11 +105,7 @@ impl Membership {
             extra_liveness_predicate: None,
             protocol_version: chitchat::ProtocolVersion::V0,
         };
-        let local = mesh.local_member();
-        let keys = vec![
-            (KEY_ADDR.to_owned(), local.addr.clone()),
-            (KEY_CAPABILITIES.to_owned(), join_capabilities(&local)),
-        ];
+        let keys = descriptor_keys(&mesh.local_member());
         let handle = spawn_chitchat(config, keys, &UdpTransport)
             .await
             .map_err(|e| MembershipError {
@@ -119,13 +120,10 @@ impl Membership {
         })
     }
 
-    /// Tells the cluster this node is leaving, gives the news a few gossip rounds to spread,
-    /// then stops gossiping. Other nodes stop routing to it at once rather than after their
-    /// failure detectors give up on it.
+    /// Gives the news of this node's leave (announced by [`Mesh::drain`]) a few gossip rounds
+    /// to spread, then stops gossiping. Other nodes take its shards as soon as they hear of it
+    /// (by gossip or by its lease renewals), rather than after fencing it.
     pub async fn leave(self) {
-        self.handle
-            .with_chitchat(|chitchat| chitchat.self_node_state().set(KEY_LEAVING, "true"))
-            .await;
         actix_web::rt::time::sleep(self.interval * 5).await;
         self.sync.abort();
         let _ = self.handle.shutdown().await;
@@ -141,12 +139,13 @@ async fn sync_forever(mesh: Mesh, chitchat: Chitchat) {
     loop {
         let members = members(&*chitchat.lock().await, mesh.node_id());
         mesh.update_members(members).await;
-        let local = mesh.local_member();
-        chitchat
-            .lock()
-            .await
-            .self_node_state()
-            .set(KEY_CAPABILITIES, join_capabilities(&local));
+        let keys = descriptor_keys(&mesh.local_member());
+        let mut chitchat_guard = chitchat.lock().await;
+        let state = chitchat_guard.self_node_state();
+        for (key, value) in keys {
+            state.set(key, value);
+        }
+        drop(chitchat_guard);
         tokio::select! {
             changed = live.changed() => if changed.is_err() { return },
             changed = routing.changed() => if changed.is_err() { return },
@@ -154,21 +153,16 @@ async fn sync_forever(mesh: Mesh, chitchat: Chitchat) {
     }
 }
 
-/// Every other node chitchat knows: live ones as alive (or dead once they announced they are
-/// leaving), dead ones as dead. A node that restarted (a newer generation) hides its old self.
+/// Every other node chitchat knows, alive or not in chitchat's eyes (the lease protocol
+/// decides liveness). A node that restarted (a newer generation) hides its old self.
 fn members(chitchat: &chitchat::Chitchat, local: &NodeId) -> Vec<Member> {
-    let live: Vec<&ChitchatId> = chitchat.live_nodes().collect();
     let mut by_node: BTreeMap<&str, (&ChitchatId, Member)> = BTreeMap::new();
-    let dead = chitchat.dead_nodes().map(|id| (id, MemberStatus::Dead));
-    let alive = live.iter().map(|id| (*id, MemberStatus::Alive));
-    for (id, status) in dead.chain(alive) {
+    let known = chitchat.dead_nodes().chain(chitchat.live_nodes());
+    for id in known {
         if *id.node_id == *local.as_str() {
             continue;
         }
-        let Some(member) = chitchat
-            .node_state(id)
-            .and_then(|state| member(id, state, status))
-        else {
+        let Some(member) = chitchat.node_state(id).and_then(|state| member(id, state)) else {
             continue;
         };
         match by_node.get(&*id.node_id) {
@@ -181,21 +175,31 @@ fn members(chitchat: &chitchat::Chitchat, local: &NodeId) -> Vec<Member> {
     by_node.into_values().map(|(_, member)| member).collect()
 }
 
-fn member(id: &ChitchatId, state: &NodeState, status: MemberStatus) -> Option<Member> {
+fn member(id: &ChitchatId, state: &NodeState) -> Option<Member> {
     let node = NodeId::new(&*id.node_id).ok()?;
     let addr = state.get(KEY_ADDR)?.to_owned();
     let capabilities = serde_json::from_str(state.get(KEY_CAPABILITIES)?).ok()?;
-    let status = if state.get(KEY_LEAVING).is_some() {
-        MemberStatus::Dead
-    } else {
-        status
-    };
+    let number = |key| state.get(key).and_then(|v| v.parse().ok()).unwrap_or(0);
     Some(Member {
         node,
         addr,
         capabilities,
-        status,
+        status: MemberStatus::Suspect,
+        incarnation: number(KEY_INCARNATION),
+        version: number(KEY_VERSION),
+        leaving: state.get(KEY_LEAVING) == Some("true"),
     })
+}
+
+/// The gossip keys of a descriptor.
+fn descriptor_keys(member: &Member) -> Vec<(String, String)> {
+    vec![
+        (KEY_ADDR.to_owned(), member.addr.clone()),
+        (KEY_CAPABILITIES.to_owned(), join_capabilities(member)),
+        (KEY_INCARNATION.to_owned(), member.incarnation.to_string()),
+        (KEY_VERSION.to_owned(), member.version.to_string()),
+        (KEY_LEAVING.to_owned(), member.leaving.to_string()),
+    ]
 }
 
 /// Capabilities travel as a JSON array: a capability name may contain any character.
@@ -228,59 +232,66 @@ mod tests {
     }
 
     #[test]
-    fn member_reads_address_and_capabilities() {
+    fn member_reads_the_descriptor_keys() {
         let state = state(&[
             (KEY_ADDR, "10.0.0.2:4000"),
             (KEY_CAPABILITIES, r#"["counter","game"]"#),
+            (KEY_INCARNATION, "17"),
+            (KEY_VERSION, "3"),
+            (KEY_LEAVING, "false"),
         ]);
-        let parsed = member(&chitchat_id("node-2"), &state, MemberStatus::Alive);
+        let parsed = member(&chitchat_id("node-2"), &state);
         assert_eq!(
             parsed,
             Some(Member {
                 node: NodeId::new("node-2").unwrap(),
                 addr: "10.0.0.2:4000".into(),
                 capabilities: capabilities(&["counter", "game"]),
-                status: MemberStatus::Alive,
+                status: MemberStatus::Suspect,
+                incarnation: 17,
+                version: 3,
+                leaving: false,
             })
         );
-        // The status chitchat reports passes through.
-        let dead = member(&chitchat_id("node-2"), &state, MemberStatus::Dead).unwrap();
-        assert_eq!(dead.status, MemberStatus::Dead);
     }
 
     #[test]
-    fn a_leaving_node_is_dead() {
+    fn a_leaving_node_says_so() {
         let state = state(&[
             (KEY_ADDR, "10.0.0.2:4000"),
             (KEY_CAPABILITIES, r#"["counter"]"#),
             (KEY_LEAVING, "true"),
         ]);
-        let parsed = member(&chitchat_id("node-2"), &state, MemberStatus::Alive).unwrap();
-        assert_eq!(parsed.status, MemberStatus::Dead);
-        assert_eq!(parsed.capabilities, capabilities(&["counter"]));
+        let parsed = member(&chitchat_id("node-2"), &state).unwrap();
+        assert!(parsed.leaving);
+        assert!(!parsed.can_own("counter"));
     }
 
     #[test]
     fn a_node_without_usable_keys_is_no_member() {
         let id = chitchat_id("node-2");
         let no_addr = state(&[(KEY_CAPABILITIES, "[]")]);
-        assert_eq!(member(&id, &no_addr, MemberStatus::Alive), None);
+        assert_eq!(member(&id, &no_addr), None);
         let no_capabilities = state(&[(KEY_ADDR, "10.0.0.2:4000")]);
-        assert_eq!(member(&id, &no_capabilities, MemberStatus::Alive), None);
+        assert_eq!(member(&id, &no_capabilities), None);
         let bad_json = state(&[(KEY_ADDR, "10.0.0.2:4000"), (KEY_CAPABILITIES, "counter")]);
-        assert_eq!(member(&id, &bad_json, MemberStatus::Alive), None);
+        assert_eq!(member(&id, &bad_json), None);
         let empty_capability = state(&[(KEY_ADDR, "a:1"), (KEY_CAPABILITIES, r#"[""]"#)]);
-        assert_eq!(member(&id, &empty_capability, MemberStatus::Alive), None);
+        assert_eq!(member(&id, &empty_capability), None);
     }
 
     #[test]
     fn capabilities_round_trip_through_their_gossip_key() {
         let names = ["counter", "a,b", "with \"quotes\"", "ünïcode", "[]"];
         let local = Member::alive(NodeId::new("node-1").unwrap(), "127.0.0.1:4000", names).unwrap();
-        let joined = join_capabilities(&local);
-        let state = state(&[(KEY_ADDR, &local.addr), (KEY_CAPABILITIES, &joined)]);
-        let parsed = member(&chitchat_id("node-1"), &state, MemberStatus::Alive);
-        assert_eq!(parsed, Some(local));
+        let keys = descriptor_keys(&local);
+        let keys: Vec<(&str, &str)> = keys.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let parsed = member(&chitchat_id("node-1"), &state(&keys));
+        let expected = Member {
+            status: MemberStatus::Suspect,
+            ..local
+        };
+        assert_eq!(parsed, Some(expected));
 
         let none = Member::alive(NodeId::new("n").unwrap(), "a:1", Vec::<&str>::new()).unwrap();
         assert_eq!(join_capabilities(&none), "[]");

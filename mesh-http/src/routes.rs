@@ -4,14 +4,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
-use mesh_actix::{Capability, Delivery, Mesh, MeshError, Origin, Request};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use mesh_actix::{Capability, Delivery, HopError, Mesh, MeshError, Origin, RenewRequest, Request};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::carries_secret;
 use crate::body::read_limited;
-use crate::error::{error_body, HttpError};
+use crate::error::{error_body, HttpError, REFUSAL_HEADER};
 use crate::metrics::render;
 
 /// The default limit of a request body: 1 MiB.
@@ -88,10 +88,12 @@ pub fn configure_with(mesh: Mesh, options: HttpOptions) -> impl FnOnce(&mut web:
             .service(resource("/cast").route(web::post().to(cast)))
             .service(resource("/internal/call").route(web::post().to(forwarded_call)))
             .service(resource("/internal/cast").route(web::post().to(forwarded_cast)))
+            .service(resource("/internal/lease").route(web::post().to(renew_lease)))
             .service(resource("/owner").route(web::get().to(owner)))
             .service(resource("/cluster").route(web::get().to(cluster)))
             .service(resource("/capabilities").route(web::post().to(capabilities)))
             .service(resource("/health").route(web::get().to(health)))
+            .service(resource("/ready").route(web::get().to(ready)))
             .service(resource("/metrics").route(web::get().to(metrics)));
     }
 }
@@ -118,41 +120,62 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
 }
 
 async fn call(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
-    serve_call(state, req, body, Origin::Client).await
-}
-
-async fn cast(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
-    serve_cast(state, req, body, Origin::Client).await
-}
-
-async fn forwarded_call(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
-    serve_call(state, req, body, Origin::Forwarded).await
-}
-
-async fn forwarded_cast(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
-    serve_cast(state, req, body, Origin::Forwarded).await
-}
-
-async fn serve_call(
-    state: Shared,
-    req: HttpRequest,
-    body: web::Payload,
-    origin: Origin,
-) -> HttpResult {
     let request = state.request(&req, body, Delivery::Call).await?;
-    let reply = state.mesh.call_from(request, origin).await?;
+    let reply = state.mesh.call_from(request, Origin::Client).await?;
     Ok(HttpResponse::Ok().json(reply))
 }
 
-async fn serve_cast(
-    state: Shared,
-    req: HttpRequest,
-    body: web::Payload,
-    origin: Origin,
-) -> HttpResult {
+async fn cast(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
     let request = state.request(&req, body, Delivery::Cast).await?;
-    state.mesh.cast_from(request, origin).await?;
+    state.mesh.cast_from(request, Origin::Client).await?;
     Ok(HttpResponse::Accepted().json(json!({"status": "accepted"})))
+}
+
+/// A hop's outcome as a response: a refusal carries its reason in [`REFUSAL_HEADER`] so the
+/// sender knows the request was not executed and may route it again.
+fn hop_response(result: Result<HttpResponse, HopError>) -> HttpResponse {
+    match result {
+        Ok(response) => response,
+        Err(HopError::NotDelivered(refusal, error)) => {
+            let mut response = HttpError(error).error_response();
+            let value = actix_web::http::header::HeaderValue::from_static(refusal.as_str());
+            let name = actix_web::http::header::HeaderName::from_static(REFUSAL_HEADER);
+            response.headers_mut().insert(name, value);
+            response
+        }
+        Err(error) => HttpError(error.into_error()).error_response(),
+    }
+}
+
+async fn forwarded_call(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
+    let request = state.request(&req, body, Delivery::Call).await?;
+    let reply = state.mesh.forwarded_call(request).await;
+    Ok(hop_response(reply.map(|r| HttpResponse::Ok().json(r))))
+}
+
+async fn forwarded_cast(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
+    let request = state.request(&req, body, Delivery::Cast).await?;
+    let accepted = state.mesh.forwarded_cast(request).await;
+    let accepted = accepted.map(|()| HttpResponse::Accepted().json(json!({"status": "accepted"})));
+    Ok(hop_response(accepted))
+}
+
+/// `POST /internal/lease`: another node asks for a grant of its lease.
+async fn renew_lease(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
+    state.authorize(&req)?;
+    let bytes = read_limited(&req, body, state.options.body_limit).await?;
+    let request: RenewRequest = serde_json::from_slice(&bytes)
+        .map_err(|e| MeshError::BadRequest(format!("invalid lease renewal: {e}")))?;
+    Ok(HttpResponse::Ok().json(state.mesh.renew_lease(request).await))
+}
+
+/// `GET /ready`: 200 while this node serves; 503 `not_ready` while it joins, drains or cannot
+/// confirm its ownership.
+async fn ready(state: Shared) -> HttpResponse {
+    match state.mesh.readiness() {
+        Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
+        Err(reason) => error_body(StatusCode::SERVICE_UNAVAILABLE, "not_ready", &reason),
+    }
 }
 
 #[derive(Deserialize)]

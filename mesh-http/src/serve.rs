@@ -47,6 +47,7 @@ pub enum ServeError {
 
 /// A node serving HTTP and taking part in the cluster.
 pub struct ServingNode {
+    mesh: Mesh,
     membership: Membership,
     http: ServerHandle,
     serving: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
@@ -69,6 +70,7 @@ pub async fn serve(
     let membership = Membership::join(mesh.clone(), gossip).await?;
 
     let http = options.http;
+    let serving_mesh = mesh.clone();
     let mut server = HttpServer::new(move || {
         App::new()
             .configure(configure_with(mesh.clone(), http.clone()))
@@ -85,6 +87,7 @@ pub async fn serve(
     let http = server.handle();
     let serving = actix_web::rt::spawn(server);
     Ok(ServingNode {
+        mesh: serving_mesh,
         membership,
         http,
         serving,
@@ -92,9 +95,11 @@ pub async fn serve(
 }
 
 impl ServingNode {
-    /// Leaves the cluster (others stop routing here at once), finishes in-flight requests
-    /// (for at most 5 s) and stops the server.
+    /// Leaves the cluster gracefully: stops serving and stops every activation (for at most
+    /// 5 s), announces the leave so that others take this node's shards at once, lets the news
+    /// spread, finishes in-flight requests (for at most 5 s) and stops the server.
     pub async fn shutdown(self) -> std::io::Result<()> {
+        self.mesh.drain(Duration::from_secs(5)).await;
         self.membership.leave().await;
         self.http.stop(true).await;
         self.serving.await.map_err(std::io::Error::other)?

@@ -5,13 +5,17 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use mesh_actix::{ErrorCode, Member, MeshError, RemoteTransport, Reply, Request};
+use mesh_actix::{
+    ErrorCode, HopError, Member, MeshError, Refusal, RemoteTransport, RenewReply, RenewRequest,
+    Reply, Request,
+};
 use serde::Deserialize;
 
 use crate::auth::SECRET_HEADER;
+use crate::error::REFUSAL_HEADER;
 
-/// Connection attempts per forwarded request: a refused or reset connection is retried
-/// (it certainly did not deliver the request) while the deadline allows.
+/// Connection attempts per forwarded request: a refused connection is retried (it certainly
+/// did not deliver the request) while the deadline allows.
 const CONNECT_ATTEMPTS: u32 = 3;
 const CONNECT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -46,25 +50,26 @@ impl HttpTransport {
         self
     }
 
+    /// Posts `body` to `route` on `peer`. A connection that could not be made is retried (and
+    /// then reported as [`Refusal::Unreachable`]: nothing was sent); any later failure may
+    /// have delivered the request.
     async fn post(
         &self,
-        owner: &Member,
+        peer: &Member,
         route: &str,
-        request: &Request,
+        body: &impl serde::Serialize,
         remaining: Duration,
-    ) -> Result<reqwest::Response, MeshError> {
-        let url = format!("http://{}{}{route}", owner.addr, self.prefix);
-        let body = request.to_json(Some(remaining));
+    ) -> Result<reqwest::Response, HopError> {
+        let url = format!("http://{}{}{route}", peer.addr, self.prefix);
         let deadline = tokio::time::Instant::now() + remaining;
         let mut attempt = 1;
         loop {
-            let mut post = self.client.post(&url).json(&body).timeout(remaining);
+            let mut post = self.client.post(&url).json(body).timeout(remaining);
             if let Some(secret) = &self.secret {
                 post = post.header(SECRET_HEADER, secret);
             }
             match post.send().await {
                 Ok(response) => return Ok(response),
-                Err(e) if e.is_timeout() => return Err(MeshError::timeout(remaining)),
                 Err(e)
                     if e.is_connect()
                         && attempt < CONNECT_ATTEMPTS
@@ -73,13 +78,38 @@ impl HttpTransport {
                     attempt += 1;
                     tokio::time::sleep(CONNECT_BACKOFF).await;
                 }
+                Err(e) if e.is_connect() => {
+                    return Err(HopError::refused(
+                        Refusal::Unreachable,
+                        format!(
+                            "node {} at {} could not be reached after {attempt} attempt(s): {e}",
+                            peer.node, peer.addr
+                        ),
+                    ))
+                }
                 Err(e) => {
-                    return Err(MeshError::OwnerUnavailable(format!(
-                        "node {} at {} could not be reached after {attempt} attempt(s): {e}",
-                        owner.node, owner.addr
+                    return Err(HopError::MaybeDelivered(format!(
+                        "no reply from node {} at {} ({e}); the request may have run",
+                        peer.node, peer.addr
                     )))
                 }
             }
+        }
+    }
+
+    async fn hop(
+        &self,
+        owner: &Member,
+        route: &str,
+        request: &Request,
+        remaining: Duration,
+    ) -> Result<reqwest::Response, HopError> {
+        let body = request.to_json(Some(remaining));
+        let response = self.post(owner, route, &body, remaining).await?;
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(remote_error(owner, response).await)
         }
     }
 }
@@ -95,27 +125,38 @@ struct ErrorDetail {
     message: String,
 }
 
-/// Turns the owner's error reply back into the error it stood for.
-async fn remote_error(owner: &Member, response: reqwest::Response) -> MeshError {
+/// Turns the owner's error reply back into the outcome it stood for.
+async fn remote_error(owner: &Member, response: reqwest::Response) -> HopError {
     let status = response.status();
-    match response.json::<ErrorBody>().await {
-        // The hop itself was refused: the caller's request was fine, the cluster is not.
-        Ok(body) if body.error.code == ErrorCode::Unauthorized.as_str() => {
-            MeshError::OwnerUnavailable(format!(
-                "node {} refused this node's secret: {}",
-                owner.node, body.error.message
-            ))
+    let refusal = response
+        .headers()
+        .get(REFUSAL_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(Refusal::parse);
+    let body = response.json::<ErrorBody>().await;
+    match (refusal, body) {
+        (Some(refusal), Ok(body)) => HopError::refused(refusal, body.error.message),
+        // The hop itself was refused before any routing: the caller's request was fine, the
+        // cluster's configuration is not.
+        (None, Ok(body)) if body.error.code == ErrorCode::Unauthorized.as_str() => {
+            HopError::refused(
+                Refusal::Unreachable,
+                format!(
+                    "node {} refused this node's secret: {}",
+                    owner.node, body.error.message
+                ),
+            )
         }
-        Ok(body) => {
+        (None, Ok(body)) => HopError::Failed(
             MeshError::from_code(&body.error.code, &body.error.message).unwrap_or_else(|| {
                 MeshError::OwnerUnavailable(format!(
                     "node {} answered {status}: {}",
                     owner.node, body.error.message
                 ))
-            })
-        }
-        Err(_) => MeshError::OwnerUnavailable(format!(
-            "node {} answered {status} without an error body",
+            }),
+        ),
+        (_, Err(_)) => HopError::MaybeDelivered(format!(
+            "node {} answered {status} without an error body; the request may have run",
             owner.node
         )),
     }
@@ -127,18 +168,15 @@ impl RemoteTransport for HttpTransport {
         owner: &Member,
         request: Request,
         remaining: Duration,
-    ) -> BoxFuture<'static, Result<Reply, MeshError>> {
+    ) -> BoxFuture<'static, Result<Reply, HopError>> {
         let (transport, owner) = (self.clone(), owner.clone());
         async move {
             let response = transport
-                .post(&owner, "/internal/call", &request, remaining)
+                .hop(&owner, "/internal/call", &request, remaining)
                 .await?;
-            if !response.status().is_success() {
-                return Err(remote_error(&owner, response).await);
-            }
             response.json::<Reply>().await.map_err(|e| {
-                MeshError::OwnerUnavailable(format!(
-                    "node {} sent an unreadable reply: {e}",
+                HopError::MaybeDelivered(format!(
+                    "node {} sent an unreadable reply ({e}); the request may have run",
                     owner.node
                 ))
             })
@@ -151,17 +189,38 @@ impl RemoteTransport for HttpTransport {
         owner: &Member,
         request: Request,
         remaining: Duration,
-    ) -> BoxFuture<'static, Result<(), MeshError>> {
+    ) -> BoxFuture<'static, Result<(), HopError>> {
         let (transport, owner) = (self.clone(), owner.clone());
         async move {
+            transport
+                .hop(&owner, "/internal/cast", &request, remaining)
+                .await
+                .map(drop)
+        }
+        .boxed()
+    }
+
+    fn renew(
+        &self,
+        peer: &Member,
+        request: RenewRequest,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<RenewReply, MeshError>> {
+        let (transport, peer) = (self.clone(), peer.clone());
+        async move {
             let response = transport
-                .post(&owner, "/internal/cast", &request, remaining)
-                .await?;
-            if response.status().is_success() {
-                Ok(())
-            } else {
-                Err(remote_error(&owner, response).await)
+                .post(&peer, "/internal/lease", &request, timeout)
+                .await
+                .map_err(HopError::into_error)?;
+            if !response.status().is_success() {
+                return Err(remote_error(&peer, response).await.into_error());
             }
+            response.json::<RenewReply>().await.map_err(|e| {
+                MeshError::OwnerUnavailable(format!(
+                    "node {} sent an unreadable lease reply: {e}",
+                    peer.node
+                ))
+            })
         }
         .boxed()
     }

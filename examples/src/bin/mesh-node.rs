@@ -2,10 +2,12 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::num::NonZeroUsize;
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
-use mesh_actix::{Mesh, MeshConfig, NodeId, ShardCount};
+use mesh_actix::{LeaseConfig, Mesh, MeshConfig, NodeId, ShardCount};
+use mesh_examples::LogFormat;
 use mesh_http::{HttpOptions, ServeOptions};
 
 /// A mesh node: owns the shards of its capabilities, activates actors on first use and
@@ -50,11 +52,23 @@ struct Args {
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "MESH_WORKERS")]
     workers: Option<NonZeroUsize>,
+
+    /// The ownership lease, in milliseconds: a node serves only while a quorum renewed it
+    /// within this time; a dead node's shards move after about lease + 40 %. Every node of a
+    /// cluster should use the same.
+    #[arg(long, env = "MESH_LEASE_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    lease_ms: u64,
+
+    /// Log lines as `text` or `json` (filter with RUST_LOG, e.g. `RUST_LOG=mesh_actix=debug`).
+    #[arg(long, env = "MESH_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
 }
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    mesh_examples::init_logging(args.log_format);
     mesh_examples::log_panics_briefly("mesh-node");
     let listener = TcpListener::bind(&args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -87,6 +101,8 @@ async fn main() -> anyhow::Result<()> {
 
     let mut config = MeshConfig::new(NodeId::new(&node_id)?, addr.clone());
     config.shards = shards;
+    config.joining = !args.seeds.is_empty();
+    config.lease = LeaseConfig::with_lease(Duration::from_millis(args.lease_ms));
     let mesh = Mesh::start(config)?;
     mesh_examples::register_examples(&mesh);
     mesh.register_capabilities(capabilities).await?;

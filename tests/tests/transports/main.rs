@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use cluster::*;
 use futures_util::future::join_all;
-use mesh_actix::{MeshError, Origin, Request};
+use mesh_actix::{MemberStatus, MeshError, Origin, Request};
 use serde_json::json;
 
 /// Instantiates each scenario once per transport.
@@ -52,7 +52,7 @@ for_both_transports!(
     a_capability_registered_by_one_node_lands_on_that_node,
     a_capability_nobody_registered_has_no_capable_node,
     a_joining_node_takes_its_shards_and_the_old_owners_stop_them,
-    an_unreachable_owner_fails_promptly_with_owner_unavailable,
+    an_unreachable_owner_is_refused_then_fenced_and_its_ids_fail_over,
 );
 
 // --- Placement ----------------------------------------------------------------------------------
@@ -334,19 +334,21 @@ async fn a_forwarded_request_for_an_actor_the_receiver_does_not_own_is_refused(
 async fn a_forwarded_request_is_never_forwarded_again_when_views_disagree(transport: Transport) {
     let cluster = Cluster::start(transport, 3).await;
     let ids = cluster.ids();
-    cluster
-        .node(0)
-        .update_members(vec![cluster.node(1).local_member()])
-        .await;
+    // Node-1 alone knows a member that nobody can reach (gossip has not spread it yet), so for
+    // some ids node-0 routes to node-1 and node-1 routes to the phantom.
+    let phantom = cluster.unreachable_member("phantom", &["counter"]);
+    cluster.node(1).update_members(vec![phantom.clone()]).await;
     let owner_on = |node: usize, id: &str| {
         let mesh = cluster.node(node);
         mesh.owner(mesh.shard_for(id), "counter").expect("an owner")
     };
     let id = find_id("disagree", |id| {
-        owner_on(0, id) == ids[1] && owner_on(1, id) == ids[2]
+        owner_on(0, id) == ids[1] && owner_on(1, id) == phantom.node
     });
 
-    let e = err(cluster.node(0), counter(&id)).await;
+    // Refused by node-1 (not the owner in its view) on every try within the deadline.
+    let short = counter(&id).with_timeout(Duration::from_millis(300));
+    let e = err(cluster.node(0), short).await;
 
     assert!(matches!(e, MeshError::OwnerUnavailable(_)), "{e:?}");
     assert_eq!(e.code().as_str(), "owner_unavailable");
@@ -358,10 +360,19 @@ async fn a_forwarded_request_is_never_forwarded_again_when_views_disagree(transp
     assert_eq!(calls_total(cluster.node(2)), 0, "never forwarded twice");
     assert_eq!(cluster.activations(), vec![0, 0, 0]);
 
-    // Once node-0's view agrees, the call reaches node-2 in one hop.
-    cluster.sync_views().await;
+    // The phantom never renews a lease: it is fenced (the others learn of it from node-1's
+    // lease replies and report it expired), views agree again, and the call reaches its owner
+    // in one hop.
+    eventually("the phantom to be fenced everywhere", || {
+        (0..3).all(|n| {
+            let routing = cluster.node(n).routing();
+            let phantom = routing.members().iter().find(|m| m.node == phantom.node);
+            phantom.is_some_and(|m| m.status == MemberStatus::Dead)
+        })
+    })
+    .await;
     let reply = ok(cluster.node(0), counter(&id)).await;
-    assert_eq!(reply.node, ids[2]);
+    assert_eq!(reply.node, owner_on(0, &id));
     assert_eq!(reply.result, json!({"ok": 1}));
     cluster.shutdown().await;
 }
@@ -494,12 +505,10 @@ async fn a_joining_node_takes_its_shards_and_the_old_owners_stop_them(transport:
 // --- Unreachable owners -------------------------------------------------------------------------
 
 /// Over HTTP the owner's address has nothing listening; in process it was never connected.
-async fn an_unreachable_owner_fails_promptly_with_owner_unavailable(transport: Transport) {
+async fn an_unreachable_owner_is_refused_then_fenced_and_its_ids_fail_over(transport: Transport) {
     let cluster = Cluster::start(transport, 2).await;
     let ghost = cluster.unreachable_member("ghost", &["counter"]);
-    let mut members = cluster.members_except(0);
-    members.push(ghost.clone());
-    cluster.node(0).update_members(members).await;
+    cluster.node(0).update_members(vec![ghost.clone()]).await;
     let node0 = cluster.node(0);
     let id = find_id("haunted", |id| {
         node0
@@ -507,30 +516,29 @@ async fn an_unreachable_owner_fails_promptly_with_owner_unavailable(transport: T
             .expect("an owner")
             == ghost.node
     });
-    let timeout = Duration::from_secs(10);
-    let request = || -> Request { counter(&id).with_timeout(timeout) };
 
+    // While the ghost may still hold a lease, its ids are refused (not delivered anywhere),
+    // within the caller's deadline.
+    let timeout = Duration::from_millis(300);
+    let request = || -> Request { counter(&id).with_timeout(timeout) };
     let started = Instant::now();
     let e = err(node0, request()).await;
     let elapsed = started.elapsed();
     assert!(matches!(e, MeshError::OwnerUnavailable(_)), "{e:?}");
-    assert_eq!(e.code().as_str(), "owner_unavailable");
     assert!(
-        elapsed < timeout / 2,
-        "owner_unavailable took {elapsed:?} with a {timeout:?} timeout"
+        elapsed < Duration::from_secs(5),
+        "refused after {elapsed:?}"
     );
-
-    let started = Instant::now();
     let e = node0.cast(request()).await.expect_err("unreachable owner");
-    let elapsed = started.elapsed();
     assert!(matches!(e, MeshError::OwnerUnavailable(_)), "{e:?}");
-    assert!(
-        elapsed < timeout / 2,
-        "a cast's owner_unavailable took {elapsed:?} with a {timeout:?} timeout"
-    );
-
-    // Nothing was activated elsewhere, and node-0 still serves what it can reach.
     assert_eq!(cluster.activations(), vec![0, 0]);
+
+    // A caller with time to spare waits through the fencing and is served by the new owner.
+    let reply = ok(node0, counter(&id).with_timeout(Duration::from_secs(10))).await;
+    assert_ne!(reply.node, ghost.node);
+    assert_eq!(reply.result, json!({"ok": 1}));
+
+    // And node-0 still serves what it can reach.
     let reachable = find_id("reachable", |id| {
         node0
             .owner(node0.shard_for(id), "counter")

@@ -1,0 +1,692 @@
+//! Fenced ownership: the lease protocol of one node, as a pure, synchronous state machine
+//! ([`Fencing`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Member, MemberStatus, MembershipView, NodeId};
+
+/// The timings of the lease protocol. Every node of a cluster should use the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseConfig {
+    /// How long a quorum's grants let a node serve, from the moment it asked for them.
+    pub lease: Duration,
+    /// How often a node asks for grants; a few renewals fit in one lease.
+    pub renew_interval: Duration,
+    /// Added to `lease` before a grantor reports an incarnation expired: room for the rate
+    /// difference of two monotonic clocks.
+    pub margin: Duration,
+}
+
+impl Default for LeaseConfig {
+    /// A 1 s lease renewed every 250 ms with a 100 ms margin: a dead node's shards move
+    /// within about 1.4 s of its death.
+    fn default() -> LeaseConfig {
+        LeaseConfig {
+            lease: Duration::from_millis(1000),
+            renew_interval: Duration::from_millis(250),
+            margin: Duration::from_millis(100),
+        }
+    }
+}
+
+impl LeaseConfig {
+    /// A config with this lease, renewed four times per lease, with a 10 % margin (at least
+    /// 20 ms).
+    pub fn with_lease(lease: Duration) -> LeaseConfig {
+        LeaseConfig {
+            lease,
+            renew_interval: lease / 4,
+            margin: (lease / 10).max(Duration::from_millis(20)),
+        }
+    }
+
+    fn expiry(&self) -> Duration {
+        self.lease + self.margin
+    }
+}
+
+/// A node asks another for a grant of its lease.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RenewRequest {
+    /// The asking node as it describes itself (incarnation, version, capabilities).
+    pub from: Member,
+    /// The asker's round number; the reply echoes it.
+    pub round: u64,
+}
+
+/// The answer to a [`RenewRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RenewReply {
+    /// The answering node as it describes itself.
+    pub from: Member,
+    /// The round this answers.
+    pub round: u64,
+    /// Whether the asker's lease is granted.
+    pub granted: bool,
+    /// The asker's incarnation was declared expired here (or a newer one is known): it must
+    /// rejoin as a new incarnation.
+    pub fenced: bool,
+    /// The version of the asker's descriptor that this node routes by, once it has also
+    /// stopped every activation that version takes over; `None` while it has not.
+    pub acknowledged: Option<u64>,
+    /// Every member this node knows, so that a joining node learns the whole cluster.
+    pub members: Vec<Member>,
+    /// The incarnations this node has stopped granting for good: `(node, incarnation)`.
+    pub expired: Vec<(NodeId, u64)>,
+}
+
+/// What changed in a node's standing, for logs and for the runtime to act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FencingEvent {
+    /// This node holds a valid lease again (or for the first time).
+    LeaseAcquired,
+    /// This node's lease ran out: it must stop every activation before it serves again.
+    LeaseLost,
+    /// Every known member acknowledged this node's current descriptor.
+    Admitted {
+        /// The admitted descriptor version.
+        version: u64,
+    },
+    /// This node's incarnation was fenced by the others; it rejoins as `incarnation`.
+    Reincarnated {
+        /// The new incarnation.
+        incarnation: u64,
+    },
+    /// A member was learned (a join, or a new incarnation of a known node).
+    MemberJoined {
+        /// The member.
+        node: NodeId,
+        /// Its incarnation.
+        incarnation: u64,
+    },
+    /// A member's incarnation is fenced: its lease has surely expired; its shards move.
+    MemberFenced {
+        /// The member.
+        node: NodeId,
+        /// The fenced incarnation.
+        incarnation: u64,
+    },
+    /// A member announced a graceful leave; its shards move at once.
+    MemberLeft {
+        /// The member.
+        node: NodeId,
+    },
+}
+
+/// What this node knows of one other member.
+#[derive(Debug, Clone)]
+struct Peer {
+    /// Its newest known descriptor.
+    member: Member,
+    /// When this node learned of this incarnation.
+    known_since: Duration,
+    /// When this node last granted this incarnation's lease.
+    granted_at: Option<Duration>,
+    /// When this node last granted an older incarnation of the same node: a new incarnation
+    /// is acknowledged only once the old one's lease has surely expired.
+    superseded_grant: Option<Duration>,
+    /// This node declared the incarnation expired: it is never granted again.
+    refused: bool,
+    /// The members that report this incarnation expired (this node included).
+    expired_by: BTreeSet<NodeId>,
+    /// A quorum's reports agree: this incarnation holds no lease anywhere.
+    fenced: bool,
+    /// The version of this node's descriptor that the member acknowledged.
+    acknowledged: Option<u64>,
+    /// When this node last heard from the member (a request or a reply).
+    heard_at: Option<Duration>,
+}
+
+impl Peer {
+    fn new(member: Member, now: Duration) -> Peer {
+        Peer {
+            member,
+            known_since: now,
+            granted_at: None,
+            superseded_grant: None,
+            refused: false,
+            expired_by: BTreeSet::new(),
+            fenced: false,
+            acknowledged: None,
+            heard_at: None,
+        }
+    }
+
+    /// Whether the member counts toward quorums.
+    fn in_base(&self) -> bool {
+        !self.fenced && !self.member.leaving
+    }
+}
+
+/// One round of renewal requests, kept while a grant for it could still extend the lease.
+#[derive(Debug, Clone, Default)]
+struct Round {
+    sent_at: Duration,
+    granted: BTreeSet<NodeId>,
+}
+
+/// The lease state of one node: its own lease and admission, and what it knows of the
+/// others' leases.
+//////
+/// Membership (gossip) says who exists; this module decides who may *serve*. It follows the
+/// leader-lease idea of Chubby and Raft, with Akka's keep-majority and Orleans' rule that a
+/// joining silo serves only once every other silo has acknowledged it:
+///
+/// - **Lease.** Every `renew_interval` a node asks every other member for a grant
+///   ([`RenewRequest`]). When grants from a *quorum* of the members (itself included) answer a
+///   round, its lease runs until `round start + lease`, measured on its own monotonic clock
+///   from the moment it *sent* the round, so no grantor can have granted earlier than that.
+///   A node serves only while its lease is valid ([`Fencing::serving_until`]); a paused or
+///   isolated node finds it expired the moment it runs again, and drops every activation.
+/// - **Fencing.** A grantor that has not granted an incarnation for `lease + margin` stops
+///   granting it for good and reports it *expired* in its replies. Once the members that report
+///   an incarnation expired leave too few others to form a quorum with it, that incarnation can
+///   no longer hold a lease anywhere: it is *fenced*, and only then do the survivors take its
+///   shards ([`MemberStatus::Dead`]). A fenced node that comes back learns it from the refusals
+///   and rejoins as a new incarnation, with no activations.
+/// - **Admission.** A member owns shards of a capability in everybody's routing table as soon
+///   as it is known, but it *serves* them only once every other member it knows has
+///   acknowledged its current descriptor ([`RenewReply::acknowledged`]): an acknowledgement
+///   means that the other member routes by it and has stopped every activation it takes over.
+///   A joining node, a node that registered a capability, and a new incarnation are all
+///   admitted this way; until then requests through them wait.
+/// - **Quorum.** More than half of the members that have neither left nor been fenced; a tie
+///   goes to the half holding the lowest node id. A graceful leave removes a member at once
+///   (it stopped serving before it announced the leave); a fenced member leaves the count too,
+///   so a cluster shrinks one fenced minority at a time.
+///
+/// Time is a [`Duration`] since an origin of the caller's choice, read from a monotonic clock:
+/// every method takes `now`, so a simulator can drive many nodes on virtual clocks.
+#[derive(Debug, Clone)]
+pub struct Fencing {
+    config: LeaseConfig,
+    me: Member,
+    /// Started with seeds: alone, this node has not learned its cluster yet.
+    expect_cluster: bool,
+    peers: BTreeMap<NodeId, Peer>,
+    lease_until: Option<Duration>,
+    had_lease: bool,
+    admitted_version: Option<u64>,
+    draining: bool,
+    /// Rounds still young enough to extend the lease, by number.
+    rounds: BTreeMap<u64, Round>,
+    last_round: u64,
+    /// A member refused this incarnation since it last held a lease.
+    refused_me: bool,
+    next_round_at: Duration,
+    view: MembershipView,
+    events: Vec<FencingEvent>,
+}
+
+impl Fencing {
+    /// The lease state of `me` at `now`. With `expect_cluster` (the node was given seeds) it
+    /// owns nothing until it has heard from another member.
+    pub fn new(me: Member, config: LeaseConfig, expect_cluster: bool, now: Duration) -> Fencing {
+        let mut fencing = Fencing {
+            config,
+            me,
+            expect_cluster,
+            peers: BTreeMap::new(),
+            lease_until: None,
+            had_lease: false,
+            admitted_version: None,
+            draining: false,
+            rounds: BTreeMap::new(),
+            last_round: 0,
+            refused_me: false,
+            next_round_at: now,
+            view: MembershipView::default(),
+            events: Vec::new(),
+        };
+        fencing.refresh(now);
+        fencing
+    }
+
+    /// The timings in force.
+    pub fn config(&self) -> LeaseConfig {
+        self.config
+    }
+
+    /// This node as it describes itself.
+    pub fn local(&self) -> &Member {
+        &self.me
+    }
+
+    /// Every member with the status this node gives it, this node included: the input of
+    /// routing. Its epoch grows on every change.
+    pub fn view(&self) -> &MembershipView {
+        &self.view
+    }
+
+    /// Takes the events since the last call.
+    pub fn take_events(&mut self) -> Vec<FencingEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Until when this node may serve, on its clock: its lease's end, once it is admitted and
+    /// not draining; `None` when it may not serve at all.
+    pub fn serving_until(&self) -> Option<Duration> {
+        if self.draining || !self.is_admitted() {
+            return None;
+        }
+        self.lease_until
+    }
+
+    /// Whether this node may serve at `now`.
+    pub fn is_serving(&self, now: Duration) -> bool {
+        self.serving_until().is_some_and(|until| now < until)
+    }
+
+    /// Whether this node has learned its cluster and every member acknowledged its current
+    /// descriptor.
+    pub fn is_admitted(&self) -> bool {
+        self.admitted_version == Some(self.me.version)
+    }
+
+    /// Why this node does not serve at `now`, for a person; `None` when it does.
+    pub fn refusal(&self, now: Duration) -> Option<String> {
+        if self.draining {
+            return Some("this node is draining before it leaves the cluster".into());
+        }
+        if !self.is_admitted() {
+            let waiting: Vec<&str> = self
+                .peers
+                .values()
+                .filter(|p| p.in_base() && p.acknowledged < Some(self.me.version))
+                .map(|p| p.member.node.as_str())
+                .collect();
+            return Some(if self.expect_cluster && self.peers.is_empty() {
+                "this node has not learned its cluster yet".into()
+            } else {
+                format!(
+                    "this node is joining: waiting for {} to acknowledge it",
+                    waiting.join(", ")
+                )
+            });
+        }
+        match self.lease_until {
+            Some(until) if now < until => None,
+            _ => Some(format!(
+                "this node cannot confirm its ownership: no quorum of the {} members granted its \
+                 lease within {} ms",
+                self.base().len(),
+                self.config.lease.as_millis()
+            )),
+        }
+    }
+
+    /// Replaces this node's capabilities (a new descriptor version: it serves again once the
+    /// others acknowledged it).
+    pub fn set_local(&mut self, member: Member, now: Duration) {
+        if member.capabilities != self.me.capabilities || member.addr != self.me.addr {
+            self.me.capabilities = member.capabilities;
+            self.me.addr = member.addr;
+            self.me.version += 1;
+            self.refresh(now);
+        }
+    }
+
+    /// Stops serving (before the activations are stopped and the leave is announced).
+    pub fn drain(&mut self, now: Duration) {
+        self.draining = true;
+        self.refresh(now);
+    }
+
+    /// Announces the leave: from now on this node's descriptor says `leaving`, and the others
+    /// take its shards as soon as they see it. Call after every activation has stopped.
+    pub fn leave(&mut self, now: Duration) {
+        self.draining = true;
+        if !self.me.leaving {
+            self.me.leaving = true;
+            self.me.version += 1;
+            // Tell every member at the next tick rather than at the next round.
+            self.next_round_at = now;
+        }
+        self.refresh(now);
+    }
+
+    /// Learns a member's descriptor (from gossip, or from a lease message).
+    pub fn observe(&mut self, member: Member, now: Duration) {
+        self.merge(member, now);
+        self.refresh(now);
+    }
+
+    /// Advances the clock: reports and fences what expired, checks this node's lease, and
+    /// starts a new round of renewals when one is due. Returns the requests to send.
+    pub fn tick(&mut self, now: Duration) -> Vec<(Member, RenewRequest)> {
+        let expiry = self.config.expiry();
+        let me = self.me.node.clone();
+        for peer in self.peers.values_mut() {
+            let last = peer.granted_at.unwrap_or(peer.known_since);
+            if !peer.refused && !peer.member.leaving && last + expiry <= now {
+                peer.refused = true;
+            }
+            if peer.refused {
+                peer.expired_by.insert(me.clone());
+            }
+        }
+        if self.refused_me && !self.lease_valid(now) {
+            self.reincarnate(now);
+        }
+        if self.base_is_only_me() {
+            // Alone (or the rest left or was fenced): this node is its own quorum.
+            self.lease_until = Some(now + self.config.lease);
+        }
+        let mut requests = Vec::new();
+        let lease = self.config.lease;
+        self.rounds.retain(|_, round| round.sent_at + lease > now);
+        if now >= self.next_round_at {
+            self.last_round += 1;
+            let round = Round {
+                sent_at: now,
+                granted: BTreeSet::new(),
+            };
+            self.rounds.insert(self.last_round, round);
+            self.next_round_at = now + self.config.renew_interval;
+            let request = RenewRequest {
+                from: self.me.clone(),
+                round: self.last_round,
+            };
+            requests = self
+                .peers
+                .values()
+                .filter(|p| p.in_base())
+                .map(|p| (p.member.clone(), request.clone()))
+                .collect();
+        }
+        self.refresh(now);
+        requests
+    }
+
+    /// Answers another node's request. `settled` says whether the runtime has stopped every
+    /// activation that this node's current routing moved away: only then does the reply
+    /// acknowledge the asker's descriptor.
+    pub fn on_request(
+        &mut self,
+        request: RenewRequest,
+        now: Duration,
+        settled: bool,
+    ) -> RenewReply {
+        let asker = request.from.clone();
+        self.merge(request.from, now);
+        self.refresh(now);
+        let expiry = self.config.expiry();
+        let mut reply = RenewReply {
+            from: self.me.clone(),
+            round: request.round,
+            granted: false,
+            fenced: false,
+            acknowledged: None,
+            members: self.view.members().cloned().collect(),
+            expired: self.expired(),
+        };
+        let Some(peer) = self.peers.get_mut(asker.node.as_str()) else {
+            return reply; // the asker claims to be this node
+        };
+        if asker.incarnation < peer.member.incarnation || peer.refused || peer.fenced {
+            reply.fenced = true;
+            return reply;
+        }
+        peer.heard_at = Some(now);
+        peer.granted_at = Some(now);
+        reply.granted = true;
+        let old_expired = peer.superseded_grant.is_none_or(|g| g + expiry <= now);
+        if settled && old_expired {
+            reply.acknowledged = Some(peer.member.version.min(asker.version));
+        }
+        self.refresh(now);
+        reply
+    }
+
+    /// Takes in a reply to one of this node's requests.
+    pub fn on_reply(&mut self, reply: RenewReply, now: Duration) {
+        let from = reply.from.node.clone();
+        self.merge(reply.from, now);
+        for member in reply.members {
+            self.merge(member, now);
+        }
+        if let Some(peer) = self.peers.get_mut(from.as_str()) {
+            peer.heard_at = Some(now);
+            // Versions grow across incarnations too, so an old acknowledgement never admits
+            // a newer descriptor.
+            peer.acknowledged = peer.acknowledged.max(reply.acknowledged);
+        }
+        for (node, incarnation) in reply.expired {
+            if let Some(peer) = self.peers.get_mut(node.as_str()) {
+                if peer.member.incarnation == incarnation && node != from {
+                    peer.expired_by.insert(from.clone());
+                }
+            }
+        }
+        if reply.fenced {
+            self.refused_me = true;
+        }
+        // Rounds are numbered per incarnation's life on this node, and dropped on a new
+        // incarnation: a grant always answers this incarnation.
+        if let Some(round) = self.rounds.get_mut(&reply.round) {
+            if reply.granted {
+                round.granted.insert(from);
+            }
+            let mut granted = round.granted.clone();
+            let sent_at = round.sent_at;
+            granted.insert(self.me.node.clone());
+            if self.is_quorum(&granted) {
+                let until = sent_at + self.config.lease;
+                self.lease_until = Some(self.lease_until.map_or(until, |u| u.max(until)));
+            }
+        }
+        self.refresh(now);
+    }
+
+    /// `(node, incarnation)` of every member this node has stopped granting for good.
+    fn expired(&self) -> Vec<(NodeId, u64)> {
+        self.peers
+            .values()
+            .filter(|p| p.refused)
+            .map(|p| (p.member.node.clone(), p.member.incarnation))
+            .collect()
+    }
+
+    fn lease_valid(&self, now: Duration) -> bool {
+        self.lease_until.is_some_and(|until| now < until)
+    }
+
+    fn merge(&mut self, member: Member, now: Duration) {
+        if member.node == self.me.node {
+            return;
+        }
+        match self.peers.get_mut(member.node.as_str()) {
+            None => {
+                self.events.push(FencingEvent::MemberJoined {
+                    node: member.node.clone(),
+                    incarnation: member.incarnation,
+                });
+                self.peers
+                    .insert(member.node.clone(), Peer::new(member, now));
+            }
+            Some(peer) if member.incarnation > peer.member.incarnation => {
+                self.events.push(FencingEvent::MemberJoined {
+                    node: member.node.clone(),
+                    incarnation: member.incarnation,
+                });
+                let superseded_grant = peer.granted_at.max(peer.superseded_grant);
+                *peer = Peer::new(member, now);
+                peer.superseded_grant = superseded_grant;
+            }
+            Some(peer) if peer.member.is_superseded_by(&member) => {
+                if member.leaving && !peer.member.leaving {
+                    self.events.push(FencingEvent::MemberLeft {
+                        node: member.node.clone(),
+                    });
+                }
+                peer.member.capabilities = member.capabilities;
+                peer.member.addr = member.addr;
+                peer.member.version = member.version;
+                peer.member.leaving = member.leaving;
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn reincarnate(&mut self, now: Duration) {
+        self.me.incarnation += 1;
+        self.me.version += 1;
+        self.lease_until = None;
+        self.refused_me = false;
+        self.rounds.clear();
+        for peer in self.peers.values_mut() {
+            peer.acknowledged = None;
+        }
+        self.events.push(FencingEvent::Reincarnated {
+            incarnation: self.me.incarnation,
+        });
+        self.next_round_at = now;
+    }
+
+    /// The members that count toward quorums, this node included.
+    fn base(&self) -> BTreeSet<NodeId> {
+        let mut base: BTreeSet<NodeId> = self
+            .peers
+            .values()
+            .filter(|p| p.in_base())
+            .map(|p| p.member.node.clone())
+            .collect();
+        base.insert(self.me.node.clone());
+        base
+    }
+
+    fn base_is_only_me(&self) -> bool {
+        !self.peers.values().any(Peer::in_base)
+    }
+
+    fn is_quorum(&self, set: &BTreeSet<NodeId>) -> bool {
+        is_quorum(&self.base(), set)
+    }
+
+    /// Re-derives fencing, admission, lease events and the view after any change.
+    fn refresh(&mut self, now: Duration) {
+        // Fence incarnations that a quorum's reports leave without a possible lease. Fencing
+        // one shrinks the base, which may fence another (a minority, one member at a time).
+        loop {
+            let base = self.base();
+            let newly = self.peers.values().find(|p| {
+                if !p.in_base() {
+                    return false;
+                }
+                let rest: BTreeSet<NodeId> = base
+                    .iter()
+                    .filter(|n| !p.expired_by.contains(*n))
+                    .cloned()
+                    .collect();
+                !is_quorum(&base, &rest)
+            });
+            let Some(peer) = newly else { break };
+            let node = peer.member.node.clone();
+            let peer = self.peers.get_mut(node.as_str()).expect("found above");
+            peer.fenced = true;
+            peer.refused = true;
+            self.events.push(FencingEvent::MemberFenced {
+                node,
+                incarnation: peer.member.incarnation,
+            });
+        }
+
+        let learned = !self.expect_cluster || self.peers.values().any(|p| p.heard_at.is_some());
+        let version = self.me.version;
+        let all_acknowledged = self
+            .peers
+            .values()
+            .filter(|p| p.in_base())
+            .all(|p| p.acknowledged >= Some(version));
+        let admitted = (learned && all_acknowledged).then_some(version);
+        if admitted.is_some() && self.admitted_version != admitted {
+            self.events.push(FencingEvent::Admitted { version });
+        }
+        self.admitted_version = admitted.or(self.admitted_version.filter(|v| *v == version));
+
+        let valid = self.lease_valid(now);
+        if valid && !self.had_lease {
+            self.events.push(FencingEvent::LeaseAcquired);
+        } else if !valid && self.had_lease {
+            self.events.push(FencingEvent::LeaseLost);
+        }
+        self.had_lease = valid;
+
+        let mut me = self.me.clone();
+        me.status = MemberStatus::Alive;
+        self.view.upsert(me);
+        let lease = self.config.lease;
+        for peer in self.peers.values() {
+            let mut member = peer.member.clone();
+            member.status = if !peer.in_base() {
+                MemberStatus::Dead
+            } else if peer.heard_at.is_some_and(|h| h + lease > now) {
+                MemberStatus::Alive
+            } else {
+                MemberStatus::Suspect
+            };
+            self.view.upsert(member);
+        }
+    }
+}
+
+/// Whether `set` is a quorum of `base`: more than half of it, or exactly half including
+/// `base`'s lowest node id.
+pub fn is_quorum(base: &BTreeSet<NodeId>, set: &BTreeSet<NodeId>) -> bool {
+    let present = base.iter().filter(|n| set.contains(*n)).count();
+    let lowest_present = base.first().is_some_and(|n| set.contains(n));
+    2 * present > base.len() || (2 * present == base.len() && lowest_present)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str) -> NodeId {
+        NodeId::new(id).unwrap()
+    }
+
+    fn set(ids: &[&str]) -> BTreeSet<NodeId> {
+        ids.iter().map(|id| node(id)).collect()
+    }
+
+    #[test]
+    fn quorum_is_a_majority_and_ties_go_to_the_lowest_node_id() {
+        let five = set(&["a", "b", "c", "d", "e"]);
+        assert!(is_quorum(&five, &set(&["c", "d", "e"])));
+        assert!(!is_quorum(&five, &set(&["a", "b"])));
+        let four = set(&["a", "b", "c", "d"]);
+        assert!(is_quorum(&four, &set(&["a", "d"])));
+        assert!(!is_quorum(&four, &set(&["b", "c"])));
+        assert!(is_quorum(&set(&["a"]), &set(&["a"])));
+        let two = set(&["a", "b"]);
+        assert!(is_quorum(&two, &set(&["a"])));
+        assert!(!is_quorum(&two, &set(&["b"])));
+        // Members outside the base do not count.
+        assert!(!is_quorum(&four, &set(&["b", "x", "y"])));
+    }
+
+    #[test]
+    fn a_lone_node_is_its_own_quorum_and_serves_at_once() {
+        let me = Member::alive(node("a"), "a:1", ["counter"]).unwrap();
+        let mut f = Fencing::new(me, LeaseConfig::default(), false, Duration::ZERO);
+        assert!(f.tick(Duration::ZERO).is_empty());
+        assert!(f.is_serving(Duration::from_millis(1)));
+        assert!(f.take_events().contains(&FencingEvent::LeaseAcquired));
+    }
+
+    #[test]
+    fn a_node_with_seeds_serves_nothing_until_it_has_heard_from_its_cluster() {
+        let me = Member::alive(node("b"), "b:1", ["counter"]).unwrap();
+        let mut f = Fencing::new(me, LeaseConfig::default(), true, Duration::ZERO);
+        f.tick(Duration::ZERO);
+        assert!(!f.is_serving(Duration::from_millis(1)));
+        assert!(f
+            .refusal(Duration::from_millis(1))
+            .unwrap()
+            .contains("not learned"));
+    }
+}
