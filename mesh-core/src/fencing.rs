@@ -170,8 +170,8 @@ struct Round {
 
 /// The lease state of one node: its own lease and admission, and what it knows of the
 /// others' leases.
-//////
-/// Membership (gossip) says who exists; this module decides who may *serve*. It follows the
+///
+/// Membership (gossip) says who exists; this state machine decides who may *serve*. It follows the
 /// leader-lease idea of Chubby and Raft, with Akka's keep-majority and Orleans' rule that a
 /// joining silo serves only once every other silo has acknowledged it:
 ///
