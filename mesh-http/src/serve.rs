@@ -63,7 +63,10 @@ pub async fn serve(
 ) -> Result<ServingNode, ServeError> {
     let listen = listener.local_addr()?;
     let secret = options.http.secret.clone();
-    mesh.set_transport(Arc::new(HttpTransport::new(secret.clone())?))?;
+    // Hops leave from the address this node listens on, when it names one.
+    let local = Some(listen.ip()).filter(|ip| !ip.is_unspecified());
+    let transport = HttpTransport::from_address(secret.clone(), local)?;
+    mesh.set_transport(Arc::new(transport))?;
     let shards = mesh.config().shards;
     let mut gossip = GossipOptions::new(listen, options.seeds, shards, secret.as_deref());
     gossip.advertise = options.advertise.unwrap_or(listen);

@@ -30,10 +30,20 @@ pub struct HttpTransport {
 impl HttpTransport {
     /// A transport that sends `secret` (if any) to the other nodes, which must share it.
     pub fn new(secret: Option<String>) -> Result<HttpTransport, reqwest::Error> {
+        HttpTransport::from_address(secret, None)
+    }
+
+    /// A transport whose connections leave from `local` (the node's own listen address), so
+    /// that other nodes and firewalls see every hop come from the address the node serves on.
+    pub fn from_address(
+        secret: Option<String>,
+        local: Option<std::net::IpAddr>,
+    ) -> Result<HttpTransport, reqwest::Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(1))
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
+            .local_address(local)
             .build()?;
         Ok(HttpTransport {
             client,
