@@ -24,8 +24,8 @@ use crate::gate::Gate;
 use crate::metrics::{RequestMetrics, RequestStats};
 use crate::registry::{ActivationRegistry, Entry, RegistryStats};
 use crate::router::{
-    Drain, Leave, RegisterCapabilities, Renew, RouterLinks, RoutingSnapshot, ShardRouter,
-    UpdateMembers,
+    AwaitCluster, Drain, Leave, RegisterCapabilities, Renew, RouterLinks, RoutingSnapshot,
+    ShardRouter, UpdateMembers,
 };
 use crate::transport::RemoteTransport;
 
@@ -295,6 +295,13 @@ impl Mesh {
                 expired: Vec::new(),
             },
         }
+    }
+
+    /// Says that this node joins an existing cluster (the membership layer was given seeds):
+    /// like [`MeshConfig::joining`], for a node that was started before it knew. Until it has
+    /// heard from another member it serves nothing; requests through it wait.
+    pub async fn await_cluster(&self) {
+        let _ = self.inner.router.send(AwaitCluster).await;
     }
 
     /// Whether this node serves requests now: it has learned its cluster, every member

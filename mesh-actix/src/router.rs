@@ -28,6 +28,11 @@ pub(crate) type RoutingSnapshot = Arc<ArcSwap<RoutingTable>>;
 /// How often the router advances its lease state (expiries, renewals).
 const TICK: Duration = Duration::from_millis(20);
 
+/// How long a handoff waits for the activations this node stopped to end before it
+/// acknowledges their new owner anyway: a handler that never returns must not block a join
+/// for ever. Logged when it happens.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What the router shares with the rest of the node.
 pub(crate) struct RouterLinks {
     pub(crate) snapshot: RoutingSnapshot,
@@ -43,6 +48,8 @@ pub struct ShardRouter {
     shards: ShardCount,
     links: RouterLinks,
     published: Option<u64>,
+    /// Since when stopped activations have been waiting to end (see [`RELEASE_TIMEOUT`]).
+    unsettled_since: Option<Duration>,
 }
 
 impl ShardRouter {
@@ -59,6 +66,7 @@ impl ShardRouter {
             shards,
             links,
             published: None,
+            unsettled_since: None,
         };
         router.fencing.tick(now);
         router.apply();
@@ -150,6 +158,22 @@ impl ShardRouter {
         }
     }
 
+    /// Whether every activation this node stopped has ended, so that a new owner may start
+    /// them: the release half of a handoff, bounded by [`RELEASE_TIMEOUT`].
+    fn released(&mut self, now: Duration) -> bool {
+        if self.links.registry.is_settled() {
+            self.unsettled_since = None;
+            return true;
+        }
+        let since = *self.unsettled_since.get_or_insert(now);
+        let overdue = now.saturating_sub(since) >= RELEASE_TIMEOUT;
+        if overdue {
+            tracing::warn!(node = %self.local(), waited_ms = RELEASE_TIMEOUT.as_millis() as u64,
+                "stopped activations are still running; handing their shards over anyway");
+        }
+        overdue
+    }
+
     fn tick(&mut self, ctx: &mut Context<Self>) {
         let now = self.now();
         let requests = self.fencing.tick(now);
@@ -236,10 +260,26 @@ impl Handler<Renew> for ShardRouter {
         // that an acknowledgement is true when it is sent.
         self.fencing.observe(msg.0.from.clone(), now);
         self.apply();
-        let settled = self.links.registry.is_settled();
+        let settled = self.released(now);
         let reply = self.fencing.on_request(msg.0, now, settled);
         self.apply();
         MessageResult(reply)
+    }
+}
+
+/// This node joins an existing cluster: it serves nothing until it has heard from it.
+pub(crate) struct AwaitCluster;
+
+impl Message for AwaitCluster {
+    type Result = ();
+}
+
+impl Handler<AwaitCluster> for ShardRouter {
+    type Result = ();
+
+    fn handle(&mut self, _: AwaitCluster, _: &mut Context<Self>) {
+        self.fencing.expect_cluster(self.now());
+        self.apply();
     }
 }
 

@@ -138,6 +138,8 @@ struct Peer {
     acknowledged: Option<u64>,
     /// When this node last heard from the member (a request or a reply).
     heard_at: Option<Duration>,
+    /// This process has had a reply from this incarnation (with its members and their status).
+    replied: bool,
 }
 
 impl Peer {
@@ -152,12 +154,22 @@ impl Peer {
             fenced: false,
             acknowledged: None,
             heard_at: None,
+            replied: false,
         }
     }
 
-    /// Whether the member counts toward quorums.
+    /// Whether the member is live in this node's eyes: neither fenced nor leaving. Only live
+    /// members are asked for grants, must acknowledge joiners and own shards.
     fn in_base(&self) -> bool {
         !self.fenced && !self.member.leaving
+    }
+
+    /// Whether the member counts toward quorums: every member that has not left, fenced ones
+    /// included. A fenced member may still grant others (it need not know it is fenced), and
+    /// two nodes that fenced different members would otherwise count quorums of different
+    /// bases that need not intersect: each could fence the other and serve alone.
+    fn in_quorum(&self) -> bool {
+        !self.member.leaving
     }
 }
 
@@ -216,6 +228,11 @@ pub struct Fencing {
     last_round: u64,
     /// A member refused this incarnation since it last held a lease.
     refused_me: bool,
+    /// This process has had a reply from every live member it knows, so it knows whom they
+    /// fenced. Until then it grants nothing: a fencing may have counted on a promise of a
+    /// previous process of this node ("never grant that incarnation again"), which a new
+    /// process does not remember.
+    caught_up: bool,
     next_round_at: Duration,
     view: MembershipView,
     events: Vec<FencingEvent>,
@@ -237,6 +254,7 @@ impl Fencing {
             rounds: BTreeMap::new(),
             last_round: 0,
             refused_me: false,
+            caught_up: false,
             next_round_at: now,
             view: MembershipView::default(),
             events: Vec::new(),
@@ -318,6 +336,18 @@ impl Fencing {
         }
     }
 
+    /// This node joins an existing cluster after all (it was given seeds after it started):
+    /// until it has heard from another member it is not admitted, and serves nothing.
+    pub fn expect_cluster(&mut self, now: Duration) {
+        if !self.expect_cluster {
+            self.expect_cluster = true;
+            if !self.peers.values().any(|p| p.heard_at.is_some()) {
+                self.admitted_version = None;
+            }
+            self.refresh(now);
+        }
+    }
+
     /// Replaces this node's capabilities (a new descriptor version: it serves again once the
     /// others acknowledged it).
     pub fn set_local(&mut self, member: Member, now: Duration) {
@@ -390,10 +420,12 @@ impl Fencing {
                 from: self.me.clone(),
                 round: self.last_round,
             };
+            // Fenced members are asked too: they count toward quorums, and the answer of a
+            // new process at their address is how this node learns their new incarnation.
             requests = self
                 .peers
                 .values()
-                .filter(|p| p.in_base())
+                .filter(|p| p.in_quorum())
                 .map(|p| (p.member.clone(), request.clone()))
                 .collect();
         }
@@ -431,8 +463,10 @@ impl Fencing {
             return reply;
         }
         peer.heard_at = Some(now);
-        peer.granted_at = Some(now);
-        reply.granted = true;
+        if self.caught_up {
+            peer.granted_at = Some(now);
+            reply.granted = true;
+        }
         let old_expired = peer.superseded_grant.is_none_or(|g| g + expiry <= now);
         if settled && old_expired {
             reply.acknowledged = Some(peer.member.version.min(asker.version));
@@ -446,9 +480,19 @@ impl Fencing {
         let from = reply.from.node.clone();
         self.merge(reply.from, now);
         for member in reply.members {
+            // Fenced there (dead, not leaving): whatever this node once promised about that
+            // incarnation, it never grants it again.
+            let fenced = member.status == MemberStatus::Dead && !member.leaving;
+            let (node, incarnation) = (member.node.clone(), member.incarnation);
             self.merge(member, now);
+            if let Some(peer) = self.peers.get_mut(node.as_str()) {
+                if fenced && peer.member.incarnation == incarnation {
+                    peer.refused = true;
+                }
+            }
         }
         if let Some(peer) = self.peers.get_mut(from.as_str()) {
+            peer.replied = true;
             peer.heard_at = Some(now);
             // Versions grow across incarnations too, so an old acknowledgement never admits
             // a newer descriptor.
@@ -513,8 +557,13 @@ impl Fencing {
                     incarnation: member.incarnation,
                 });
                 let superseded_grant = peer.granted_at.max(peer.superseded_grant);
+                let node = member.node.clone();
                 *peer = Peer::new(member, now);
                 peer.superseded_grant = superseded_grant;
+                // The old process's reports were promises that died with it.
+                for other in self.peers.values_mut() {
+                    other.expired_by.remove(&node);
+                }
             }
             Some(peer) if peer.member.is_superseded_by(&member) => {
                 if member.leaving && !peer.member.leaving {
@@ -551,7 +600,7 @@ impl Fencing {
         let mut base: BTreeSet<NodeId> = self
             .peers
             .values()
-            .filter(|p| p.in_base())
+            .filter(|p| p.in_quorum())
             .map(|p| p.member.node.clone())
             .collect();
         base.insert(self.me.node.clone());
@@ -559,7 +608,7 @@ impl Fencing {
     }
 
     fn base_is_only_me(&self) -> bool {
-        !self.peers.values().any(Peer::in_base)
+        !self.peers.values().any(Peer::in_quorum)
     }
 
     fn is_quorum(&self, set: &BTreeSet<NodeId>) -> bool {
@@ -595,13 +644,20 @@ impl Fencing {
         }
 
         let learned = !self.expect_cluster || self.peers.values().any(|p| p.heard_at.is_some());
+        if learned && self.peers.values().filter(|p| p.in_base()).all(|p| p.replied) {
+            self.caught_up = true;
+        }
         let version = self.me.version;
         let all_acknowledged = self
             .peers
             .values()
             .filter(|p| p.in_base())
             .all(|p| p.acknowledged >= Some(version));
-        let admitted = (learned && all_acknowledged).then_some(version);
+        // Nobody acknowledged anything when every other member is fenced: wait for one of
+        // them to come back as a new incarnation, which then acknowledges (two nodes that
+        // fenced each other must not both serve as if the other did not exist).
+        let someone_live = self.base_is_only_me() || self.peers.values().any(Peer::in_base);
+        let admitted = (learned && all_acknowledged && someone_live).then_some(version);
         if admitted.is_some() && self.admitted_version != admitted {
             self.events.push(FencingEvent::Admitted { version });
         }
@@ -688,5 +744,15 @@ mod tests {
             .refusal(Duration::from_millis(1))
             .unwrap()
             .contains("not learned"));
+    }
+
+    #[test]
+    fn a_lone_node_told_it_joins_a_cluster_stops_serving_until_it_hears_from_it() {
+        let me = Member::alive(node("b"), "b:1", ["counter"]).unwrap();
+        let mut f = Fencing::new(me, LeaseConfig::default(), false, Duration::ZERO);
+        f.tick(Duration::ZERO);
+        assert!(f.is_serving(Duration::from_millis(1)));
+        f.expect_cluster(Duration::from_millis(2));
+        assert!(!f.is_serving(Duration::from_millis(3)));
     }
 }

@@ -84,7 +84,13 @@ pub struct Membership {
 impl Membership {
     /// Joins the cluster of `options.seeds` (or starts one) and keeps `mesh`'s view of the
     /// other members up to date until [`Membership::leave`].
+    ///
+    /// With seeds, the node serves nothing until it has heard from their cluster (rule 10),
+    /// even if its `Mesh` was not started with `MeshConfig::joining`.
     pub async fn join(mesh: Mesh, options: GossipOptions) -> Result<Membership, MembershipError> {
+        if !options.seeds.is_empty() {
+            mesh.await_cluster().await;
+        }
         let generation = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);

@@ -302,6 +302,30 @@ mod tests {
     }
 
     #[actix_web::test]
+    async fn ready_says_whether_the_node_serves_and_needs_no_secret() {
+        let lone = mesh();
+        lone.register_capabilities(["counter"]).await.unwrap();
+        let app = init_service(App::new().configure(configure_with(lone, with_secret("s")))).await;
+        let (status, body) = send(&app, TestRequest::get().uri("/ready").to_request()).await;
+        assert_eq!((status, body), (StatusCode::OK, json!({"status": "ready"})));
+
+        // A node that joins a cluster it has not heard from yet is not ready.
+        let mut config = MeshConfig::new(NodeId::new("node-2").unwrap(), "127.0.0.1:4001");
+        config.arbiters = NonZeroUsize::MIN;
+        config.joining = true;
+        let joining = Mesh::start(config).unwrap();
+        joining.register_capabilities(["counter"]).await.unwrap();
+        let app = init_service(App::new().configure(configure(joining))).await;
+        let (status, body) = send(&app, TestRequest::get().uri("/ready").to_request()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(error("not_ready")(&body), "{body}");
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not learned"));
+    }
+
+    #[actix_web::test]
     async fn a_missing_secret_is_401_except_on_health_and_metrics() {
         let mesh = mesh();
         let app =
