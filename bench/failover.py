@@ -6,11 +6,11 @@
 
 For each run it starts a 3-node cluster on free 127.0.0.1 ports and measures, from outside:
   join      spawn of a 4th node (with --seeds) until its GET /ready answers 200
+  pause     SIGSTOP of an owner for 3 s: until each of its ids answers 200 from another
+            node, then SIGCONT until the paused node's GET /ready answers 200 again (it
+            rejoins as a new incarnation)
   leave     SIGTERM of an owner until each of its ids answers 200 from another node
   kill      SIGKILL of an owner until each of its ids answers 200 from another node
-  pause     SIGSTOP of an owner until each of its ids answers 200 from another node,
-            then SIGCONT until the paused node's GET /ready answers 200 again (it rejoins
-            as a new incarnation)
 and prints the median of each over the runs. Every process it starts is killed on exit.
 """
 
@@ -127,6 +127,20 @@ def one_run(binary):
         figures["join"] = wait(d.ready)
 
         entry = nodes[0]
+        # Pause first, while 3 of the 4 members stay up: a quorum of 4.
+        victim = nodes[1]
+        ids = owned_by(entry, victim, IDS)
+        for id_ in ids:
+            call(entry, id_)
+        started = time.monotonic()
+        victim.proc.send_signal(signal.SIGSTOP)
+        figures["pause: failover"] = until_served_elsewhere(entry, victim, ids, started)
+        time.sleep(max(0.0, 3.0 - (time.monotonic() - started)))
+        victim.proc.send_signal(signal.SIGCONT)
+        figures["pause: rejoin after SIGCONT"] = wait(victim.ready)
+
+        # Then a graceful leave (the leaver stops counting toward quorums) and a kill (the
+        # dead member keeps counting: 2 of 3 remain).
         for name, sig in [("leave", signal.SIGTERM), ("kill", signal.SIGKILL)]:
             victim = nodes[-1]
             ids = owned_by(entry, victim, IDS)
@@ -137,17 +151,6 @@ def one_run(binary):
             figures[name] = until_served_elsewhere(entry, victim, ids, started)
             victim.proc.wait()
             nodes.pop()
-
-        victim = nodes[-1]
-        ids = owned_by(entry, victim, IDS)
-        for id_ in ids:
-            call(entry, id_)
-        started = time.monotonic()
-        victim.proc.send_signal(signal.SIGSTOP)
-        figures["pause: failover"] = until_served_elsewhere(entry, victim, ids, started)
-        time.sleep(max(0.0, 3.0 - (time.monotonic() - started)))
-        victim.proc.send_signal(signal.SIGCONT)
-        figures["pause: rejoin after SIGCONT"] = wait(victim.ready)
         return figures
     finally:
         for n in nodes:

@@ -311,8 +311,12 @@ pub fn handle_envelope<A: MeshActor>(
                 cell.reroute_cast(payload);
                 return EnvelopeResponse::Ready(Err(Undelivered::Retired(None)));
             }
-            let reason = cell.host.gate.refusal().unwrap_or_default();
-            EnvelopeResponse::Ready(Err(Undelivered::Refused(Refusal::NoLease, reason)))
+            let (refusal, reason) = cell
+                .host
+                .gate
+                .refusal()
+                .unwrap_or((Refusal::NoLease, String::new()));
+            EnvelopeResponse::Ready(Err(Undelivered::Refused(refusal, reason)))
         }
         EnvelopeKind::Deliver(payload)
             if payload

@@ -6,9 +6,10 @@
 //! and inside the activation right before the user's handler runs, so a node that was paused
 //! past its lease executes nothing it had queued, whatever thread wakes up first.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use mesh_core::Refusal;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
@@ -16,10 +17,8 @@ pub(crate) struct Gate {
     origin: Instant,
     /// Nanoseconds after `origin` until which this node serves; 0: it does not.
     serving_until: AtomicU64,
-    /// Whether it was ever opened: a node that has never served is joining.
-    opened: AtomicBool,
-    /// Why it does not serve, for a person (kept while closed).
-    reason: Mutex<String>,
+    /// Why it does not serve (kept while closed).
+    reason: Mutex<(Refusal, String)>,
     /// Bumped whenever the gate changes, for requests waiting for it.
     changes: watch::Sender<u64>,
 }
@@ -29,8 +28,10 @@ impl Gate {
         Gate {
             origin: Instant::now(),
             serving_until: AtomicU64::new(0),
-            opened: AtomicBool::new(false),
-            reason: Mutex::new("this node has not started serving yet".into()),
+            reason: Mutex::new((
+                Refusal::NotReady,
+                "this node has not started serving yet".into(),
+            )),
             changes: watch::channel(0).0,
         }
     }
@@ -45,24 +46,16 @@ impl Gate {
         until != 0 && (self.now().as_nanos() as u64) < until
     }
 
-    /// Whether this node has served at all since it started.
-    pub(crate) fn has_opened(&self) -> bool {
-        self.opened.load(Ordering::Acquire)
-    }
-
     /// Why the gate is closed, or `None` when it is open.
-    pub(crate) fn refusal(&self) -> Option<String> {
+    pub(crate) fn refusal(&self) -> Option<(Refusal, String)> {
         (!self.is_open()).then(|| self.reason.lock().clone())
     }
 
     /// Opens the gate until `until` (node clock), or closes it with `reason`.
-    pub(crate) fn set(&self, until: Option<Duration>, reason: Option<String>) {
+    pub(crate) fn set(&self, until: Option<Duration>, reason: Option<(Refusal, String)>) {
         let nanos = until.map_or(0, |u| (u.as_nanos() as u64).max(1));
         if let Some(reason) = reason {
             *self.reason.lock() = reason;
-        }
-        if nanos != 0 {
-            self.opened.store(true, Ordering::Release);
         }
         let old = self.serving_until.swap(nanos, Ordering::AcqRel);
         if old != nanos {
@@ -83,14 +76,16 @@ mod tests {
     fn the_gate_is_open_only_until_its_lease_ends() {
         let gate = Gate::new();
         assert!(!gate.is_open());
-        assert!(gate.refusal().unwrap().contains("not started"));
+        assert!(gate.refusal().unwrap().1.contains("not started"));
         gate.set(Some(gate.now() + Duration::from_secs(60)), None);
         assert!(gate.is_open());
         assert_eq!(gate.refusal(), None);
-        gate.set(Some(gate.now()), Some("lease lost".into()));
+        let lost = (Refusal::NoLease, "lease lost".to_owned());
+        gate.set(Some(gate.now()), Some(lost.clone()));
         assert!(!gate.is_open());
-        assert_eq!(gate.refusal().as_deref(), Some("lease lost"));
-        gate.set(None, Some("draining".into()));
-        assert_eq!(gate.refusal().as_deref(), Some("draining"));
+        assert_eq!(gate.refusal(), Some(lost));
+        let draining = (Refusal::Draining, "draining".to_owned());
+        gate.set(None, Some(draining.clone()));
+        assert_eq!(gate.refusal(), Some(draining));
     }
 }

@@ -310,7 +310,10 @@ impl Mesh {
         if !self.inner.router.connected() {
             return Err("the shard router of this node has stopped".into());
         }
-        self.inner.gate.refusal().map_or(Ok(()), Err)
+        self.inner
+            .gate
+            .refusal()
+            .map_or(Ok(()), |(_, reason)| Err(reason))
     }
 
     /// The first half of a graceful leave: stops serving (requests for this node's shards are
@@ -535,27 +538,34 @@ impl Mesh {
             let error = MeshError::no_capable_node(request.capability.as_str());
             return Attempt::Done(Err(HopError::Failed(error)));
         };
-        if owner.node != self.inner.config.node_id {
-            return match origin {
-                Origin::Forwarded => Attempt::Refused(
-                    Refusal::NotOwner,
-                    MeshError::OwnerUnavailable(format!(
-                        "this node does not own the actor under its current view (owner: {}); \
-                         a request is never forwarded twice",
-                        owner.node
-                    )),
-                ),
-                Origin::Client => {
-                    self.forward(owner, request, delivery, deadline, timeout)
-                        .await
-                }
-            };
+        let local = owner.node == self.inner.config.node_id;
+        if !local && origin == Origin::Forwarded {
+            return Attempt::Refused(
+                Refusal::NotOwner,
+                MeshError::OwnerUnavailable(format!(
+                    "this node does not own the actor under its current view (owner: {}); a \
+                     request is never forwarded twice",
+                    owner.node
+                )),
+            );
         }
-        if !self.inner.gate.is_open() {
-            return match self.wait_for_gate(deadline).await {
-                Ok(()) => Attempt::Again,
-                Err(attempt) => attempt,
-            };
+        // A joining node waits until it serves; one that lost its lease refuses its own ids
+        // and forwards alike (its view may be stale, and in a partition its hops would hang);
+        // a draining node still forwards.
+        match self.inner.gate.refusal() {
+            None => {}
+            Some((Refusal::Draining, _)) if !local => {}
+            Some(_) => {
+                return match self.wait_for_gate(deadline, origin).await {
+                    Ok(()) => Attempt::Again,
+                    Err(refused) => Attempt::Done(Err(refused)),
+                }
+            }
+        }
+        if !local {
+            return self
+                .forward(owner, request, delivery, deadline, timeout)
+                .await;
         }
         let body = std::mem::take(&mut request.payload);
         let delivered = match delivery {
@@ -582,46 +592,50 @@ impl Mesh {
         }
     }
 
-    /// Waits for this node to serve again: until the deadline while it joins (it has never
-    /// served), for at most one lease period once it had served (a node that lost its lease
-    /// refuses rather than make its callers wait for a partition to heal).
-    async fn wait_for_gate(&self, deadline: tokio::time::Instant) -> Result<(), Attempt> {
+    /// Waits for this node to serve again: while it joins, until the deadline (rule 10); after
+    /// it lost its lease, for one renewal round at most (a node that cannot confirm its
+    /// ownership refuses rather than make its callers wait for a partition to heal); while it
+    /// drains, not at all (the sender routes the request again, to the next owner). A
+    /// forwarded request gives up a little before its deadline, so that the refusal reaches
+    /// its sender in time to be a refusal rather than a timeout.
+    async fn wait_for_gate(
+        &self,
+        deadline: tokio::time::Instant,
+        origin: Origin,
+    ) -> Result<(), HopError> {
         let gate = &self.inner.gate;
         let mut changes = gate.subscribe();
-        let budget = if gate.has_opened() {
-            deadline.min(tokio::time::Instant::now() + self.inner.config.lease.lease)
-        } else {
-            deadline
+        let started = tokio::time::Instant::now();
+        let deadline = match origin {
+            Origin::Client => deadline,
+            Origin::Forwarded => {
+                let margin = deadline.saturating_duration_since(started) / 10;
+                deadline - margin.min(Duration::from_millis(50))
+            }
         };
         loop {
-            if gate.is_open() {
-                return Ok(());
-            }
-            let Some(reason) = gate.refusal() else {
+            let Some((refusal, reason)) = gate.refusal() else {
                 return Ok(());
             };
-            let refusal = if !gate.has_opened() {
-                Refusal::NotReady
-            } else {
-                Refusal::NoLease
+            let budget = match refusal {
+                Refusal::NoLease => deadline.min(started + self.inner.config.lease.renew_interval),
+                Refusal::Draining => started,
+                _ => deadline,
             };
-            let refused = || {
+            if tokio::time::Instant::now() >= budget {
                 let reason = if self.inner.router.connected() {
-                    reason.clone()
+                    reason
                 } else {
                     "the shard router of this node has stopped".into()
                 };
-                Attempt::Refused(refusal, MeshError::OwnerUnavailable(reason))
-            };
+                return Err(HopError::refused(refusal, reason));
+            }
             // The gate also closes by itself when a lease runs out, without a change to
             // watch: poll as well.
             let poll = tokio::time::Instant::now() + Duration::from_millis(10);
             tokio::select! {
                 _ = changes.changed() => {}
                 _ = tokio::time::sleep_until(poll.min(budget)) => {}
-            }
-            if tokio::time::Instant::now() >= budget && !gate.is_open() {
-                return Err(refused());
             }
         }
     }
@@ -671,14 +685,16 @@ impl Mesh {
         }
     }
 
-    /// Resolves once `owner` (this incarnation of it) is fenced, has left, or was replaced.
+    /// Resolves once `owner` (this incarnation of it) is fenced or was replaced.
     async fn gone(&self, owner: &Member) {
         let mut updates = self.routing_updates();
         loop {
             let table = self.inner.routing.load();
             let current = table.members().iter().find(|m| m.node == owner.node);
+            // A member that leaves gracefully answers what it accepted (or refuses it as
+            // draining): only a fencing or a new incarnation ends the wait.
             let gone = current.is_none_or(|m| {
-                m.status == MemberStatus::Dead || m.incarnation != owner.incarnation || m.leaving
+                (m.status == MemberStatus::Dead && !m.leaving) || m.incarnation != owner.incarnation
             });
             if gone || updates.changed().await.is_err() {
                 return;

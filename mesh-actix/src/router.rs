@@ -432,7 +432,7 @@ mod tests {
         let joining = Fixture::start(true);
         joining.register(&["counter"]).await;
         assert!(!joining.gate.is_open());
-        assert!(joining.gate.refusal().unwrap().contains("not learned"));
+        assert!(joining.gate.refusal().unwrap().1.contains("not learned"));
     }
 
     #[actix_rt::test]

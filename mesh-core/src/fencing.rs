@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Member, MemberStatus, MembershipView, NodeId};
+use crate::{Member, MemberStatus, MembershipView, NodeId, Refusal};
 
 /// The timings of the lease protocol. Every node of a cluster should use the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +121,9 @@ pub enum FencingEvent {
 struct Peer {
     /// Its newest known descriptor.
     member: Member,
-    /// When this node learned of this incarnation.
+    /// When this node learned of this incarnation, or last held back a grant it asked for
+    /// because this process had not caught up yet: the refusal clock runs from the later of
+    /// this and the last grant.
     known_since: Duration,
     /// When this node last granted this incarnation's lease.
     granted_at: Option<Duration>,
@@ -140,6 +142,12 @@ struct Peer {
     heard_at: Option<Duration>,
     /// This process has had a reply from this incarnation (with its members and their status).
     replied: bool,
+    /// When this node learned that the member is leaving.
+    left_at: Option<Duration>,
+    /// A live member reported this incarnation fenced: this node grants it nothing more (its
+    /// own report follows from the usual timer, once its last grant has surely expired) and
+    /// does not wait for its reply to catch up.
+    fenced_elsewhere: bool,
 }
 
 impl Peer {
@@ -155,6 +163,8 @@ impl Peer {
             acknowledged: None,
             heard_at: None,
             replied: false,
+            left_at: None,
+            fenced_elsewhere: false,
         }
     }
 
@@ -170,6 +180,12 @@ impl Peer {
     /// bases that need not intersect: each could fence the other and serve alone.
     fn in_quorum(&self) -> bool {
         !self.member.leaving
+    }
+
+    /// Whether the member left less than `expiry` ago: it may have granted a lease just
+    /// before it announced the leave, so fencing still counts it as a possible grantor.
+    fn left_recently(&self, now: Duration, expiry: Duration) -> bool {
+        self.left_at.is_some_and(|at| at + expiry > now)
     }
 }
 
@@ -228,11 +244,19 @@ pub struct Fencing {
     last_round: u64,
     /// A member refused this incarnation since it last held a lease.
     refused_me: bool,
-    /// This process has had a reply from every live member it knows, so it knows whom they
-    /// fenced. Until then it grants nothing: a fencing may have counted on a promise of a
-    /// previous process of this node ("never grant that incarnation again"), which a new
+    /// When this process first had a reply from every live member it knows, so that it knows
+    /// whom they fenced. Until then it grants nothing: a fencing may have counted on a promise
+    /// of a previous process of this node ("never grant that incarnation again"), which a new
     /// process does not remember.
-    caught_up: bool,
+    caught_up: Option<Duration>,
+    /// Whatever a previous process of this node may have served has surely stopped: every
+    /// live member acknowledged this process (each waits out its grants to the previous one
+    /// first), or lease + margin passed since it caught up (the others stopped granting the
+    /// previous one before they answered this one). Until then it acknowledges nobody: it
+    /// cannot vouch for having stopped what the asker takes over.
+    predecessor_gone: bool,
+    /// A member's new incarnation voided the reports of its previous one.
+    reports_dropped: bool,
     next_round_at: Duration,
     view: MembershipView,
     events: Vec<FencingEvent>,
@@ -254,7 +278,9 @@ impl Fencing {
             rounds: BTreeMap::new(),
             last_round: 0,
             refused_me: false,
-            caught_up: false,
+            caught_up: None,
+            predecessor_gone: false,
+            reports_dropped: false,
             next_round_at: now,
             view: MembershipView::default(),
             events: Vec::new(),
@@ -304,10 +330,12 @@ impl Fencing {
         self.admitted_version == Some(self.me.version)
     }
 
-    /// Why this node does not serve at `now`, for a person; `None` when it does.
-    pub fn refusal(&self, now: Duration) -> Option<String> {
+    /// Why this node does not serve at `now` (the kind, and a message for a person); `None`
+    /// when it does.
+    pub fn refusal(&self, now: Duration) -> Option<(Refusal, String)> {
         if self.draining {
-            return Some("this node is draining before it leaves the cluster".into());
+            let message = "this node is draining before it leaves the cluster";
+            return Some((Refusal::Draining, message.into()));
         }
         if !self.is_admitted() {
             let waiting: Vec<&str> = self
@@ -316,22 +344,26 @@ impl Fencing {
                 .filter(|p| p.in_base() && p.acknowledged < Some(self.me.version))
                 .map(|p| p.member.node.as_str())
                 .collect();
-            return Some(if self.expect_cluster && self.peers.is_empty() {
+            let message = if self.expect_cluster && self.peers.is_empty() {
                 "this node has not learned its cluster yet".into()
             } else {
                 format!(
                     "this node is joining: waiting for {} to acknowledge it",
                     waiting.join(", ")
                 )
-            });
+            };
+            return Some((Refusal::NotReady, message));
         }
         match self.lease_until {
             Some(until) if now < until => None,
-            _ => Some(format!(
-                "this node cannot confirm its ownership: no quorum of the {} members granted its \
-                 lease within {} ms",
-                self.base().len(),
-                self.config.lease.as_millis()
+            _ => Some((
+                Refusal::NoLease,
+                format!(
+                    "this node cannot confirm its ownership: no quorum of the {} members granted \
+                     its lease within {} ms",
+                    self.base().len(),
+                    self.config.lease.as_millis()
+                ),
             )),
         }
     }
@@ -398,11 +430,13 @@ impl Fencing {
                 peer.expired_by.insert(me.clone());
             }
         }
-        if self.refused_me && !self.lease_valid(now) {
+        // Refused while not serving (lease lost, or not admitted: the refuser will never
+        // acknowledge this incarnation): only a new incarnation can serve again.
+        if self.refused_me && !self.draining && !self.is_serving(now) {
             self.reincarnate(now);
         }
         if self.base_is_only_me() {
-            // Alone (or the rest left or was fenced): this node is its own quorum.
+            // Alone (or every other member left): this node is its own quorum.
             self.lease_until = Some(now + self.config.lease);
         }
         let mut requests = Vec::new();
@@ -458,17 +492,25 @@ impl Fencing {
         let Some(peer) = self.peers.get_mut(asker.node.as_str()) else {
             return reply; // the asker claims to be this node
         };
-        if asker.incarnation < peer.member.incarnation || peer.refused || peer.fenced {
+        if asker.incarnation < peer.member.incarnation
+            || peer.refused
+            || peer.fenced
+            || peer.fenced_elsewhere
+        {
             reply.fenced = true;
             return reply;
         }
         peer.heard_at = Some(now);
-        if self.caught_up {
+        if self.me.leaving {
+            // Every grant of a leaving node precedes its announcement: see `left_recently`.
+        } else if self.caught_up.is_some() {
             peer.granted_at = Some(now);
             reply.granted = true;
+        } else {
+            peer.known_since = now;
         }
         let old_expired = peer.superseded_grant.is_none_or(|g| g + expiry <= now);
-        if settled && old_expired {
+        if settled && old_expired && self.predecessor_gone {
             reply.acknowledged = Some(peer.member.version.min(asker.version));
         }
         self.refresh(now);
@@ -479,15 +521,17 @@ impl Fencing {
     pub fn on_reply(&mut self, reply: RenewReply, now: Duration) {
         let from = reply.from.node.clone();
         self.merge(reply.from, now);
+        // A live member's fencings stand (a fenced one's may rest on promises since lost).
+        let live = self.peers.get(from.as_str()).is_some_and(Peer::in_base);
         for member in reply.members {
             // Fenced there (dead, not leaving): whatever this node once promised about that
             // incarnation, it never grants it again.
-            let fenced = member.status == MemberStatus::Dead && !member.leaving;
+            let fenced = live && member.status == MemberStatus::Dead && !member.leaving;
             let (node, incarnation) = (member.node.clone(), member.incarnation);
             self.merge(member, now);
             if let Some(peer) = self.peers.get_mut(node.as_str()) {
                 if fenced && peer.member.incarnation == incarnation {
-                    peer.refused = true;
+                    peer.fenced_elsewhere = true;
                 }
             }
         }
@@ -560,9 +604,10 @@ impl Fencing {
                 let node = member.node.clone();
                 *peer = Peer::new(member, now);
                 peer.superseded_grant = superseded_grant;
-                // The old process's reports were promises that died with it.
+                // The old process's reports were promises that died with it: fencings that
+                // counted on them are weighed again.
                 for other in self.peers.values_mut() {
-                    other.expired_by.remove(&node);
+                    self.reports_dropped |= other.expired_by.remove(&node);
                 }
             }
             Some(peer) if peer.member.is_superseded_by(&member) => {
@@ -617,24 +662,52 @@ impl Fencing {
 
     /// Re-derives fencing, admission, lease events and the view after any change.
     fn refresh(&mut self, now: Duration) {
-        // Fence incarnations that a quorum's reports leave without a possible lease. Fencing
-        // one shrinks the base, which may fence another (a minority, one member at a time).
-        loop {
-            let base = self.base();
-            let newly = self.peers.values().find(|p| {
-                if !p.in_base() {
-                    return false;
+        let expiry = self.config.expiry();
+        for peer in self.peers.values_mut() {
+            if peer.member.leaving && peer.left_at.is_none() {
+                peer.left_at = Some(now);
+            }
+        }
+        // Fence incarnations that a quorum's reports leave without a possible lease. The base
+        // is the quorum base plus the members that left recently, and those count as members
+        // that may have granted: a node that has not learned of the leave yet, or learned it
+        // earlier, counts quorums without them.
+        let recent: BTreeSet<NodeId> = self
+            .peers
+            .values()
+            .filter(|p| p.left_recently(now, expiry))
+            .map(|p| p.member.node.clone())
+            .collect();
+        let mut base = self.base();
+        base.extend(recent.iter().cloned());
+        let blocked = |p: &Peer| {
+            let rest: BTreeSet<NodeId> = base
+                .iter()
+                .filter(|n| !p.expired_by.contains(*n) || recent.contains(*n))
+                .cloned()
+                .collect();
+            !is_quorum(&base, &rest)
+        };
+        if std::mem::take(&mut self.reports_dropped) {
+            // A fencing that no longer holds without the dropped reports is undone: the member
+            // owns its shards again (and must acknowledge joiners) until it is fenced on the
+            // reports of live processes. This node's own refusal stands.
+            for peer in self.peers.values_mut() {
+                if peer.fenced && !peer.member.leaving && !blocked(peer) {
+                    peer.fenced = false;
                 }
-                let rest: BTreeSet<NodeId> = base
-                    .iter()
-                    .filter(|n| !p.expired_by.contains(*n))
-                    .cloned()
-                    .collect();
-                !is_quorum(&base, &rest)
-            });
-            let Some(peer) = newly else { break };
-            let node = peer.member.node.clone();
-            let peer = self.peers.get_mut(node.as_str()).expect("found above");
+            }
+        }
+        // A process that has not caught up may not know its whole cluster yet: a decision in
+        // the small base it knows could fence a member that the others let serve.
+        let newly: Vec<NodeId> = self
+            .peers
+            .values()
+            .filter(|p| self.caught_up.is_some() && p.in_base() && blocked(p))
+            .map(|p| p.member.node.clone())
+            .collect();
+        for node in newly {
+            let peer = self.peers.get_mut(node.as_str()).expect("collected above");
             peer.fenced = true;
             peer.refused = true;
             self.events.push(FencingEvent::MemberFenced {
@@ -644,8 +717,15 @@ impl Fencing {
         }
 
         let learned = !self.expect_cluster || self.peers.values().any(|p| p.heard_at.is_some());
-        if learned && self.peers.values().filter(|p| p.in_base()).all(|p| p.replied) {
-            self.caught_up = true;
+        if self.caught_up.is_none()
+            && learned
+            && self
+                .peers
+                .values()
+                .filter(|p| p.in_base())
+                .all(|p| p.replied || p.fenced_elsewhere)
+        {
+            self.caught_up = Some(now);
         }
         let version = self.me.version;
         let all_acknowledged = self
@@ -658,6 +738,9 @@ impl Fencing {
         // fenced each other must not both serve as if the other did not exist).
         let someone_live = self.base_is_only_me() || self.peers.values().any(Peer::in_base);
         let admitted = (learned && all_acknowledged && someone_live).then_some(version);
+        if admitted.is_some() || self.caught_up.is_some_and(|at| at + expiry <= now) {
+            self.predecessor_gone = true;
+        }
         if admitted.is_some() && self.admitted_version != admitted {
             self.events.push(FencingEvent::Admitted { version });
         }
@@ -740,10 +823,9 @@ mod tests {
         let mut f = Fencing::new(me, LeaseConfig::default(), true, Duration::ZERO);
         f.tick(Duration::ZERO);
         assert!(!f.is_serving(Duration::from_millis(1)));
-        assert!(f
-            .refusal(Duration::from_millis(1))
-            .unwrap()
-            .contains("not learned"));
+        let (refusal, message) = f.refusal(Duration::from_millis(1)).unwrap();
+        assert_eq!(refusal, Refusal::NotReady);
+        assert!(message.contains("not learned"));
     }
 
     #[test]

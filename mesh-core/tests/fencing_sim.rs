@@ -14,7 +14,8 @@
 //!   or both directions (messages in flight on it are lost too) and healed. Messages to a paused
 //!   node wait in its socket buffer until it resumes; messages to a dead process are dropped, and
 //!   a reply is dropped when the process that asked is gone (it travels on that process's
-//!   connection). A graceful leave is announced by gossip, which `observe`s the descriptor.
+//!   connection). A graceful leave is announced by gossip, which `observe`s the descriptor; the
+//!   leaving process keeps answering for 300 ms before it exits.
 //! - **Runtime.** A node ticks every 10 ms and sends the requests `tick` returns. On a request it
 //!   first `observe`s the asker, republishes its routing and drops the activations it no longer
 //!   owns, then answers with `on_request(.., settled = true)`. Replies go to `on_reply`. After
@@ -25,7 +26,8 @@
 //!   and a running entry node; the entry routes by its own table to the owner, which executes it
 //!   only if, at that moment, it is running, `is_serving(now)` and its own table names it owner.
 //!
-//! Checked after every millisecond (and at every new activation):
+//! Checked after every millisecond in which any node processed anything (time alone only ends
+//! leases), and at every new activation:
 //!
 //! 1. For every shard, at most one node may serve it: a running node that serves it, a paused
 //!    node whose lease is still valid and whose table names it (it would serve the moment it
@@ -38,7 +40,11 @@
 //!    one plus one, and a new activation (count 1 again) starts only where no other node still
 //!    holds the id or a claim on its shard.
 //!
-//! Set `MESH_SIM_VERBOSE=1` to print the measured virtual times of every wait.
+//! A failed check names the invariant, the shard or id, the nodes and the virtual time, with
+//! the last events. `MESH_SIM_VERBOSE=1` prints the measured virtual time of every wait,
+//! `MESH_SIM_TRACE=1` every event as it happens. Besides the scenarios of the brief, the file
+//! keeps regressions for the faults that once broke an invariant, and random fault scripts
+//! (`explore_chaos`, run on demand).
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -57,6 +63,8 @@ const IDS: usize = 100;
 const TICK_MS: u64 = 10;
 const CAPABILITY: &str = "counter";
 const LOG_LINES: usize = 120;
+/// How long a leaving node keeps running after it announced its leave.
+const LINGER_MS: u64 = 300;
 
 const A: usize = 0;
 const B: usize = 1;
@@ -88,7 +96,11 @@ struct Rng(u64);
 
 impl Rng {
     fn new(seed: u64) -> Rng {
-        Rng((seed ^ 0x9E37_79B9_7F4A_7C15) | 1)
+        // One splitmix64 step, so that nearby seeds give unrelated streams.
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Rng((z ^ (z >> 31)) | 1)
     }
 
     fn next(&mut self) -> u64 {
@@ -122,13 +134,15 @@ enum Step {
     Kill(usize),
     /// A new process of this node id: a higher incarnation, seeded with one running member.
     Start(usize),
-    /// SIGTERM: drain, drop every activation, announce the leave, exit.
+    /// SIGTERM: drain, drop every activation, announce the leave (gossip), keep answering for
+    /// `LINGER_MS` as a real process finishing up does, exit.
     Leave(usize),
     /// Cut the link between two nodes, both ways.
     Cut(usize, usize),
     /// Cut one direction only: the first can no longer reach the second.
     CutOneWay(usize, usize),
-    /// Cut every link between different groups (a node in no group is isolated).
+    /// Replace the network by these groups: every link between different groups is cut (a
+    /// node in no group is isolated), every other link works.
     Partition(Vec<Vec<usize>>),
     /// Restore every link.
     Heal,
@@ -222,6 +236,8 @@ struct Node {
     route: Vec<Option<usize>>,
     activations: HashMap<usize, Activation>,
     next_tick: u64,
+    /// A leaving node exits then.
+    exit_at: Option<u64>,
     /// Messages that reached the node while it was paused.
     buffer: Vec<Msg>,
 }
@@ -231,12 +247,8 @@ impl Node {
         self.route[shard] == Some(self.index)
     }
 
-    /// Serves `shard` now: runs, may serve, and its own table names it owner.
-    fn serves(&self, shard: usize, now: u64) -> bool {
-        self.life == Life::Running && self.fencing.is_serving(at(now)) && self.owns(shard)
-    }
-
-    /// Would serve `shard` the moment it runs: as `serves`, paused nodes included.
+    /// Serves `shard`, or would the moment it runs again: running or paused, its lease valid,
+    /// and its own table names it owner.
     fn claims(&self, shard: usize, now: u64) -> bool {
         matches!(self.life, Life::Running | Life::Paused)
             && self.fencing.is_serving(at(now))
@@ -303,7 +315,8 @@ struct Sim {
     ghosts: Vec<Ghost>,
     net: BTreeMap<(u64, u64), Msg>,
     seq: u64,
-    cut: BTreeSet<(usize, usize)>,
+    /// `cut[x][y]`: messages from x to y are lost.
+    cut: [[bool; NAMES.len()]; NAMES.len()],
     rng: Rng,
     /// Message delay bounds in ms.
     delay: (u64, u64),
@@ -320,6 +333,10 @@ struct Sim {
     mark_servers: Vec<Option<usize>>,
     timings: Vec<String>,
     log: VecDeque<String>,
+    /// `MESH_SIM_TRACE` is set: print every event as it happens.
+    trace: bool,
+    /// A node processed something since the last invariant check.
+    dirty: bool,
 }
 
 impl Sim {
@@ -340,7 +357,7 @@ impl Sim {
             ghosts: Vec::new(),
             net: BTreeMap::new(),
             seq: 0,
-            cut: BTreeSet::new(),
+            cut: Default::default(),
             rng: Rng::new(seed),
             delay: (1, 5),
             load: 0,
@@ -358,6 +375,8 @@ impl Sim {
             mark_servers: vec![None; IDS],
             timings: Vec::new(),
             log: VecDeque::new(),
+            trace: std::env::var_os("MESH_SIM_TRACE").is_some(),
+            dirty: true,
         };
         for i in 0..n {
             sim.start(i);
@@ -383,6 +402,7 @@ impl Sim {
     }
 
     fn apply(&mut self, step: &Step) {
+        self.dirty = true;
         match step {
             Step::Run(ms) => {
                 for _ in 0..*ms {
@@ -404,23 +424,24 @@ impl Sim {
             Step::Start(i) => self.start(*i),
             Step::Leave(i) => self.leave(*i),
             Step::Cut(x, y) => {
-                self.cut.insert((*x, *y));
-                self.cut.insert((*y, *x));
+                self.cut[*x][*y] = true;
+                self.cut[*y][*x] = true;
             }
             Step::CutOneWay(x, y) => {
-                self.cut.insert((*x, *y));
+                self.cut[*x][*y] = true;
             }
             Step::Partition(groups) => {
+                self.cut = Default::default();
                 let group_of = |n: usize| groups.iter().position(|g| g.contains(&n));
                 for x in 0..NAMES.len() {
                     for y in 0..NAMES.len() {
                         if x != y && (group_of(x).is_none() || group_of(x) != group_of(y)) {
-                            self.cut.insert((x, y));
+                            self.cut[x][y] = true;
                         }
                     }
                 }
             }
-            Step::Heal => self.cut.clear(),
+            Step::Heal => self.cut = Default::default(),
             Step::Mark(label) => {
                 self.mark = (label, self.now);
                 self.stats = Stats {
@@ -531,6 +552,12 @@ impl Sim {
             if self.nodes[i].life == Life::Running && self.nodes[i].next_tick <= self.now {
                 self.tick(i);
             }
+            if self.nodes[i].exit_at.is_some_and(|t| t <= self.now) {
+                self.nodes[i].exit_at = None;
+                self.nodes[i].life = Life::Left;
+                self.nodes[i].buffer.clear();
+                self.dirty = true;
+            }
         }
         let now = at(self.now);
         for node in &mut self.nodes {
@@ -539,10 +566,10 @@ impl Sim {
             }
         }
         self.ghosts.retain(|g| g.fencing.is_serving(now));
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].life == Life::Running)
+            .collect();
         for _ in 0..self.load {
-            let running: Vec<usize> = (0..self.nodes.len())
-                .filter(|&i| self.nodes[i].life == Life::Running)
-                .collect();
             if running.is_empty() {
                 break;
             }
@@ -550,7 +577,11 @@ impl Sim {
             let id = self.rng.below(IDS as u64) as usize;
             self.call(entry, id);
         }
-        self.check();
+        // Claims change only when a node processes something (time passing only ends
+        // leases), and every new activation is checked as it starts.
+        if std::mem::take(&mut self.dirty) {
+            self.check();
+        }
     }
 
     fn tick(&mut self, i: usize) {
@@ -564,7 +595,7 @@ impl Sim {
     }
 
     fn send(&mut self, from: usize, to: usize, to_gen: Option<u64>, payload: Payload) {
-        if self.cut.contains(&(from, to)) {
+        if self.cut[from][to] {
             return;
         }
         let (min, max) = self.delay;
@@ -581,7 +612,7 @@ impl Sim {
     }
 
     fn deliver(&mut self, msg: Msg) {
-        if self.cut.contains(&(msg.from, msg.to)) {
+        if self.cut[msg.from][msg.to] {
             return; // lost in flight
         }
         match self.nodes[msg.to].life {
@@ -626,6 +657,7 @@ impl Sim {
     /// What the runtime does after every call into `Fencing`: act on events, republish the
     /// routing table, drop what this node may no longer serve.
     fn sync(&mut self, i: usize) {
+        self.dirty = true;
         let now = self.now;
         let node = &mut self.nodes[i];
         let events = node.fencing.take_events();
@@ -665,6 +697,11 @@ impl Sim {
 
     fn start(&mut self, i: usize) {
         let name = NAMES[i];
+        if let Some(node) = self.nodes.get_mut(i) {
+            if node.exit_at.take().is_some() {
+                node.life = Life::Left; // a leaving process still finishing up exits first
+            }
+        }
         let (incarnation, gen) = match self.nodes.get(i) {
             None => (0, 1),
             Some(node) => {
@@ -700,6 +737,7 @@ impl Sim {
             // Spread the nodes' ticks over the 10 ms.
             next_tick: self.now + (i as u64 * 3) % TICK_MS,
             buffer: Vec::new(),
+            exit_at: None,
         };
         if i == self.nodes.len() {
             self.nodes.push(node);
@@ -768,7 +806,7 @@ impl Sim {
                 self.send(i, j, None, Payload::Gossip(me.clone()));
             }
         }
-        self.nodes[i].life = Life::Left;
+        self.nodes[i].exit_at = Some(self.now + LINGER_MS);
     }
 
     // ----- calls -----
@@ -787,22 +825,21 @@ impl Sim {
     }
 
     /// Where a call for `id` through `entry` would fail now, if it would.
-    fn obstacle(&self, entry: usize, id: usize) -> Result<usize, Outcome> {
+    fn obstacle(&self, serving: &[bool], entry: usize, id: usize) -> Result<usize, Outcome> {
         let shard = self.id_shard[id];
         let owner = self.nodes[entry].route[shard].ok_or(Outcome::Refused)?;
-        let linked = owner == entry
-            || (!self.cut.contains(&(entry, owner)) && !self.cut.contains(&(owner, entry)));
+        let linked = owner == entry || (!self.cut[entry][owner] && !self.cut[owner][entry]);
         if self.nodes[owner].life != Life::Running || !linked {
             return Err(Outcome::Unreachable);
         }
-        if !self.nodes[owner].serves(shard, self.now) {
+        if !(serving[owner] && self.nodes[owner].owns(shard)) {
             return Err(Outcome::Refused);
         }
         Ok(owner)
     }
 
     fn execute(&mut self, entry: usize, id: usize) -> Outcome {
-        let owner = match self.obstacle(entry, id) {
+        let owner = match self.obstacle(&self.serving(), entry, id) {
             Ok(owner) => owner,
             Err(outcome) => return outcome,
         };
@@ -893,11 +930,8 @@ impl Sim {
                      rolled back"
                 ));
             }
-            if serial > last.serial {
-                if count != 1 {
-                    self.fail(format!("invariant 3: new {who} does not start at 1"));
-                }
-                self.note(format!("counter_{id} moved from {last_who} to {who}"));
+            if serial > last.serial && count != 1 {
+                self.fail(format!("invariant 3: new {who} does not start at 1"));
             }
         }
         self.acks[id] = Some(Ack {
@@ -912,21 +946,47 @@ impl Sim {
 
     /// The running node that serves `shard` now, if one does.
     fn server(&self, shard: usize) -> Option<usize> {
-        (0..self.nodes.len()).find(|&i| self.nodes[i].serves(shard, self.now))
+        let serving = self.serving();
+        (0..self.nodes.len()).find(|&i| serving[i] && self.nodes[i].owns(shard))
+    }
+
+    /// Which nodes run and may serve now.
+    fn serving(&self) -> Vec<bool> {
+        self.nodes
+            .iter()
+            .map(|n| n.life == Life::Running && n.fencing.is_serving(at(self.now)))
+            .collect()
     }
 
     /// Invariant 1 (and the activation side of it), after every millisecond.
     fn check(&self) {
         let now = at(self.now);
+        let serving: Vec<bool> = self
+            .nodes
+            .iter()
+            .map(|n| matches!(n.life, Life::Running | Life::Paused) && n.fencing.is_serving(now))
+            .collect();
+        let ghosts: Vec<&Ghost> = self
+            .ghosts
+            .iter()
+            .filter(|g| g.fencing.is_serving(now))
+            .collect();
         for shard in 0..SHARDS as usize {
-            let mut claimants: Vec<String> = self
-                .nodes
-                .iter()
-                .filter(|n| n.claims(shard, self.now))
-                .map(|n| n.describe(self.now))
-                .collect();
-            for ghost in &self.ghosts {
-                if ghost.fencing.is_serving(now) && ghost.route[shard] == Some(ghost.node) {
+            let claims = (0..self.nodes.len())
+                .filter(|&i| serving[i] && self.nodes[i].owns(shard))
+                .count()
+                + ghosts
+                    .iter()
+                    .filter(|g| g.route[shard] == Some(g.node))
+                    .count();
+            if claims > 1 {
+                let mut claimants: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .filter(|n| n.claims(shard, self.now))
+                    .map(|n| n.describe(self.now))
+                    .collect();
+                for ghost in ghosts.iter().filter(|g| g.route[shard] == Some(g.node)) {
                     claimants.push(format!(
                         "killed {} (incarnation {}, lease until {:?})",
                         NAMES[ghost.node],
@@ -934,8 +994,6 @@ impl Sim {
                         ghost.fencing.serving_until().map(|u| u.as_millis())
                     ));
                 }
-            }
-            if claimants.len() > 1 {
                 let ids: Vec<String> = (0..IDS)
                     .filter(|&id| self.id_shard[id] == shard)
                     .map(|id| format!("counter_{id}"))
@@ -966,14 +1024,11 @@ impl Sim {
     /// `None` when `cond` holds now, else why not.
     fn why_not(&self, cond: &Cond) -> Option<String> {
         let now = self.now;
-        let first = |mut reasons: Vec<String>| -> Option<String> {
-            if reasons.is_empty() {
-                None
-            } else {
-                reasons.truncate(4);
-                Some(reasons.join("; "))
-            }
-        };
+        let serving = &self.serving();
+        fn first(reasons: impl Iterator<Item = String>) -> Option<String> {
+            let reasons: Vec<String> = reasons.take(4).collect();
+            (!reasons.is_empty()).then(|| reasons.join("; "))
+        }
         match cond {
             Cond::Serving(nodes) => first(
                 nodes
@@ -984,18 +1039,19 @@ impl Sim {
                         format!(
                             "{} does not serve: {}",
                             n.describe(now),
-                            n.fencing.refusal(at(now)).unwrap_or_default()
+                            n.fencing
+                                .refusal(at(now))
+                                .map(|(_, why)| why)
+                                .unwrap_or_default()
                         )
-                    })
-                    .collect(),
+                    }),
             ),
             Cond::NotServing(nodes) => first(
                 nodes
                     .iter()
                     .map(|&n| &self.nodes[n])
                     .filter(|n| n.life == Life::Running && n.fencing.is_serving(at(now)))
-                    .map(|n| format!("{} still serves", n.describe(now)))
-                    .collect(),
+                    .map(|n| format!("{} still serves", n.describe(now))),
             ),
             Cond::Admitted(nodes) => first(
                 nodes
@@ -1006,10 +1062,12 @@ impl Sim {
                         format!(
                             "{} is not admitted: {}",
                             n.describe(now),
-                            n.fencing.refusal(at(now)).unwrap_or_default()
+                            n.fencing
+                                .refusal(at(now))
+                                .map(|(_, why)| why)
+                                .unwrap_or_default()
                         )
-                    })
-                    .collect(),
+                    }),
             ),
             Cond::Reincarnated(n) => {
                 let node = &self.nodes[*n];
@@ -1024,7 +1082,7 @@ impl Sim {
             }
             Cond::ServesNothing(n) => {
                 let served: Vec<usize> = (0..SHARDS as usize)
-                    .filter(|&s| self.nodes[*n].serves(s, now))
+                    .filter(|&s| serving[*n] && self.nodes[*n].owns(s))
                     .collect();
                 (!served.is_empty())
                     .then(|| format!("{} serves shards {served:?}", self.nodes[*n].describe(now)))
@@ -1032,14 +1090,17 @@ impl Sim {
             Cond::ServesSome(nodes) => first(
                 nodes
                     .iter()
-                    .filter(|&&n| !(0..SHARDS as usize).any(|s| self.nodes[n].serves(s, now)))
-                    .map(|&n| format!("{} serves no shard", self.nodes[n].describe(now)))
-                    .collect(),
+                    .filter(|&&n| {
+                        !(0..SHARDS as usize).any(|s| serving[n] && self.nodes[n].owns(s))
+                    })
+                    .map(|&n| format!("{} serves no shard", self.nodes[n].describe(now))),
             ),
             Cond::AllServed => first(
                 self.used_shards
                     .iter()
-                    .filter(|&&s| self.server(s).is_none())
+                    .filter(|&&s| {
+                        !(0..self.nodes.len()).any(|i| serving[i] && self.nodes[i].owns(s))
+                    })
                     .map(|&s| {
                         format!(
                             "no running node serves shard {s} (owners by table: {})",
@@ -1050,15 +1111,14 @@ impl Sim {
                                 .collect::<Vec<_>>()
                                 .join(" ")
                         )
-                    })
-                    .collect(),
+                    }),
             ),
             Cond::NoneServesOutside(nodes) => first(
                 (0..self.nodes.len())
                     .filter(|n| !nodes.contains(n))
                     .flat_map(|n| {
                         (0..SHARDS as usize)
-                            .filter(move |&s| self.nodes[n].serves(s, now))
+                            .filter(move |&s| serving[n] && self.nodes[n].owns(s))
                             .map(move |s| {
                                 format!(
                                     "{} serves shard {s}, outside {}",
@@ -1066,32 +1126,29 @@ impl Sim {
                                     names(nodes)
                                 )
                             })
-                    })
-                    .collect(),
+                    }),
             ),
-            Cond::Answerable(entries) => first(
-                entries
-                    .iter()
-                    .flat_map(|&e| {
-                        (0..IDS).filter_map(move |id| match self.obstacle(e, id) {
-                            Ok(_) => None,
-                            Err(outcome) => Some(format!(
-                                "counter_{id} (shard {}) through {} is {outcome:?}: routed to \
+            Cond::Answerable(entries) => first(entries.iter().flat_map(|&e| {
+                (0..IDS).filter_map(move |id| match self.obstacle(serving, e, id) {
+                    Ok(_) => None,
+                    Err(outcome) => Some(format!(
+                        "counter_{id} (shard {}) through {} is {outcome:?}: routed to \
                                  {}",
-                                self.id_shard[id],
-                                NAMES[e],
-                                self.nodes[e].route[self.id_shard[id]]
-                                    .map_or("nobody".into(), |o| self.nodes[o].describe(now))
-                            )),
-                        })
-                    })
-                    .collect(),
-            ),
-            Cond::All(conds) => first(conds.iter().filter_map(|c| self.why_not(c)).collect()),
+                        self.id_shard[id],
+                        NAMES[e],
+                        self.nodes[e].route[self.id_shard[id]]
+                            .map_or("nobody".into(), |o| self.nodes[o].describe(now))
+                    )),
+                })
+            })),
+            Cond::All(conds) => first(conds.iter().filter_map(|c| self.why_not(c))),
         }
     }
 
     fn note(&mut self, line: String) {
+        if self.trace {
+            eprintln!("[{}] {:>6} ms  {line}", self.scenario, self.now);
+        }
         if self.log.len() == LOG_LINES {
             self.log.pop_front();
         }
@@ -1105,6 +1162,11 @@ impl Sim {
         );
         for node in &self.nodes {
             let _ = writeln!(text, "  {}", node.describe(self.now));
+        }
+        if self.trace {
+            for node in &self.nodes {
+                eprintln!("{} {:#?}", node.name, node.fencing);
+            }
         }
         let _ = writeln!(text, "recent events:");
         for line in &self.log {
@@ -1158,28 +1220,30 @@ fn script(parts: Vec<Vec<Step>>) -> Vec<Step> {
     parts.into_iter().flatten().collect()
 }
 
-// ----- the scenarios -----
+// ----- the scenarios of the brief -----
 
+/// Scenario 1: A stable cluster under load: no call fails once it has formed, and every node serves.
 #[test]
 fn stable_three_node_cluster_serves_every_call() {
-    for seed in 1..=2 {
-        scenario(
-            "stable",
-            3,
-            seed,
-            script(vec![
-                boot(3, 2),
-                vec![
-                    Step::Mark("settled"),
-                    Step::Run(5000),
-                    Step::NoFailedCalls,
-                    Step::Assert(healthy(all(3))),
-                ],
-            ]),
-        );
-    }
+    scenario(
+        "stable",
+        3,
+        1,
+        script(vec![
+            boot(3, 2),
+            vec![
+                Step::Mark("settled"),
+                Step::Run(5000),
+                Step::NoFailedCalls,
+                Step::Assert(healthy(all(3))),
+            ],
+        ]),
+    );
 }
 
+/// Scenario 2: SIGSTOP one node of three for 3 s under load, then SIGCONT: the others serve its shards
+/// within 2 s of the pause; once resumed it serves nothing (and its old activations never
+/// answer) until it has rejoined as a new incarnation and been admitted.
 #[test]
 fn a_paused_node_is_replaced_and_rejoins_as_a_new_incarnation() {
     for seed in 1..=2 {
@@ -1214,6 +1278,8 @@ fn a_paused_node_is_replaced_and_rejoins_as_a_new_incarnation() {
     }
 }
 
+/// Scenario 3: Partition five nodes 2 | 3: the minority stops serving within one lease, the majority
+/// serves every id within 2 s and nothing else serves; after the heal all five serve again.
 #[test]
 fn a_partition_minority_stops_and_the_majority_serves() {
     scenario(
@@ -1245,13 +1311,14 @@ fn a_partition_minority_stops_and_the_majority_serves() {
                 Step::Heal,
                 Step::Mark("heal"),
                 wait("all five serve again", healthy(all(5)), 5000),
-                Step::Run(2000),
+                Step::Run(1000),
                 Step::Assert(healthy(all(5))),
             ],
         ]),
     );
 }
 
+/// Scenario 4: A 2 | 2 tie among four nodes: only the side holding the lowest node id serves.
 #[test]
 fn a_tie_goes_to_the_side_with_the_lowest_node_id() {
     scenario(
@@ -1281,9 +1348,11 @@ fn a_tie_goes_to_the_side_with_the_lowest_node_id() {
     );
 }
 
+/// Scenario 5: A fourth node joins while calls flow: no shard is ever served twice, and it serves its
+/// shards once every member acknowledged it.
 #[test]
 fn a_node_joining_under_load_serves_once_admitted() {
-    for seed in 1..=3 {
+    for seed in 1..=2 {
         scenario(
             "join",
             3,
@@ -1301,9 +1370,11 @@ fn a_node_joining_under_load_serves_once_admitted() {
     }
 }
 
+/// Scenario 6: A graceful leave under load: the others serve the leaver's shards within a few
+/// milliseconds (asserted: 300 ms), never twice.
 #[test]
 fn a_graceful_leave_hands_its_shards_over_promptly() {
-    for seed in 1..=3 {
+    for seed in 1..=2 {
         scenario(
             "leave",
             3,
@@ -1326,9 +1397,11 @@ fn a_graceful_leave_hands_its_shards_over_promptly() {
     }
 }
 
+/// Scenario 7: kill -9 of one node under load: its ids answer again within 2 s, and calls for the ids
+/// of the live owners never fail meanwhile.
 #[test]
 fn after_kill_9_the_dead_nodes_ids_answer_again_within_2_s() {
-    for seed in 1..=3 {
+    for seed in 1..=2 {
         scenario(
             "kill -9",
             3,
@@ -1351,6 +1424,9 @@ fn after_kill_9_the_dead_nodes_ids_answer_again_within_2_s() {
     }
 }
 
+/// Scenario 8: kill -9 and restart under the same node id (a new incarnation) after 0, 50 and 500 ms,
+/// while the old process's lease may still run: the killed process counts as a claimant
+/// until its lease ends, so the new one must not serve before.
 #[test]
 fn a_restarted_node_never_overlaps_its_previous_incarnation() {
     for (seed, downtime) in [(1, 0), (2, 50), (3, 500)] {
@@ -1373,6 +1449,8 @@ fn a_restarted_node_never_overlaps_its_previous_incarnation() {
     }
 }
 
+/// Scenario 9: Asymmetric cuts (a cannot reach b, then neither reaches the other; both reach c): no
+/// invariant breaks and every shard stays served throughout.
 #[test]
 fn an_asymmetric_cut_keeps_the_cluster_serving() {
     scenario(
@@ -1406,5 +1484,323 @@ fn an_asymmetric_cut_keeps_the_cluster_serving() {
                 Step::Run(1000),
             ],
         ]),
+    );
+}
+
+// ----- regressions: faults under which the state machine once broke an invariant -----
+
+/// Every node isolated for 2 s, then healed. Each node had stopped granting the others, so each
+/// saw the other two reported expired and fenced them; when a fenced member left the quorum
+/// base, a node alone in its base was its own quorum: two nodes served every shard at once.
+/// Fenced members now keep counting toward quorums.
+#[test]
+fn a_total_partition_heals_without_two_owners() {
+    for seed in [1, 3, 5, 9] {
+        scenario(
+            "total partition",
+            3,
+            seed,
+            script(vec![
+                boot(3, 3),
+                vec![
+                    Step::Partition(vec![vec![A], vec![B], vec![C]]),
+                    Step::Mark("partition a|b|c"),
+                    wait("nobody serves", Cond::NotServing(all(3)), 1000),
+                    Step::Run(2000),
+                    Step::Heal,
+                    Step::Mark("heal"),
+                    wait("every node serves again", healthy(all(3)), 5000),
+                    Step::Run(1000),
+                ],
+            ]),
+        );
+    }
+}
+
+/// A 2 | 2 tie, a heal, then the other 2 | 2 tie: the rejoined nodes still refused the old
+/// winners, each side fenced the other and shrank its quorum base until a node was alone in
+/// it, and both sides served.
+#[test]
+fn a_second_tie_after_a_heal_still_has_one_winner() {
+    scenario(
+        "tie twice",
+        4,
+        4,
+        script(vec![
+            boot(4, 2),
+            vec![
+                Step::Partition(vec![vec![A, B], vec![C, D]]),
+                Step::Run(3000),
+                Step::Heal,
+                Step::Mark("heal"),
+                wait("all four serve again", healthy(all(4)), 5000),
+                Step::Run(1000),
+                Step::Partition(vec![vec![B, C], vec![A, D]]),
+                Step::Mark("partition bc|ad"),
+                wait("b and c stop serving", Cond::NotServing(vec![B, C]), 1000),
+                wait("a and d serve every id", Cond::Answerable(vec![A, D]), 2000),
+                Step::During {
+                    ms: 2000,
+                    always: Cond::NoneServesOutside(vec![A, D]),
+                },
+                Step::Heal,
+                Step::Mark("heal again"),
+                wait("all four serve again", healthy(all(4)), 5000),
+            ],
+        ]),
+    );
+}
+
+/// c is isolated until a and b fence it; b is then restarted and c healed. The new process of
+/// b did not remember that b had promised never to grant c again, granted it, and c served
+/// the shards a had taken over.
+#[test]
+fn a_restarted_grantor_does_not_revive_a_fenced_node() {
+    scenario(
+        "restart grantor",
+        3,
+        12,
+        script(vec![
+            boot(3, 3),
+            vec![
+                Step::Partition(vec![vec![A, B], vec![C]]),
+                Step::Mark("isolate c"),
+                wait(
+                    "a and b serve c's shards",
+                    Cond::Answerable(vec![A, B]),
+                    2000,
+                ),
+                Step::Run(300),
+                Step::Kill(B),
+                Step::Start(B),
+                Step::Run(100),
+                Step::Heal,
+                Step::Mark("heal"),
+                wait("every node serves again", healthy(all(3)), 6000),
+                Step::Run(1000),
+            ],
+        ]),
+    );
+}
+
+/// a and c cannot reach each other and both serve through b's grants; then b leaves. The leave
+/// shrank a's quorum base at once, which made c fenced on a's report alone while c still held
+/// a lease that b had granted just before it left.
+#[test]
+fn a_graceful_leave_during_a_cut_never_double_serves() {
+    for seed in 1..=2 {
+        scenario(
+            "leave during a cut",
+            3,
+            seed,
+            script(vec![
+                boot(3, 3),
+                vec![
+                    Step::Cut(A, C),
+                    Step::Run(2000),
+                    Step::Leave(B),
+                    Step::Mark("b leaves"),
+                    Step::Run(2500),
+                    Step::Heal,
+                    Step::Mark("heal"),
+                    wait("a and c serve", healthy(vec![A, C]), 5000),
+                ],
+            ]),
+        );
+    }
+}
+
+/// c dies and is fenced, then b restarts. The new process of b grants nothing before it has
+/// heard from every live member; it must not wait for c (a reports it fenced), or a, which
+/// needs b's grants, would lose its lease for good.
+#[test]
+fn a_restart_after_a_fenced_death_serves_again() {
+    scenario(
+        "restart after a death",
+        3,
+        5,
+        script(vec![
+            boot(3, 3),
+            vec![
+                Step::Kill(C),
+                Step::Mark("kill c"),
+                wait(
+                    "c's ids answer again",
+                    Cond::All(vec![Cond::AllServed, Cond::Answerable(vec![A, B])]),
+                    2000,
+                ),
+                Step::Kill(B),
+                Step::Start(B),
+                Step::Mark("restart b"),
+                wait("a and the new b serve", healthy(vec![A, B]), 3000),
+                Step::Run(1000),
+            ],
+        ]),
+    );
+}
+
+/// Two nodes restart while everything is isolated; each new process stops granting the other
+/// for good. The one that was not admitted yet but held a lease never re-incarnated (only a
+/// lost lease triggered that), so it waited forever for an acknowledgement that its refuser
+/// never sends.
+#[test]
+fn nodes_restarted_during_a_total_partition_all_serve_again() {
+    scenario(
+        "restarts while isolated",
+        3,
+        7,
+        script(vec![
+            boot(3, 2),
+            vec![
+                Step::Partition(vec![vec![A], vec![B], vec![C]]),
+                Step::Kill(A),
+                Step::Start(A),
+                Step::Kill(B),
+                Step::Start(B),
+                Step::Run(2000),
+                Step::Heal,
+                Step::Mark("heal"),
+                wait("every node serves again", healthy(all(3)), 6000),
+                Step::Run(1000),
+            ],
+        ]),
+    );
+}
+
+// ----- random faults -----
+
+/// A random but reproducible script of faults for `n` nodes over about `ms` milliseconds,
+/// ending with every fault repaired.
+fn chaos(seed: u64, n: usize, ms: u64, leaves: bool) -> Vec<Step> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum State {
+        Up,
+        Paused,
+        Down,
+    }
+    let mut rng = Rng::new(seed ^ 0xC4A0_5EED);
+    let mut state = vec![State::Up; n];
+    let mut steps = boot(n, 2);
+    let mut elapsed = 0;
+    while elapsed < ms {
+        let up: Vec<usize> = (0..n).filter(|&i| state[i] == State::Up).collect();
+        let node = |rng: &mut Rng, among: &[usize]| among[rng.below(among.len() as u64) as usize];
+        match rng.below(10) {
+            0 | 1 if up.len() > 2 => {
+                let i = node(&mut rng, &up);
+                state[i] = State::Paused;
+                steps.push(Step::Pause(i));
+            }
+            2 if up.len() > 2 => {
+                let i = node(&mut rng, &up);
+                state[i] = State::Down;
+                steps.push(Step::Kill(i));
+            }
+            3 if leaves && up.len() > 2 => {
+                let i = node(&mut rng, &up);
+                state[i] = State::Down;
+                steps.push(Step::Leave(i));
+            }
+            4 | 5 => {
+                let mut groups = vec![Vec::new(), Vec::new(), Vec::new()];
+                for i in 0..n {
+                    let sides = if rng.below(3) == 0 { 3 } else { 2 };
+                    groups[rng.below(sides) as usize].push(i);
+                }
+                steps.push(Step::Partition(groups));
+            }
+            6 => {
+                let (x, y) = (rng.below(n as u64) as usize, rng.below(n as u64) as usize);
+                if x != y {
+                    steps.push(Step::CutOneWay(x, y));
+                }
+            }
+            7 => steps.push(Step::Heal),
+            _ => {
+                let sleeping: Vec<usize> = (0..n).filter(|&i| state[i] != State::Up).collect();
+                if !sleeping.is_empty() {
+                    let i = node(&mut rng, &sleeping);
+                    steps.push(if state[i] == State::Paused {
+                        Step::Resume(i)
+                    } else {
+                        Step::Start(i)
+                    });
+                    state[i] = State::Up;
+                }
+            }
+        }
+        let pause = 100 + rng.below(1900);
+        steps.push(Step::Run(pause));
+        elapsed += pause;
+    }
+    steps.push(Step::Heal);
+    for (i, s) in state.iter().enumerate() {
+        match s {
+            State::Up => {}
+            State::Paused => steps.push(Step::Resume(i)),
+            State::Down => steps.push(Step::Start(i)),
+        }
+    }
+    steps.push(Step::Mark("repaired"));
+    steps.push(wait("every node serves again", healthy(all(n)), 10_000));
+    steps
+}
+
+/// Random faults (pauses, kills, restarts, partitions, one-way cuts) on 3 to 5 nodes for 20 s
+/// of virtual time, each ending with everything repaired and the cluster healthy again. These
+/// seeds once broke invariant 1: 43 (a fencing that rested on a restarted node's report
+/// outlived it, and a re-incarnation of the fencer served the fenced node's shards without its
+/// acknowledgement) and 157 (a new process that knew only its seed fenced it in that base of two).
+#[test]
+fn chaos_regressions() {
+    for seed in [43, 157] {
+        let n = 3 + (seed % 3) as usize;
+        scenario("chaos", n, seed, chaos(seed, n, 20_000, false));
+    }
+    // With graceful leaves: a node left while a fenced member's lease still rested on its grant.
+    scenario("chaos with leaves", 5, 59, chaos(59, 5, 20_000, true));
+}
+
+/// A known gap, kept as a reproducer: a node id that left rejoins while the cluster is split;
+/// a lease granted under the base without it is still valid when the newcomer's reports
+/// fence its holder in the base with it. Fixing this needs agreement on membership changes.
+#[test]
+#[ignore = "known gap: a rejoin during a partition can fence a lease granted under the smaller base"]
+fn known_gap_a_rejoin_during_a_partition() {
+    scenario("chaos with leaves", 5, 83, chaos(83, 5, 20_000, true));
+}
+
+/// Explores seeds: `MESH_SIM_CHAOS=0..300 cargo test -p mesh-core --test fencing_sim explore
+/// -- --ignored`; `MESH_SIM_LEAVES=1` adds graceful leaves (and rejoins) to odd seeds,
+/// `MESH_SIM_KEEP_GOING=1` runs every seed and lists the failing ones at the end.
+#[test]
+#[ignore = "exploration: run on demand with MESH_SIM_CHAOS"]
+fn explore_chaos() {
+    let spec = std::env::var("MESH_SIM_CHAOS").unwrap_or_else(|_| "20".into());
+    let (from, to) = match spec.split_once("..") {
+        Some((from, to)) => (from.parse().unwrap_or(0), to.parse().unwrap_or(0)),
+        None => (0, spec.parse().unwrap_or(0)),
+    };
+    let leaves = std::env::var_os("MESH_SIM_LEAVES").is_some();
+    let keep_going = std::env::var_os("MESH_SIM_KEEP_GOING").is_some();
+    let mut failed = Vec::new();
+    for seed in from..to {
+        let n = 3 + (seed % 3) as usize;
+        let name: &'static str = Box::leak(format!("chaos seed {seed}").into_boxed_str());
+        let steps = chaos(seed, n, 20_000, leaves && seed % 2 == 1);
+        if keep_going {
+            if let Err(panic) = std::panic::catch_unwind(|| scenario(name, n, seed, steps)) {
+                let text = panic.downcast_ref::<String>().map_or("", |s| s.as_str());
+                failed.push(text.lines().next().unwrap_or_default().to_owned());
+            }
+        } else {
+            scenario(name, n, seed, steps);
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} seeds failed:\n{}",
+        failed.len(),
+        failed.join("\n")
     );
 }

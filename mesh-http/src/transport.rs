@@ -92,15 +92,19 @@ impl HttpTransport {
                     return Err(HopError::refused(
                         Refusal::Unreachable,
                         format!(
-                            "node {} at {} could not be reached after {attempt} attempt(s): {e}",
-                            peer.node, peer.addr
+                            "node {} at {} could not be reached after {attempt} attempt(s): {}",
+                            peer.node,
+                            peer.addr,
+                            error_chain(&e)
                         ),
                     ))
                 }
                 Err(e) => {
                     return Err(HopError::MaybeDelivered(format!(
-                        "no reply from node {} at {} ({e}); the request may have run",
-                        peer.node, peer.addr
+                        "no reply from node {} at {} ({}); the request may have run",
+                        peer.node,
+                        peer.addr,
+                        error_chain(&e)
                     )))
                 }
             }
@@ -122,6 +126,19 @@ impl HttpTransport {
             Err(remote_error(owner, response).await)
         }
     }
+}
+
+/// An error with its causes, `outer: inner: ...`: reqwest's own message rarely says what
+/// happened on the socket.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 #[derive(Deserialize)]

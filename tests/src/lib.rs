@@ -9,6 +9,10 @@
 //! - [`Client`] is an HTTP client bound to one node, with a timeout on every request, returning
 //!   [`Resp`] values that carry assertion helpers.
 //! - [`eventually`] polls a condition with a deadline, instead of fixed sleeps.
+//! - [`Partition`] cuts the network between nodes listening on different loopback IPs
+//!   (`127.0.0.2`, `127.0.0.3`, ...; see [`NodeBuilder::host`]) with nftables rules, and heals it.
+//! - [`observe`] records `Counter` calls as a client sees them and checks the record against the
+//!   contract's "one live activation" rule in real time.
 //!
 //! Locating the binary: `MESH_NODE_BIN`, when set, is used as is. Otherwise `$CARGO build -p
 //! mesh-examples --bin mesh-node` runs once per test process, with the profile and target directory of
@@ -17,8 +21,8 @@
 
 use std::fs::{self, File};
 use std::future::Future;
-use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
+use std::io::{Read, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -180,6 +184,19 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local_addr").port()
 }
 
+/// A port that is free on `ip` for TCP and for UDP (a node serves HTTP and gossip on the same
+/// port): the OS picks it for TCP (bind `ip:0`), and it is kept only if UDP can bind it too.
+pub fn free_port_on(ip: Ipv4Addr) -> u16 {
+    for _ in 0..50 {
+        let listener = TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}:0: {e}"));
+        let port = listener.local_addr().expect("local_addr").port();
+        if UdpSocket::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both TCP and UDP on {ip} after 50 attempts");
+}
+
 /// Directory for node logs: `<target>/mesh-test-logs`, or the system temp dir.
 fn log_dir() -> PathBuf {
     let dir = match target_layout() {
@@ -309,6 +326,7 @@ pub struct NodeBuilder {
     env: Vec<(String, String)>,
     via_env: bool,
     ready_timeout: Duration,
+    host: Ipv4Addr,
 }
 
 impl NodeBuilder {
@@ -368,6 +386,15 @@ impl NodeBuilder {
         self
     }
 
+    /// The loopback IP the node listens on (`--listen <host>:<port>`; default `127.0.0.1`), e.g.
+    /// `127.0.0.2`: nodes on different IPs can be cut apart with a [`Partition`] while clients
+    /// (which connect from `127.0.0.1`) still reach all of them. Every `127.0.0.0/8` address is on
+    /// `lo` on Linux, so no setup is needed. The port is still picked free (on this IP).
+    pub fn host(mut self, host: Ipv4Addr) -> Self {
+        self.host = host;
+        self
+    }
+
     /// Starts the node and waits until it is ready; panics (with the node's log) on failure.
     pub async fn start(self) -> MeshNode {
         match self.try_start().await {
@@ -376,13 +403,14 @@ impl NodeBuilder {
         }
     }
 
-    /// Starts the node on a free port and waits until `GET /health` answers 200. A start that fails
-    /// because the port was taken in the meantime is retried on another port.
+    /// Starts the node on a free port (of its [`host`](NodeBuilder::host)) and waits until
+    /// `GET /health` answers 200. A start that fails because the port was taken in the meantime is
+    /// retried on another port.
     pub async fn try_start(self) -> anyhow::Result<MeshNode> {
         let bin = node_bin();
         let mut last_err = anyhow!("no attempt made");
         for attempt in 0..5 {
-            let port = free_port();
+            let port = free_port_on(self.host);
             match self.start_on(bin, port, attempt).await {
                 Ok(node) => return Ok(node),
                 Err(StartError::PortTaken(e)) => last_err = e,
@@ -446,7 +474,7 @@ impl NodeBuilder {
     }
 
     async fn start_on(&self, bin: &Path, port: u16, attempt: u32) -> Result<MeshNode, StartError> {
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let addr: SocketAddr = (self.host, port).into();
         let log_path = log_dir().join(format!("{}-{attempt}.log", self.node_id));
         let log = File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))
@@ -539,6 +567,7 @@ impl MeshNode {
             env: Vec::new(),
             via_env: false,
             ready_timeout: READY_TIMEOUT,
+            host: Ipv4Addr::LOCALHOST,
         }
     }
 
@@ -557,12 +586,13 @@ impl MeshNode {
         &self.id
     }
 
-    /// The listen address, `127.0.0.1:<port>`.
+    /// The listen address, `<host>:<port>` (`127.0.0.1:<port>` unless [`NodeBuilder::host`] said
+    /// otherwise).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://<host>:<port>`.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -765,6 +795,21 @@ impl Client {
             timeout: REQUEST_TIMEOUT,
             headers: Vec::new(),
         }
+    }
+
+    /// The same client, with a new connection pool that drops connections idle for `idle`.
+    ///
+    /// A node's server closes keep-alive connections idle for 5 s (actix-web's default); a
+    /// request sent on a pooled connection at the moment the node closes it fails without a
+    /// reply (`IncompleteMessage`). Tests that count every reply as meaningful should keep
+    /// `idle` well under 5 s.
+    pub fn with_pool_idle_timeout(mut self, idle: Duration) -> Client {
+        self.http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(idle)
+            .build()
+            .expect("building reqwest client");
+        self
     }
 
     /// The same client with another per-request timeout.
@@ -1065,4 +1110,725 @@ pub fn quiet_intentional_panics(markers: &'static [&'static str]) {
             }
         }));
     });
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Network partitions
+// ---------------------------------------------------------------------------------------------------
+
+/// The nftables family and chain name of every [`Partition`] table.
+const NFT_FAMILY: &str = "inet";
+const NFT_CHAIN: &str = "out";
+/// Prefix of the nftables tables made by [`Partition`]: `mesh_test_<pid>_<n>`.
+const NFT_TABLE_PREFIX: &str = "mesh_test_";
+
+/// A network partition between nodes, made with nftables (`nft`, package `nftables`; needs root).
+///
+/// [`Partition::new`] creates a table of its own, `inet mesh_test_<pid>_<n>`, with a chain on the
+/// `output` hook (every packet on `lo` passes it once). [`cut`](Partition::cut) installs rules that
+/// drop every packet between a node of one group and a node of another, both ways;
+/// [`heal`](Partition::heal) removes them; dropping the guard deletes the table (also when the test
+/// panics). A table left behind by a test process that was killed is deleted by the next
+/// [`Partition::new`].
+///
+/// Nodes are named by their listen addresses ([`MeshNode::addr`]), which must be on distinct IPs
+/// other than `127.0.0.1` (see [`NodeBuilder::host`]): a node's HTTP and gossip traffic leaves from
+/// the IP it listens on and goes to the other node's port, so a rule matches it by source IP,
+/// destination IP and that port. A test client connects from `127.0.0.1` and still reaches every
+/// node. Matching the ports too keeps two test processes that use the same IPs at the same time
+/// from cutting each other's clusters.
+#[derive(Debug)]
+pub struct Partition {
+    table: String,
+    rules: usize,
+}
+
+impl Partition {
+    /// A new table with no rules; panics if `nft` is missing or fails (a test that needs a
+    /// partition fails rather than skipping: CI installs nftables).
+    pub fn new() -> Partition {
+        match Self::try_new() {
+            Ok(p) => p,
+            Err(e) => panic!("cannot set up a network partition with nft: {e:#}"),
+        }
+    }
+
+    /// As [`Partition::new`], returning the error.
+    pub fn try_new() -> anyhow::Result<Partition> {
+        ensure_nft_installed()?;
+        remove_stale_tables();
+        let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
+        let table = format!("{NFT_TABLE_PREFIX}{}_{n}", std::process::id());
+        nft(&format!(
+            "add table {NFT_FAMILY} {table}\n\
+             add chain {NFT_FAMILY} {table} {NFT_CHAIN} \
+             {{ type filter hook output priority 0; policy accept; }}\n"
+        ))
+        .context("creating the nftables table (is nftables installed, and are we root?)")?;
+        Ok(Partition { table, rules: 0 })
+    }
+
+    /// The table's name (family `inet`).
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// How many drop rules are installed.
+    pub fn rules(&self) -> usize {
+        self.rules
+    }
+
+    /// Cuts every node of each group off from every node of every other group, both ways,
+    /// replacing any earlier cut in one nftables transaction. Panics on failure.
+    pub fn cut(&mut self, groups: &[&[SocketAddr]]) {
+        if let Err(e) = self.try_cut(groups) {
+            panic!("cutting {groups:?} failed: {e:#}");
+        }
+    }
+
+    /// As [`Partition::cut`], returning the error.
+    pub fn try_cut(&mut self, groups: &[&[SocketAddr]]) -> anyhow::Result<()> {
+        let mut seen: Vec<(Ipv4Addr, usize)> = Vec::new();
+        let mut v4: Vec<Vec<SocketAddrV4>> = Vec::new();
+        for (g, group) in groups.iter().enumerate() {
+            let mut addrs = Vec::new();
+            for addr in group.iter() {
+                let SocketAddr::V4(a) = addr else {
+                    bail!("{addr} is not IPv4");
+                };
+                if *a.ip() == Ipv4Addr::LOCALHOST || !a.ip().is_loopback() {
+                    bail!("{addr}: partitioned nodes must listen on 127.0.0.2-127.255.255.254");
+                }
+                if let Some((_, other)) =
+                    seen.iter().find(|(ip, other)| ip == a.ip() && *other != g)
+                {
+                    bail!("{} is in group {other} and in group {g}", a.ip());
+                }
+                seen.push((*a.ip(), g));
+                addrs.push(*a);
+            }
+            v4.push(addrs);
+        }
+        let mut script = format!("flush chain {NFT_FAMILY} {} {NFT_CHAIN}\n", self.table);
+        let mut rules = 0;
+        for (i, from_group) in v4.iter().enumerate() {
+            for (j, to_group) in v4.iter().enumerate() {
+                if i == j {
+                    continue;
+                }
+                for from in from_group {
+                    for to in to_group {
+                        // Everything `from` sends to `to`'s port (requests, gossip), and everything
+                        // it sends from its own port to `to` (replies, gossip).
+                        for (dir, port) in [("dport", to.port()), ("sport", from.port())] {
+                            script.push_str(&format!(
+                                "add rule {NFT_FAMILY} {} {NFT_CHAIN} ip saddr {} ip daddr {} \
+                                 meta l4proto {{ tcp, udp }} th {dir} {port} drop\n",
+                                self.table,
+                                from.ip(),
+                                to.ip()
+                            ));
+                            rules += 1;
+                        }
+                    }
+                }
+            }
+        }
+        nft(&script).with_context(|| format!("installing the rules:\n{script}"))?;
+        self.rules = rules;
+        Ok(())
+    }
+
+    /// Removes every rule: the network is whole again. Panics on failure.
+    pub fn heal(&mut self) {
+        if let Err(e) = nft(&format!(
+            "flush chain {NFT_FAMILY} {} {NFT_CHAIN}\n",
+            self.table
+        )) {
+            panic!("healing the partition failed: {e:#}");
+        }
+        self.rules = 0;
+    }
+}
+
+impl Default for Partition {
+    fn default() -> Partition {
+        Partition::new()
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        if let Err(e) = nft(&format!("delete table {NFT_FAMILY} {}\n", self.table)) {
+            eprintln!(
+                "mesh-tests: could not delete nftables table {NFT_FAMILY} {}: {e:#}",
+                self.table
+            );
+        }
+    }
+}
+
+/// Installs Debian's `nftables` when `nft` is missing (once per test process), so that
+/// `cargo test --workspace` on a fresh machine needs nothing installed by hand. Needs root
+/// and apt, as on CI; elsewhere the error says what to install.
+fn ensure_nft_installed() -> anyhow::Result<()> {
+    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+    let result = INSTALLED.get_or_init(|| {
+        let present = |cmd: &str| {
+            Command::new("sh")
+                .args(["-c", &format!("command -v {cmd}")])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if present("nft") {
+            return Ok(());
+        }
+        if !present("apt-get") {
+            return Err("nft is missing: install the nftables package".into());
+        }
+        eprintln!("mesh-tests: nft is missing; installing Debian's nftables");
+        let status = Command::new("sh")
+            .args([
+                "-c",
+                "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables",
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|e| format!("running apt-get: {e}"))?;
+        if status.success() && present("nft") {
+            Ok(())
+        } else {
+            Err(format!("installing nftables failed ({status}); install it as root"))
+        }
+    });
+    result.clone().map_err(|e| anyhow!(e))
+}
+
+/// Runs `nft -f -` with `script` on its stdin.
+fn nft(script: &str) -> anyhow::Result<String> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running nft (package nftables)")?;
+    child
+        .stdin
+        .take()
+        .context("nft stdin")?
+        .write_all(script.as_bytes())
+        .context("writing to nft")?;
+    let out = child.wait_with_output().context("waiting for nft")?;
+    if !out.status.success() {
+        bail!(
+            "nft -f - exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Deletes the [`Partition`] tables of test processes that no longer run (killed before their
+/// guards were dropped). Best effort.
+fn remove_stale_tables() {
+    let Ok(out) = Command::new("nft")
+        .args(["list", "tables", NFT_FAMILY])
+        .stdin(Stdio::null())
+        .output()
+    else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line
+            .trim()
+            .strip_prefix(&format!("table {NFT_FAMILY} "))
+            .filter(|n| n.starts_with(NFT_TABLE_PREFIX))
+        else {
+            continue;
+        };
+        let pid = name[NFT_TABLE_PREFIX.len()..]
+            .split('_')
+            .next()
+            .unwrap_or("");
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = nft(&format!("delete table {NFT_FAMILY} {name}\n"));
+        }
+    }
+}
+
+/// Whether a TCP connection from `from` (any port) to `to` is established within `within`: the
+/// way to check that a [`Partition`] is in force. Blocks the calling thread (use
+/// `tokio::task::spawn_blocking` from async code).
+pub fn tcp_connects(from: Ipv4Addr, to: SocketAddrV4, within: Duration) -> std::io::Result<bool> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    fn check(rc: libc::c_int) -> std::io::Result<libc::c_int> {
+        if rc < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(rc)
+        }
+    }
+    fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
+        libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: a.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*a.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        }
+    }
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor this function owns (closed by `OwnedFd`), with
+    // pointers to live, correctly sized values.
+    unsafe {
+        let fd = check(libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        ))?;
+        let fd = OwnedFd::from_raw_fd(fd);
+        let local = sockaddr(SocketAddrV4::new(from, 0));
+        check(libc::bind(
+            fd.as_raw_fd(),
+            std::ptr::addr_of!(local).cast(),
+            len,
+        ))?;
+        let remote = sockaddr(to);
+        if libc::connect(fd.as_raw_fd(), std::ptr::addr_of!(remote).cast(), len) == 0 {
+            return Ok(true);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(err);
+        }
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(within.as_millis()).unwrap_or(libc::c_int::MAX);
+        if check(libc::poll(&mut pfd, 1, ms))? == 0 {
+            return Ok(false);
+        }
+        let mut so_error: libc::c_int = 0;
+        let mut so_len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        check(libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            std::ptr::addr_of_mut!(so_error).cast(),
+            &mut so_len,
+        ))?;
+        if so_error == 0 {
+            Ok(true)
+        } else {
+            Err(std::io::Error::from_raw_os_error(so_error))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Observing calls
+// ---------------------------------------------------------------------------------------------------
+
+pub mod observe {
+    //! `Counter` calls as a client sees them, and a check of the record against the contract's
+    //! "one live activation" rule (8) and "at most once" rule (9), using only real time as the
+    //! client measured it.
+    //!
+    //! Record every call with [`Entry::call`] (one [`Obs`] per call, with when it was sent and
+    //! when its reply came), then [`check`] the whole record. Calls for one id may overlap
+    //! (several clients calling it at once through different nodes): the check only uses orderings
+    //! that the timings prove (a reply received before another call was sent), so overlapping
+    //! calls never cause a false alarm, and sequential ones are checked as strictly as a replay
+    //! would.
+
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::time::{Duration, Instant};
+
+    use super::{counter, json, with_field, Client, MeshNode};
+
+    /// What one `POST /call` to a `Counter` got.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Outcome {
+        /// 200 with `{"pid", "node", "result": {"ok": <count>}}`.
+        Ack {
+            count: i64,
+            pid: String,
+            node: String,
+        },
+        /// Any other HTTP reply (or a 200 of the wrong shape, with code `malformed`).
+        Refused {
+            status: u16,
+            code: String,
+            text: String,
+        },
+        /// No HTTP reply at all (connection refused, reset, or the client's timeout).
+        NoReply(String),
+    }
+
+    impl Outcome {
+        /// A short label for tallies: `200`, `503 owner_unavailable`, `no reply`, ...
+        pub fn label(&self) -> String {
+            match self {
+                Outcome::Ack { .. } => "200".to_string(),
+                Outcome::Refused { status, code, .. } => format!("{status} {code}"),
+                Outcome::NoReply(_) => "no reply".to_string(),
+            }
+        }
+
+        /// Whether this is a 200.
+        pub fn is_ack(&self) -> bool {
+            matches!(self, Outcome::Ack { .. })
+        }
+
+        /// Whether this is an error reply with this status and code.
+        pub fn is_error(&self, status: u16, code: &str) -> bool {
+            matches!(self, Outcome::Refused { status: s, code: c, .. } if *s == status && c == code)
+        }
+
+        /// 503 `owner_unavailable` or 504 `timeout`: the errors a fault may cause.
+        pub fn is_fault_error(&self) -> bool {
+            self.is_error(503, "owner_unavailable") || self.is_error(504, "timeout")
+        }
+
+        /// Whether the call may have been executed without the caller learning the result
+        /// (rule 9: an error reply means "not executed", except `timeout` and `actor_crashed`).
+        pub fn maybe_executed(&self) -> bool {
+            match self {
+                Outcome::Ack { .. } => false,
+                Outcome::NoReply(_) => true,
+                Outcome::Refused { .. } => {
+                    self.is_error(504, "timeout") || self.is_error(500, "actor_crashed")
+                }
+            }
+        }
+    }
+
+    impl std::fmt::Display for Outcome {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self {
+                Outcome::Ack { count, pid, node } => {
+                    write!(f, "200 count {count} pid {pid} node {node}")
+                }
+                Outcome::Refused { text, .. } => write!(f, "{}: {text}", self.label()),
+                Outcome::NoReply(e) => write!(f, "no reply: {e}"),
+            }
+        }
+    }
+
+    /// One call: its id, the entry node, when it was sent (since the test's `t0`), how long it
+    /// took, what came back.
+    #[derive(Debug, Clone)]
+    pub struct Obs {
+        pub id: String,
+        pub via: String,
+        pub at: Duration,
+        pub took: Duration,
+        pub outcome: Outcome,
+    }
+
+    impl Obs {
+        /// When the reply arrived, since `t0`.
+        pub fn done(&self) -> Duration {
+            self.at + self.took
+        }
+
+        /// `(count, pid, node)` of a 200.
+        pub fn ack(&self) -> Option<(i64, &str, &str)> {
+            match &self.outcome {
+                Outcome::Ack { count, pid, node } => Some((*count, pid, node)),
+                _ => None,
+            }
+        }
+    }
+
+    impl std::fmt::Display for Obs {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(
+                f,
+                "[{} sent at {:.3}s via {}, {:.0?}] {}",
+                self.id,
+                self.at.as_secs_f64(),
+                self.via,
+                self.took,
+                self.outcome
+            )
+        }
+    }
+
+    /// How long an [`Entry`] keeps an idle connection (see [`Client::with_pool_idle_timeout`]).
+    const POOL_IDLE: Duration = Duration::from_secs(2);
+
+    /// A client of one entry node, remembering the node's id for the record.
+    #[derive(Debug, Clone)]
+    pub struct Entry {
+        pub node: String,
+        pub client: Client,
+    }
+
+    impl Entry {
+        /// A client of `node` with this per-request timeout.
+        pub fn of(node: &MeshNode, http_timeout: Duration) -> Entry {
+            Entry {
+                node: node.id().to_string(),
+                client: node
+                    .client()
+                    .with_timeout(http_timeout)
+                    .with_pool_idle_timeout(POOL_IDLE),
+            }
+        }
+
+        /// `POST /call` to the `Counter` `id` with `timeout_ms`, timed from `t0`.
+        pub async fn call(&self, t0: Instant, id: &str, timeout_ms: u64) -> Obs {
+            let body = with_field(counter(id, json!({})), "timeout_ms", json!(timeout_ms));
+            let bytes = serde_json::to_vec(&body).expect("serialize JSON");
+            let sent = Instant::now();
+            let reply = self
+                .client
+                .try_post_raw("/call", bytes, Some("application/json"))
+                .await;
+            let took = sent.elapsed();
+            let outcome = match reply {
+                Err(e) => Outcome::NoReply(format!("{e:?}")),
+                Ok(r) => {
+                    let b = &r.body;
+                    match (
+                        r.status,
+                        b["result"]["ok"].as_i64(),
+                        b["pid"].as_str(),
+                        b["node"].as_str(),
+                    ) {
+                        (200, Some(count), Some(pid), Some(node)) if !pid.is_empty() => {
+                            Outcome::Ack {
+                                count,
+                                pid: pid.to_string(),
+                                node: node.to_string(),
+                            }
+                        }
+                        (200, ..) => Outcome::Refused {
+                            status: 200,
+                            code: "malformed".to_string(),
+                            text: r.text.clone(),
+                        },
+                        (status, ..) => Outcome::Refused {
+                            status,
+                            code: b["error"]["code"].as_str().unwrap_or("?").to_string(),
+                            text: r.text.clone(),
+                        },
+                    }
+                }
+            };
+            Obs {
+                id: id.to_string(),
+                via: self.node.clone(),
+                at: sent.duration_since(t0),
+                took,
+                outcome,
+            }
+        }
+    }
+
+    /// Tally of outcomes by label.
+    pub fn tally<'a>(obs: impl IntoIterator<Item = &'a Obs>) -> BTreeMap<String, usize> {
+        let mut t = BTreeMap::new();
+        for o in obs {
+            *t.entry(o.outcome.label()).or_default() += 1;
+        }
+        t
+    }
+
+    /// At most `max` of `lines`, one a line, and how many were left out.
+    pub fn listing(lines: &[String], max: usize) -> String {
+        let mut out: Vec<String> = lines.iter().take(max).cloned().collect();
+        if lines.len() > max {
+            out.push(format!("... and {} more", lines.len() - max));
+        }
+        out.join("\n")
+    }
+
+    /// One pid's replies for one id.
+    #[derive(Debug, Clone)]
+    pub struct PidSpan {
+        pub pid: String,
+        /// The `node` of its first reply.
+        pub node: String,
+        /// When its first reply was sent.
+        pub first_at: Duration,
+        /// The lowest count it acknowledged.
+        pub first_count: i64,
+        /// Whether it continued an earlier pid's count (state handed over) rather than starting
+        /// afresh.
+        pub continued: bool,
+        pub acks: usize,
+    }
+
+    /// What [`check`] found.
+    #[derive(Debug, Default)]
+    pub struct Check {
+        /// Everything that breaks rule 8 or 9, for a failure message.
+        pub violations: Vec<String>,
+        /// Ids that a pid answered after another pid had answered after it (rule 8).
+        pub superseded: BTreeSet<String>,
+        /// Every id's pids, in the order of their first replies.
+        pub pids: BTreeMap<String, Vec<PidSpan>>,
+        /// Counts missing within a pid's acknowledged counts (explained by calls that may have
+        /// been executed without an acknowledgement, or a violation).
+        pub skipped: usize,
+    }
+
+    /// Checks every id's record (`obs` in any order) for:
+    /// - a pid that answers again after another pid answered after it: "an activation that may
+    ///   have been superseded never answers again";
+    /// - within one pid, a count that does not go up from a reply received before its call was
+    ///   sent, or the same count acknowledged twice (two executions saw the same state);
+    /// - within one pid, more counts skipped than calls that may have been executed without an
+    ///   acknowledgement (`504 timeout`, no reply);
+    /// - a new pid whose lowest count is neither fresh (1, or a little more when calls that may
+    ///   have run unacknowledged came first) nor above every count acknowledged before it (state
+    ///   handed over): state went back in time.
+    pub fn check<'a>(obs: impl IntoIterator<Item = &'a Obs>) -> Check {
+        let mut by_id: BTreeMap<&str, Vec<&Obs>> = BTreeMap::new();
+        for o in obs {
+            by_id.entry(&o.id).or_default().push(o);
+        }
+        let mut out = Check::default();
+        for (id, calls) in by_id {
+            let before = out.violations.len();
+            check_id(id, &calls, &mut out);
+            // A broken id usually breaks many times over: keep the first few.
+            if out.violations.len() > before + 4 {
+                let extra = out.violations.len() - before - 4;
+                out.violations.truncate(before + 4);
+                out.violations
+                    .push(format!("id {id}: {extra} further violations not listed"));
+            }
+        }
+        out
+    }
+
+    fn check_id(id: &str, calls: &[&Obs], out: &mut Check) {
+        let maybe = calls.iter().filter(|o| o.outcome.maybe_executed()).count();
+        let mut acks: Vec<(&Obs, i64, &str)> = calls
+            .iter()
+            .filter_map(|o| o.ack().map(|(count, pid, _)| (*o, count, pid)))
+            .collect();
+        acks.sort_by_key(|(o, ..)| o.at);
+        let mut by_pid: BTreeMap<&str, Vec<(&Obs, i64)>> = BTreeMap::new();
+        for (o, count, pid) in &acks {
+            by_pid.entry(pid).or_default().push((o, *count));
+        }
+
+        // Superseded pids answering again.
+        for (pid, mine) in &by_pid {
+            let first_done = mine.iter().map(|(o, _)| o.done()).min().unwrap();
+            // The earliest reply of another pid to a call sent after this pid had answered.
+            let Some((sup, ..)) = acks
+                .iter()
+                .filter(|(o, _, p)| p != pid && o.at > first_done)
+                .min_by_key(|(o, ..)| o.done())
+            else {
+                continue;
+            };
+            let late: Vec<&&Obs> = mine
+                .iter()
+                .map(|(o, _)| o)
+                .filter(|o| o.at > sup.done())
+                .collect();
+            if let Some(first_late) = late.first() {
+                out.superseded.insert(id.to_string());
+                out.violations.push(format!(
+                    "id {id}: SUPERSEDED pid {pid} answered again ({} times), first: {first_late}; \
+                     after it had answered (first reply received at {:.3}s), another pid answered: \
+                     {sup}",
+                    late.len(),
+                    first_done.as_secs_f64()
+                ));
+            }
+        }
+
+        // Counts within each pid.
+        for (pid, mine) in &by_pid {
+            let mut seen: BTreeMap<i64, &Obs> = BTreeMap::new();
+            for (o, count) in mine {
+                if let Some(other) = seen.insert(*count, o) {
+                    out.violations.push(format!(
+                        "id {id}: pid {pid} acknowledged count {count} twice: {other} and {o}"
+                    ));
+                }
+            }
+            for (y, cy) in mine {
+                if let Some((x, cx)) = mine
+                    .iter()
+                    .filter(|(x, _)| x.done() < y.at)
+                    .max_by_key(|(_, cx)| *cx)
+                {
+                    if cy <= cx {
+                        out.violations.push(format!(
+                            "id {id}: pid {pid} acknowledged count {cy} after count {cx}: {y}; \
+                             previous: {x}"
+                        ));
+                    }
+                }
+            }
+            let (lo, hi) = (
+                *seen.keys().next().unwrap(),
+                *seen.keys().next_back().unwrap(),
+            );
+            let missing = usize::try_from(hi - lo + 1).unwrap_or(0) - seen.len();
+            out.skipped += missing;
+            if missing > maybe {
+                out.violations.push(format!(
+                    "id {id}: pid {pid} skipped {missing} counts between {lo} and {hi}, but only \
+                     {maybe} calls for the id may have been executed without an acknowledgement"
+                ));
+            }
+        }
+
+        // Where each pid started: at 1 (fresh state; or a little higher when calls that may have
+        // run without an acknowledgement went first), or above every count acknowledged before
+        // it (state handed over).
+        let mut spans: Vec<PidSpan> = Vec::new();
+        for (pid, mine) in &by_pid {
+            let (first, _) = mine.iter().min_by_key(|(o, _)| o.at).unwrap();
+            let (lowest, lowest_count) = mine.iter().min_by_key(|(_, c)| *c).unwrap();
+            let unacked_before = calls
+                .iter()
+                .filter(|o| o.outcome.maybe_executed() && o.at < lowest.done())
+                .count();
+            let fresh =
+                usize::try_from(*lowest_count).is_ok_and(|c| c >= 1 && c <= 1 + unacked_before);
+            let earlier = acks
+                .iter()
+                .filter(|(o, _, p)| p != pid && o.done() < lowest.at)
+                .max_by_key(|(_, c, _)| *c);
+            let continued = earlier.is_some_and(|(_, ce, _)| lowest_count > ce);
+            if let Some((e, ce, _)) = earlier {
+                if !fresh && !continued {
+                    out.violations.push(format!(
+                        "id {id}: new pid {pid} started at count {lowest_count}, neither fresh (1, \
+                         or at most 1 + {unacked_before} calls that may have run unacknowledged) \
+                         nor above the count {ce} acknowledged before it: {lowest}; earlier: {e}"
+                    ));
+                }
+            }
+            spans.push(PidSpan {
+                pid: pid.to_string(),
+                node: first
+                    .ack()
+                    .map(|(_, _, n)| n.to_string())
+                    .unwrap_or_default(),
+                first_at: first.at,
+                first_count: *lowest_count,
+                continued: continued && !fresh,
+                acks: mine.len(),
+            });
+        }
+        spans.sort_by_key(|s| s.first_at);
+        out.pids.insert(id.to_string(), spans);
+    }
 }

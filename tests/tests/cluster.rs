@@ -81,13 +81,17 @@ async fn wait_converged(nodes: &[MeshNode]) {
     let clients: Vec<Client> = nodes.iter().map(MeshNode::client).collect();
     let (nodes, clients) = (&nodes, &clients);
     let what = format!(
-        "every node of {:?} to list all of them alive",
+        "every node of {:?} to list all of them alive and be ready",
         ids(nodes.iter())
     );
     eventually(&what, CONVERGE, || async move {
         for c in clients {
             let view = c.cluster().await;
             if disagreement(&view, nodes).is_some() {
+                return None;
+            }
+            // And serving: admitted by every member, with a lease (GET /ready).
+            if c.try_get("/ready").await.map_or(true, |r| r.status != 200) {
                 return None;
             }
         }

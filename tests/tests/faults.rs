@@ -79,11 +79,15 @@ async fn wait_converged(nodes: &[MeshNode]) {
     let clients: Vec<Client> = nodes.iter().map(MeshNode::client).collect();
     let (nodes, clients) = (&nodes, &clients);
     let names: Vec<&str> = nodes.iter().map(MeshNode::id).collect();
-    let what = format!("every node of {names:?} to list all of them alive");
+    let what = format!("every node of {names:?} to list all of them alive and be ready");
     eventually(&what, CONVERGE, || async move {
         for c in clients {
             let view = c.cluster().await;
             if !lists_exactly(&view, nodes) {
+                return None;
+            }
+            // And serving: admitted by every member, with a lease (GET /ready).
+            if c.try_get("/ready").await.map_or(true, |r| r.status != 200) {
                 return None;
             }
         }

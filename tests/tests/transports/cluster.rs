@@ -119,6 +119,16 @@ impl Cluster {
         index
     }
 
+    /// The in-process network, whose links a test can cut and heal.
+    pub fn network(&self) -> &InProcessTransport {
+        assert_eq!(
+            self.transport,
+            Transport::InProcess,
+            "only in-process links can be cut"
+        );
+        &self.in_process
+    }
+
     /// Gives every node the current description of every other node.
     pub async fn sync_views(&self) {
         for i in 0..self.nodes.len() {

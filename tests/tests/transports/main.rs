@@ -7,6 +7,7 @@
 //! the test (`Cluster::sync_views`, `Mesh::update_members`).
 
 mod cluster;
+mod faults;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
