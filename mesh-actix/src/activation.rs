@@ -375,6 +375,8 @@ fn crash<A: MeshActor>(
 ) -> Undelivered {
     let reason = panic_message(&panic);
     cell.record_restart();
+    tracing::info!(node = %cell.host.node, module = %cell.module, id = %cell.id, shard = cell.shard.0,
+        reason = %reason, "actor panicked; its supervisor restarts it with fresh state");
     match init::<A>(cell) {
         Ok(fresh) => {
             *act = fresh;

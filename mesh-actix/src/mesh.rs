@@ -41,6 +41,14 @@ const MAX_LOCAL_ATTEMPTS: usize = 8;
 const REROUTE_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_REROUTE_BACKOFF: Duration = Duration::from_millis(200);
 
+/// The least time before the deadline worth another try.
+const MIN_HOP_ROOM: Duration = Duration::from_millis(50);
+
+/// How long a hop to an owner that was just fenced may still finish: a hop that was refused
+/// or never connected says so and can go to the new owner; one that is still waiting then may
+/// have been delivered.
+const FENCED_HOP_GRACE: Duration = Duration::from_millis(100);
+
 /// How to start a node's [`Mesh`].
 #[derive(Debug, Clone)]
 pub struct MeshConfig {
@@ -509,8 +517,13 @@ impl Mesh {
                 }
                 Attempt::Refused(refusal, error) => {
                     // A forwarded request goes back to its sender, which routes it again.
+                    // Another try needs time for its hop too: one that could not finish
+                    // before the deadline would turn a refusal into a timeout.
                     let resume = tokio::time::Instant::now() + backoff;
-                    if origin == Origin::Forwarded || !refusal.is_transient() || resume >= deadline
+                    let room = backoff.max(MIN_HOP_ROOM);
+                    if origin == Origin::Forwarded
+                        || !refusal.is_transient()
+                        || resume + room > deadline
                     {
                         return Err(HopError::NotDelivered(refusal, error));
                     }
@@ -668,16 +681,20 @@ impl Mesh {
                 async move { cast.await.map(|()| None) }.boxed()
             }
         };
+        let mut forward = std::pin::pin!(tokio::time::timeout_at(deadline, forward));
+        let timed_out = |_| Err(HopError::Failed(MeshError::timeout(timeout)));
         let result = tokio::select! {
-            result = tokio::time::timeout_at(deadline, forward) => match result {
-                Ok(result) => result,
-                Err(_) => Err(HopError::Failed(MeshError::timeout(timeout))),
-            },
-            () = self.gone(owner) => Err(HopError::MaybeDelivered(format!(
-                "node {} was declared dead while the request was in flight; it may have run \
-                 before the node stopped",
-                owner.node
-            ))),
+            result = &mut forward => result.unwrap_or_else(timed_out),
+            () = self.gone(owner) => {
+                match tokio::time::timeout(FENCED_HOP_GRACE, &mut forward).await {
+                    Ok(result) => result.unwrap_or_else(timed_out),
+                    Err(_) => Err(HopError::MaybeDelivered(format!(
+                        "node {} was declared dead while the request was in flight; it may \
+                         have run before the node stopped",
+                        owner.node
+                    ))),
+                }
+            }
         };
         match result {
             Err(HopError::NotDelivered(refusal, error)) => Attempt::Refused(refusal, error),

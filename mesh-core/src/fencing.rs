@@ -255,8 +255,9 @@ pub struct Fencing {
     /// previous one before they answered this one). Until then it acknowledges nobody: it
     /// cannot vouch for having stopped what the asker takes over.
     predecessor_gone: bool,
-    /// A member's new incarnation voided the reports of its previous one.
-    reports_dropped: bool,
+    /// A member's new incarnation voided the reports of its previous one, or a member left:
+    /// fencings are weighed again.
+    reweigh: bool,
     next_round_at: Duration,
     view: MembershipView,
     events: Vec<FencingEvent>,
@@ -280,7 +281,7 @@ impl Fencing {
             refused_me: false,
             caught_up: None,
             predecessor_gone: false,
-            reports_dropped: false,
+            reweigh: false,
             next_round_at: now,
             view: MembershipView::default(),
             events: Vec::new(),
@@ -549,7 +550,9 @@ impl Fencing {
                 }
             }
         }
-        if reply.fenced {
+        // Only a refusal of this incarnation counts: a late reply to a round of the previous
+        // one would otherwise make a node that just rejoined rejoin again, and again.
+        if reply.fenced && self.rounds.contains_key(&reply.round) {
             self.refused_me = true;
         }
         // Rounds are numbered per incarnation's life on this node, and dropped on a new
@@ -607,7 +610,7 @@ impl Fencing {
                 // The old process's reports were promises that died with it: fencings that
                 // counted on them are weighed again.
                 for other in self.peers.values_mut() {
-                    self.reports_dropped |= other.expired_by.remove(&node);
+                    self.reweigh |= other.expired_by.remove(&node);
                 }
             }
             Some(peer) if peer.member.is_superseded_by(&member) => {
@@ -666,6 +669,7 @@ impl Fencing {
         for peer in self.peers.values_mut() {
             if peer.member.leaving && peer.left_at.is_none() {
                 peer.left_at = Some(now);
+                self.reweigh = true;
             }
         }
         // Fence incarnations that a quorum's reports leave without a possible lease. The base
@@ -688,10 +692,11 @@ impl Fencing {
                 .collect();
             !is_quorum(&base, &rest)
         };
-        if std::mem::take(&mut self.reports_dropped) {
-            // A fencing that no longer holds without the dropped reports is undone: the member
-            // owns its shards again (and must acknowledge joiners) until it is fenced on the
-            // reports of live processes. This node's own refusal stands.
+        if std::mem::take(&mut self.reweigh) {
+            // A fencing that no longer holds is undone: without the dropped reports, or with a
+            // reporter gone (the fenced member may count quorums without it). The member owns
+            // its shards again (and must acknowledge joiners) until it is fenced on what holds
+            // now. This node's own refusal stands.
             for peer in self.peers.values_mut() {
                 if peer.fenced && !peer.member.leaving && !blocked(peer) {
                     peer.fenced = false;

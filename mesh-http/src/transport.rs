@@ -14,11 +14,6 @@ use serde::Deserialize;
 use crate::auth::SECRET_HEADER;
 use crate::error::REFUSAL_HEADER;
 
-/// Connection attempts per forwarded request: a refused connection is retried (it certainly
-/// did not deliver the request) while the deadline allows.
-const CONNECT_ATTEMPTS: u32 = 3;
-const CONNECT_BACKOFF: Duration = Duration::from_millis(50);
-
 /// Forwards requests to their owner over HTTP/JSON, reusing pooled keep-alive connections.
 #[derive(Clone)]
 pub struct HttpTransport {
@@ -60,9 +55,9 @@ impl HttpTransport {
         self
     }
 
-    /// Posts `body` to `route` on `peer`. A connection that could not be made is retried (and
-    /// then reported as [`Refusal::Unreachable`]: nothing was sent); any later failure may
-    /// have delivered the request.
+    /// Posts `body` to `route` on `peer`. A connection that could not be made is
+    /// [`Refusal::Unreachable`] (nothing was sent: the router may try again, and does, with
+    /// backoff); any later failure may have delivered the request.
     async fn post(
         &self,
         peer: &Member,
@@ -71,43 +66,27 @@ impl HttpTransport {
         remaining: Duration,
     ) -> Result<reqwest::Response, HopError> {
         let url = format!("http://{}{}{route}", peer.addr, self.prefix);
-        let deadline = tokio::time::Instant::now() + remaining;
-        let mut attempt = 1;
-        loop {
-            let mut post = self.client.post(&url).json(body).timeout(remaining);
-            if let Some(secret) = &self.secret {
-                post = post.header(SECRET_HEADER, secret);
-            }
-            match post.send().await {
-                Ok(response) => return Ok(response),
-                Err(e)
-                    if e.is_connect()
-                        && attempt < CONNECT_ATTEMPTS
-                        && tokio::time::Instant::now() + CONNECT_BACKOFF < deadline =>
-                {
-                    attempt += 1;
-                    tokio::time::sleep(CONNECT_BACKOFF).await;
-                }
-                Err(e) if e.is_connect() => {
-                    return Err(HopError::refused(
-                        Refusal::Unreachable,
-                        format!(
-                            "node {} at {} could not be reached after {attempt} attempt(s): {}",
-                            peer.node,
-                            peer.addr,
-                            error_chain(&e)
-                        ),
-                    ))
-                }
-                Err(e) => {
-                    return Err(HopError::MaybeDelivered(format!(
-                        "no reply from node {} at {} ({}); the request may have run",
-                        peer.node,
-                        peer.addr,
-                        error_chain(&e)
-                    )))
-                }
-            }
+        let mut post = self.client.post(&url).json(body).timeout(remaining);
+        if let Some(secret) = &self.secret {
+            post = post.header(SECRET_HEADER, secret);
+        }
+        match post.send().await {
+            Ok(response) => Ok(response),
+            Err(e) if e.is_connect() => Err(HopError::refused(
+                Refusal::Unreachable,
+                format!(
+                    "node {} at {} could not be reached: {}",
+                    peer.node,
+                    peer.addr,
+                    error_chain(&e)
+                ),
+            )),
+            Err(e) => Err(HopError::MaybeDelivered(format!(
+                "no reply from node {} at {} ({}); the request may have run",
+                peer.node,
+                peer.addr,
+                error_chain(&e)
+            ))),
         }
     }
 

@@ -1431,6 +1431,119 @@ pub fn tcp_connects(from: Ipv4Addr, to: SocketAddrV4, within: Duration) -> std::
     }
 }
 
+/// Runs `test` on a fresh current-thread runtime on the test's own thread (nodes must be spawned
+/// from it: the harness ties them to it with PR_SET_PDEATHSIG), one such test of the test
+/// executable at a time (for tests whose timing figures mean something only if two clusters are
+/// not fighting over the cores of a CI machine).
+pub fn serial(test: impl Future<Output = ()>) {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("building a tokio runtime")
+        .block_on(test);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Clusters
+// ---------------------------------------------------------------------------------------------------
+
+/// Starts `n` nodes, the `i`-th (from 0) built by `node(i)` and every one after the first seeded
+/// with the first's address; returns once they have converged and are ready ([`wait_converged`],
+/// within `within`).
+pub async fn start_cluster(
+    n: usize,
+    within: Duration,
+    node: impl Fn(usize) -> NodeBuilder,
+) -> Vec<MeshNode> {
+    let started = Instant::now();
+    let mut nodes: Vec<MeshNode> = Vec::new();
+    for i in 0..n {
+        let mut builder = node(i);
+        if let Some(first) = nodes.first() {
+            builder = builder.seeds([first.addr().to_string()]);
+        }
+        nodes.push(builder.start().await);
+    }
+    wait_converged(&nodes, within).await;
+    eprintln!(
+        "cluster of {n} on {:?} started, converged and ready in {:.1?}",
+        nodes
+            .iter()
+            .map(|n| n.addr().to_string())
+            .collect::<Vec<_>>(),
+        started.elapsed()
+    );
+    nodes
+}
+
+/// Polls every node's `/cluster` (asserting 200) until each lists exactly `nodes`, all alive, with
+/// their addresses and capabilities ([`disagreement`]), and answers `GET /ready` 200 (admitted by
+/// every member, with a lease).
+pub async fn wait_converged(nodes: &[MeshNode], within: Duration) {
+    let clients: Vec<Client> = nodes.iter().map(MeshNode::client).collect();
+    let (nodes, clients) = (&nodes, &clients);
+    let names: Vec<&str> = nodes.iter().map(MeshNode::id).collect();
+    let what = format!("every node of {names:?} to list all of them alive and be ready");
+    eventually(&what, within, || async move {
+        for c in clients {
+            if disagreement(&c.cluster().await, nodes).is_some() {
+                return None;
+            }
+            if c.try_get("/ready").await.map_or(true, |r| r.status != 200) {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+}
+
+/// Why `view` (a `/cluster` body) does not list exactly `nodes`, all alive with their address and
+/// capabilities; `None` if it does. Panics if a member's capabilities are not an array of strings.
+pub fn disagreement(view: &Value, nodes: &[MeshNode]) -> Option<String> {
+    let Some(members) = view["members"].as_array() else {
+        return Some(format!("no members: {view}"));
+    };
+    if members.len() != nodes.len() {
+        return Some(format!(
+            "{} members, expected {}",
+            members.len(),
+            nodes.len()
+        ));
+    }
+    for node in nodes {
+        let Some(m) = member(view, node.id()) else {
+            return Some(format!("{} missing", node.id()));
+        };
+        if m["status"] != "alive" {
+            return Some(format!("{} is {}", node.id(), m["status"]));
+        }
+        if m["addr"] != node.addr().to_string() {
+            return Some(format!("{} has addr {}", node.id(), m["addr"]));
+        }
+        if strings(&m["capabilities"]) != node.capabilities().iter().cloned().collect() {
+            return Some(format!(
+                "{} has capabilities {}",
+                node.id(),
+                m["capabilities"]
+            ));
+        }
+    }
+    None
+}
+
+/// The entry for `node` in a `/cluster` body.
+pub fn member<'a>(view: &'a Value, node: &str) -> Option<&'a Value> {
+    view["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["node"] == node)
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Observing calls
 // ---------------------------------------------------------------------------------------------------
@@ -1830,5 +1943,167 @@ pub mod observe {
         }
         spans.sort_by_key(|s| s.first_at);
         out.pids.insert(id.to_string(), spans);
+    }
+
+    /// How strictly counts must follow each other within one pid.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Counts {
+        /// Every acknowledged count is greater than the pid's previous one.
+        Increasing,
+        /// Every acknowledged count is the previous one plus 1, unless a call in between may have been
+        /// executed without an acknowledgement (504 `timeout`, no reply): then it is greater. A new pid
+        /// starts at 1 or continues (state handed over).
+        Continuous,
+    }
+
+    /// The last acknowledged reply of one pid for one id.
+    #[derive(Debug, Clone)]
+    struct Last {
+        pid: String,
+        node: String,
+        count: i64,
+        obs: String,
+    }
+
+    #[derive(Debug, Default)]
+    struct IdHistory {
+        current: Option<Last>,
+        /// Pids that were replaced by a later one, with their last acknowledged reply and the reply
+        /// that superseded them.
+        retired: BTreeMap<String, (Last, String)>,
+        /// A call since the last acknowledgement may have been executed.
+        unacked: bool,
+        reported: usize,
+    }
+
+    /// Replays every id's calls in order and collects violations of rules 8 and 9 as seen from
+    /// outside.
+    ///
+    /// Unlike [`check`], which only uses orderings the timings prove and so allows overlapping calls,
+    /// a `History` needs each id's calls to be sequential and fed in the order they were made; in
+    /// [`Counts::Continuous`] mode it is stricter than [`check`] (each count exactly one more than the
+    /// last unless a call in between may have run unacknowledged; a new pid starts at 1 or continues).
+    #[derive(Debug)]
+    pub struct History {
+        mode: Counts,
+        ids: BTreeMap<String, IdHistory>,
+        pub violations: Vec<String>,
+        /// Ids answered by a pid after that pid had been superseded.
+        pub superseded: BTreeSet<String>,
+        /// Acknowledged counts that skipped a value although no call since the previous acknowledgement
+        /// may have been executed (informational in [`Counts::Increasing`] mode).
+        pub skips: usize,
+    }
+
+    impl History {
+        pub fn new(mode: Counts) -> History {
+            History {
+                mode,
+                ids: BTreeMap::new(),
+                violations: Vec::new(),
+                superseded: BTreeSet::new(),
+                skips: 0,
+            }
+        }
+
+        /// Feeds observations; each id's observations must come in the order they were made.
+        pub fn feed<'a>(&mut self, all: impl IntoIterator<Item = &'a Obs>) {
+            for o in all {
+                self.one(o);
+            }
+        }
+
+        /// How many pids answered each id (every id fed, in id order).
+        pub fn pids_per_id(&self) -> Vec<usize> {
+            self.ids.values().map(|h| h.retired.len() + 1).collect()
+        }
+
+        fn violation(&mut self, id: &str, message: String) {
+            let h = self.ids.get_mut(id).unwrap();
+            h.reported += 1;
+            if h.reported <= 3 {
+                self.violations.push(message);
+            } else if h.reported == 4 {
+                self.violations
+                    .push(format!("id {id}: further violations not listed"));
+            }
+        }
+
+        fn one(&mut self, o: &Obs) {
+            let h = self.ids.entry(o.id.clone()).or_default();
+            let Outcome::Ack { count, pid, node } = &o.outcome else {
+                h.unacked |= o.outcome.maybe_executed();
+                return;
+            };
+            let (count, unacked) = (*count, h.unacked);
+            h.unacked = false;
+            let this = Last {
+                pid: pid.clone(),
+                node: node.clone(),
+                count,
+                obs: o.to_string(),
+            };
+            let id = &o.id;
+            let Some(cur) = h.current.clone() else {
+                h.current = Some(this);
+                return;
+            };
+            if cur.pid == *pid {
+                let ok = match self.mode {
+                    Counts::Increasing => count > cur.count,
+                    Counts::Continuous => count == cur.count + 1 || (unacked && count > cur.count),
+                };
+                if count > cur.count + 1 && !unacked {
+                    self.skips += 1;
+                }
+                h.current = Some(this);
+                if !ok {
+                    self.violation(
+                        id,
+                        format!(
+                            "id {id}: pid {pid} acknowledged count {count} after count {} \
+                             (expected {}): {o}; previous: {}",
+                            cur.count,
+                            match self.mode {
+                                Counts::Increasing => format!("more than {}", cur.count),
+                                Counts::Continuous => format!("{}", cur.count + 1),
+                            },
+                            cur.obs
+                        ),
+                    );
+                }
+                return;
+            }
+            // A pid other than the current one answered.
+            let resurrected = h.retired.remove(pid);
+            h.retired
+                .insert(cur.pid.clone(), (cur.clone(), o.to_string()));
+            h.current = Some(this);
+            if let Some((old_last, superseded_by)) = resurrected {
+                self.superseded.insert(id.clone());
+                self.violation(
+                    id,
+                    format!(
+                        "id {id}: SUPERSEDED pid {pid} (node {node}) answered again, count {count}: \
+                         {o}; it had been superseded by {superseded_by}; its last reply before that: \
+                         {}; the newer pid it answered after: {} (node {}, last count {})",
+                        old_last.obs, cur.pid, cur.node, cur.count
+                    ),
+                );
+                return;
+            }
+            if self.mode == Counts::Continuous
+                && !(count == 1 || count == cur.count + 1 || (unacked && count > cur.count))
+            {
+                self.violation(
+                    id,
+                    format!(
+                        "id {id}: new pid {pid} (node {node}) started at count {count}, neither 1 nor \
+                         a continuation of pid {}'s count {}: {o}; previous: {}",
+                        cur.pid, cur.count, cur.obs
+                    ),
+                );
+            }
+        }
     }
 }

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mesh_tests::{
-    counter, crasher, eventually, game, json, req, sleeper, strings, unique, with_field, Client,
-    MeshNode, Resp, Value, ALL_CAPABILITIES,
+    counter, crasher, eventually, game, json, member, req, sleeper, strings, unique,
+    wait_converged, with_field, Client, MeshNode, Resp, ALL_CAPABILITIES,
 };
 
 /// How long a cluster may take to agree on its members (start, join, capability changes).
@@ -32,29 +32,12 @@ const EXIT_AFTER_SIGTERM: Duration = Duration::from_secs(20);
 // ---------------------------------------------------------------------------------------------------
 
 /// Starts `n` nodes with `capabilities`: node 1, then the others seeded with node 1's address; returns
-/// once every node lists every node alive with its address and capabilities.
+/// once every node lists every node alive with its address and capabilities, and is ready.
 async fn start_cluster(n: usize, capabilities: &[&str]) -> Vec<MeshNode> {
-    let started = Instant::now();
-    let first = MeshNode::builder()
-        .capabilities(capabilities.iter().copied())
-        .start()
-        .await;
-    let seed = first.addr().to_string();
-    let mut nodes = vec![first];
-    for _ in 1..n {
-        let node = MeshNode::builder()
-            .capabilities(capabilities.iter().copied())
-            .seeds([seed.clone()])
-            .start()
-            .await;
-        nodes.push(node);
-    }
-    wait_converged(&nodes).await;
-    eprintln!(
-        "cluster of {n} started and converged in {:.1?}",
-        started.elapsed()
-    );
-    nodes
+    mesh_tests::start_cluster(n, CONVERGE, |_| {
+        MeshNode::builder().capabilities(capabilities.iter().copied())
+    })
+    .await
 }
 
 /// Starts one more node, seeded with the first node of `nodes`, and waits until the grown cluster
@@ -67,77 +50,12 @@ async fn join_cluster(nodes: &mut Vec<MeshNode>, capabilities: &[&str]) {
         .start()
         .await;
     nodes.push(node);
-    wait_converged(nodes).await;
+    wait_converged(nodes, CONVERGE).await;
     eprintln!(
         "node {} joined; cluster converged in {:.1?}",
         nodes.last().unwrap().id(),
         started.elapsed()
     );
-}
-
-/// Polls every node's `/cluster` until each lists exactly `nodes`, all alive, with their addresses
-/// and capabilities.
-async fn wait_converged(nodes: &[MeshNode]) {
-    let clients: Vec<Client> = nodes.iter().map(MeshNode::client).collect();
-    let (nodes, clients) = (&nodes, &clients);
-    let what = format!(
-        "every node of {:?} to list all of them alive and be ready",
-        ids(nodes.iter())
-    );
-    eventually(&what, CONVERGE, || async move {
-        for c in clients {
-            let view = c.cluster().await;
-            if disagreement(&view, nodes).is_some() {
-                return None;
-            }
-            // And serving: admitted by every member, with a lease (GET /ready).
-            if c.try_get("/ready").await.map_or(true, |r| r.status != 200) {
-                return None;
-            }
-        }
-        Some(())
-    })
-    .await;
-}
-
-/// Why `view` (a `/cluster` body) does not list exactly `nodes`, all alive with their address and
-/// capabilities; `None` if it does.
-fn disagreement(view: &Value, nodes: &[MeshNode]) -> Option<String> {
-    let members = view["members"].as_array()?;
-    if members.len() != nodes.len() {
-        return Some(format!(
-            "{} members, expected {}",
-            members.len(),
-            nodes.len()
-        ));
-    }
-    for node in nodes {
-        let Some(m) = member(view, node.id()) else {
-            return Some(format!("{} missing", node.id()));
-        };
-        if m["status"] != "alive" {
-            return Some(format!("{} is {}", node.id(), m["status"]));
-        }
-        if m["addr"] != node.addr().to_string() {
-            return Some(format!("{} has addr {}", node.id(), m["addr"]));
-        }
-        if strings(&m["capabilities"]) != node_capabilities(node) {
-            return Some(format!(
-                "{} has capabilities {}",
-                node.id(),
-                m["capabilities"]
-            ));
-        }
-    }
-    None
-}
-
-/// The entry for `node` in a `/cluster` body.
-fn member<'a>(view: &'a Value, node: &str) -> Option<&'a Value> {
-    view["members"]
-        .as_array()?
-        .iter()
-        .find(|m| m["node"] == node)
 }
 
 /// The status of `node` as `observer` sees it (`None` if it does not list it).
@@ -881,7 +799,7 @@ async fn nodes_with_another_shard_count_or_secret_never_join_the_cluster() {
     // The compatible node gossiped with the seed as often as the other two tried to: once it is
     // in, they had every chance to get in too.
     let both = [first, compatible];
-    wait_converged(&both).await;
+    wait_converged(&both, CONVERGE).await;
     for node in &both {
         let view = node.client().cluster().await;
         assert!(member(&view, other_shards.id()).is_none(), "{view}");

@@ -14,13 +14,13 @@
 //! mean something only if two clusters are not fighting over the 2 cores of a CI machine. Each
 //! starts its own nodes on OS-picked ports; the harness kills them on drop, stopped ones included.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mesh_tests::{counter, eventually, json, strings, unique, with_field, Client, MeshNode, Value};
+use mesh_tests::observe::{listing, tally, Counts, Entry, History, Obs, Outcome};
+use mesh_tests::{eventually, json, serial, unique, wait_converged, Client, MeshNode, Value};
 
 /// How long a cluster may take to agree on its members.
 const CONVERGE: Duration = Duration::from_secs(20);
@@ -31,85 +31,23 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(8);
 const CAPS: [&str; 1] = ["counter"];
 
 // ---------------------------------------------------------------------------------------------------
-// Running the tests one at a time
+// Cluster helpers
 // ---------------------------------------------------------------------------------------------------
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Runs `test` on a fresh current-thread runtime on the test's own thread (nodes must be spawned
-/// from it: the harness ties them to it with PR_SET_PDEATHSIG), one test of this file at a time.
-fn serial(test: impl Future<Output = ()>) {
-    let _one_at_a_time = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("building a tokio runtime")
-        .block_on(test);
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Cluster helpers (as in cluster.rs)
-// ---------------------------------------------------------------------------------------------------
-
-/// Starts `n` counter nodes, the others seeded with the first, and waits until they agree.
+/// Starts `n` counter nodes, the others seeded with the first, and waits until they agree and are
+/// ready.
 async fn start_cluster(n: usize) -> Vec<MeshNode> {
-    let started = Instant::now();
-    let first = MeshNode::builder().capabilities(CAPS).start().await;
-    let seed = first.addr().to_string();
-    let mut nodes = vec![first];
-    for _ in 1..n {
-        let node = MeshNode::builder()
-            .capabilities(CAPS)
-            .seeds([seed.clone()])
-            .start()
-            .await;
-        nodes.push(node);
-    }
-    wait_converged(&nodes).await;
-    eprintln!(
-        "cluster of {n} started and converged in {:.1?}",
-        started.elapsed()
-    );
-    nodes
+    mesh_tests::start_cluster(n, CONVERGE, |_| MeshNode::builder().capabilities(CAPS)).await
 }
 
-/// Polls every node's `/cluster` until each lists exactly `nodes`, all alive, with their addresses
-/// and capabilities.
-async fn wait_converged(nodes: &[MeshNode]) {
-    let clients: Vec<Client> = nodes.iter().map(MeshNode::client).collect();
-    let (nodes, clients) = (&nodes, &clients);
-    let names: Vec<&str> = nodes.iter().map(MeshNode::id).collect();
-    let what = format!("every node of {names:?} to list all of them alive and be ready");
-    eventually(&what, CONVERGE, || async move {
-        for c in clients {
-            let view = c.cluster().await;
-            if !lists_exactly(&view, nodes) {
-                return None;
-            }
-            // And serving: admitted by every member, with a lease (GET /ready).
-            if c.try_get("/ready").await.map_or(true, |r| r.status != 200) {
-                return None;
-            }
-        }
-        Some(())
-    })
-    .await;
-}
-
-/// Whether a `/cluster` body lists exactly `nodes`, all alive with their address and capabilities.
-fn lists_exactly(view: &Value, nodes: &[MeshNode]) -> bool {
-    let Some(members) = view["members"].as_array() else {
-        return false;
-    };
-    members.len() == nodes.len()
-        && nodes.iter().all(|node| {
-            members.iter().any(|m| {
-                m["node"] == node.id()
-                    && m["status"] == "alive"
-                    && m["addr"] == node.addr().to_string()
-                    && strings(&m["capabilities"]) == node.capabilities().iter().cloned().collect()
-            })
-        })
+/// A cluster of 3, the test's start, the third node's id (the victim) and entries through the
+/// other two.
+async fn three_nodes() -> (Vec<MeshNode>, Instant, String, [Entry; 2]) {
+    let nodes = start_cluster(3).await;
+    let t0 = Instant::now();
+    let victim = nodes[2].id().to_string();
+    let entries = [entry(&nodes[0]), entry(&nodes[1])];
+    (nodes, t0, victim, entries)
 }
 
 /// The owner of `id` for `counter` as `client`'s node names it (asserting 200).
@@ -145,156 +83,11 @@ async fn ids_where(
 // Calls and what came back
 // ---------------------------------------------------------------------------------------------------
 
-/// What one `POST /call` to a `Counter` got.
-#[derive(Debug, Clone)]
-enum Outcome {
-    /// 200 with `{"pid", "node", "result": {"ok": <count>}}`.
-    Ack {
-        count: i64,
-        pid: String,
-        node: String,
-    },
-    /// Any other HTTP reply (or a 200 of the wrong shape, with code `malformed`).
-    Refused {
-        status: u16,
-        code: String,
-        text: String,
-    },
-    /// No HTTP reply at all (connection refused, reset, or no answer within [`HTTP_TIMEOUT`]).
-    NoReply(String),
-}
-
-impl Outcome {
-    /// A short label for tallies: `200`, `503 owner_unavailable`, `no reply`, ...
-    fn label(&self) -> String {
-        match self {
-            Outcome::Ack { .. } => "200".to_string(),
-            Outcome::Refused { status, code, .. } => format!("{status} {code}"),
-            Outcome::NoReply(_) => "no reply".to_string(),
-        }
-    }
-
-    /// Whether the call may have been executed without the caller learning the result
-    /// (rule 9: an error reply means "not executed", except `timeout`).
-    fn maybe_executed(&self) -> bool {
-        match self {
-            Outcome::Ack { .. } => false,
-            Outcome::NoReply(_) => true,
-            Outcome::Refused { status, code, .. } => {
-                (*status == 504 && code == "timeout") || (*status == 500 && code == "actor_crashed")
-            }
-        }
-    }
-
-    /// 503 `owner_unavailable` or 504 `timeout`: the errors a fault may cause.
-    fn is_fault_error(&self) -> bool {
-        matches!(self, Outcome::Refused { status: 503, code, .. } if code == "owner_unavailable")
-            || matches!(self, Outcome::Refused { status: 504, code, .. } if code == "timeout")
-    }
-}
-
-impl std::fmt::Display for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Outcome::Ack { count, pid, node } => {
-                write!(f, "200 count {count} pid {pid} node {node}")
-            }
-            Outcome::Refused { text, .. } => write!(f, "{}: {text}", self.label()),
-            Outcome::NoReply(e) => write!(f, "no reply: {e}"),
-        }
-    }
-}
-
-/// One call: its id, the entry node, when it was sent (since the test's start), how long it took.
-#[derive(Debug, Clone)]
-struct Obs {
-    id: String,
-    via: String,
-    at: Duration,
-    took: Duration,
-    outcome: Outcome,
-}
-
-impl Obs {
-    /// When the reply arrived, since the test's start.
-    fn done(&self) -> Duration {
-        self.at + self.took
-    }
-}
-
-impl std::fmt::Display for Obs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "[sent at {:.3}s via {}, {:.0?}] {}",
-            self.at.as_secs_f64(),
-            self.via,
-            self.took,
-            self.outcome
-        )
-    }
-}
-
-/// A client of one entry node, remembering the node's id for the record.
-#[derive(Debug, Clone)]
-struct Entry {
-    node: String,
-    client: Client,
-}
-
-impl Entry {
-    fn of(node: &MeshNode) -> Entry {
-        Entry {
-            node: node.id().to_string(),
-            client: node.client().with_timeout(HTTP_TIMEOUT),
-        }
-    }
-
-    /// `POST /call` to the `Counter` `id` with `timeout_ms`, timed from `t0`.
-    async fn call(&self, t0: Instant, id: &str, timeout_ms: u64) -> Obs {
-        let body = with_field(counter(id, json!({})), "timeout_ms", json!(timeout_ms));
-        let bytes = serde_json::to_vec(&body).expect("serialize JSON");
-        let sent = Instant::now();
-        let reply = self
-            .client
-            .try_post_raw("/call", bytes, Some("application/json"))
-            .await;
-        let took = sent.elapsed();
-        let outcome = match reply {
-            Err(e) => Outcome::NoReply(format!("{e:?}")),
-            Ok(r) => {
-                let b = &r.body;
-                match (
-                    r.status,
-                    b["result"]["ok"].as_i64(),
-                    b["pid"].as_str(),
-                    b["node"].as_str(),
-                ) {
-                    (200, Some(count), Some(pid), Some(node)) if !pid.is_empty() => Outcome::Ack {
-                        count,
-                        pid: pid.to_string(),
-                        node: node.to_string(),
-                    },
-                    (200, ..) => Outcome::Refused {
-                        status: 200,
-                        code: "malformed".to_string(),
-                        text: r.text.clone(),
-                    },
-                    (status, ..) => Outcome::Refused {
-                        status,
-                        code: b["error"]["code"].as_str().unwrap_or("?").to_string(),
-                        text: r.text.clone(),
-                    },
-                }
-            }
-        };
-        Obs {
-            id: id.to_string(),
-            via: self.node.clone(),
-            at: sent.duration_since(t0),
-            took,
-            outcome,
-        }
+/// A client of `node` for the record, with [`HTTP_TIMEOUT`] and the default connection pool.
+fn entry(node: &MeshNode) -> Entry {
+    Entry {
+        node: node.id().to_string(),
+        client: node.client().with_timeout(HTTP_TIMEOUT),
     }
 }
 
@@ -345,181 +138,8 @@ fn spawn_load(
         .collect()
 }
 
-/// Tally of outcomes by label.
-fn tally<'a>(obs: impl IntoIterator<Item = &'a Obs>) -> BTreeMap<String, usize> {
-    let mut t = BTreeMap::new();
-    for o in obs {
-        *t.entry(o.outcome.label()).or_default() += 1;
-    }
-    t
-}
-
-/// At most [`LISTED`] of `violations`, one a line, and how many were left out.
-fn listing(violations: &[String]) -> String {
-    let mut out: Vec<String> = violations.iter().take(LISTED).cloned().collect();
-    if violations.len() > LISTED {
-        out.push(format!("... and {} more", violations.len() - LISTED));
-    }
-    out.join("\n")
-}
-
 /// How many violations a failure message lists.
 const LISTED: usize = 15;
-
-// ---------------------------------------------------------------------------------------------------
-// Checking histories
-// ---------------------------------------------------------------------------------------------------
-
-/// How strictly counts must follow each other within one pid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Counts {
-    /// Every acknowledged count is greater than the pid's previous one.
-    Increasing,
-    /// Every acknowledged count is the previous one plus 1, unless a call in between may have been
-    /// executed without an acknowledgement (504 `timeout`, no reply): then it is greater. A new pid
-    /// starts at 1 or continues (state handed over).
-    Continuous,
-}
-
-/// The last acknowledged reply of one pid for one id.
-#[derive(Debug, Clone)]
-struct Last {
-    pid: String,
-    node: String,
-    count: i64,
-    obs: String,
-}
-
-#[derive(Debug, Default)]
-struct IdHistory {
-    current: Option<Last>,
-    /// Pids that were replaced by a later one, with their last acknowledged reply and the reply
-    /// that superseded them.
-    retired: BTreeMap<String, (Last, String)>,
-    /// A call since the last acknowledgement may have been executed.
-    unacked: bool,
-    reported: usize,
-}
-
-/// Replays every id's calls in order and collects violations of rules 8 and 9 as seen from outside.
-#[derive(Debug)]
-struct History {
-    mode: Counts,
-    ids: BTreeMap<String, IdHistory>,
-    violations: Vec<String>,
-    /// Ids answered by a pid after that pid had been superseded.
-    superseded: BTreeSet<String>,
-    /// Acknowledged counts that skipped a value although no call since the previous acknowledgement
-    /// may have been executed (informational in [`Counts::Increasing`] mode).
-    skips: usize,
-}
-
-impl History {
-    fn new(mode: Counts) -> History {
-        History {
-            mode,
-            ids: BTreeMap::new(),
-            violations: Vec::new(),
-            superseded: BTreeSet::new(),
-            skips: 0,
-        }
-    }
-
-    /// Feeds observations; each id's observations must come in the order they were made.
-    fn feed<'a>(&mut self, all: impl IntoIterator<Item = &'a Obs>) {
-        for o in all {
-            self.one(o);
-        }
-    }
-
-    fn violation(&mut self, id: &str, message: String) {
-        let h = self.ids.get_mut(id).unwrap();
-        h.reported += 1;
-        if h.reported <= 3 {
-            self.violations.push(message);
-        } else if h.reported == 4 {
-            self.violations
-                .push(format!("id {id}: further violations not listed"));
-        }
-    }
-
-    fn one(&mut self, o: &Obs) {
-        let h = self.ids.entry(o.id.clone()).or_default();
-        let Outcome::Ack { count, pid, node } = &o.outcome else {
-            h.unacked |= o.outcome.maybe_executed();
-            return;
-        };
-        let (count, unacked) = (*count, h.unacked);
-        h.unacked = false;
-        let this = Last {
-            pid: pid.clone(),
-            node: node.clone(),
-            count,
-            obs: o.to_string(),
-        };
-        let id = &o.id;
-        let Some(cur) = h.current.clone() else {
-            h.current = Some(this);
-            return;
-        };
-        if cur.pid == *pid {
-            let ok = match self.mode {
-                Counts::Increasing => count > cur.count,
-                Counts::Continuous => count == cur.count + 1 || (unacked && count > cur.count),
-            };
-            if count > cur.count + 1 && !unacked {
-                self.skips += 1;
-            }
-            h.current = Some(this);
-            if !ok {
-                self.violation(
-                    id,
-                    format!(
-                        "id {id}: pid {pid} acknowledged count {count} after count {} \
-                         (expected {}): {o}; previous: {}",
-                        cur.count,
-                        match self.mode {
-                            Counts::Increasing => format!("more than {}", cur.count),
-                            Counts::Continuous => format!("{}", cur.count + 1),
-                        },
-                        cur.obs
-                    ),
-                );
-            }
-            return;
-        }
-        // A pid other than the current one answered.
-        let resurrected = h.retired.remove(pid);
-        h.retired
-            .insert(cur.pid.clone(), (cur.clone(), o.to_string()));
-        h.current = Some(this);
-        if let Some((old_last, superseded_by)) = resurrected {
-            self.superseded.insert(id.clone());
-            self.violation(
-                id,
-                format!(
-                    "id {id}: SUPERSEDED pid {pid} (node {node}) answered again, count {count}: \
-                     {o}; it had been superseded by {superseded_by}; its last reply before that: \
-                     {}; the newer pid it answered after: {} (node {}, last count {})",
-                    old_last.obs, cur.pid, cur.node, cur.count
-                ),
-            );
-            return;
-        }
-        if self.mode == Counts::Continuous
-            && !(count == 1 || count == cur.count + 1 || (unacked && count > cur.count))
-        {
-            self.violation(
-                id,
-                format!(
-                    "id {id}: new pid {pid} (node {node}) started at count {count}, neither 1 nor \
-                     a continuation of pid {}'s count {}: {o}; previous: {}",
-                    cur.pid, cur.count, cur.obs
-                ),
-            );
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------------
 // 1. SIGSTOP / SIGCONT of an owner
@@ -538,11 +158,8 @@ async fn sigstop_of_an_owner() {
     const RESUMED_FOR: Duration = Duration::from_secs(3);
     const ANSWER_AGAIN_WITHIN: Duration = Duration::from_secs(10);
 
-    let mut nodes = start_cluster(3).await;
-    let t0 = Instant::now();
-    let victim = nodes[2].id().to_string();
-    let (a, b) = (Entry::of(&nodes[0]), Entry::of(&nodes[1]));
-    let entries = [a.clone(), b.clone()];
+    let (mut nodes, t0, victim, entries) = three_nodes().await;
+    let a = entries[0].clone();
     let ids = ids_where(&a.client, "paused", IDS, |o| o == victim).await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -689,7 +306,7 @@ async fn sigstop_of_an_owner() {
     let mut history = History::new(Counts::Increasing);
     // Per id in order: `all` is sorted by send time and each id's calls are sequential.
     history.feed(&all);
-    let pids_per_id: Vec<usize> = history.ids.values().map(|h| h.retired.len() + 1).collect();
+    let pids_per_id = history.pids_per_id();
 
     eprintln!(
         "SIGSTOP of {victim} at {:.2}s, SIGCONT at {:.2}s, load ended at {:.2}s; {} calls, {failed} \
@@ -745,7 +362,7 @@ async fn sigstop_of_an_owner() {
         history.superseded.len(),
         history.superseded,
         all_violations.len(),
-        listing(&all_violations)
+        listing(&all_violations, LISTED)
     );
 }
 
@@ -766,11 +383,8 @@ async fn kill_9_of_an_owner() {
     const FAIL_OVER_WITHIN: Duration = Duration::from_secs(5);
     const GIVE_UP_AFTER: Duration = Duration::from_secs(15);
 
-    let mut nodes = start_cluster(3).await;
-    let t0 = Instant::now();
-    let victim = nodes[2].id().to_string();
-    let (a, b) = (Entry::of(&nodes[0]), Entry::of(&nodes[1]));
-    let entries = [a.clone(), b.clone()];
+    let (mut nodes, t0, victim, entries) = three_nodes().await;
+    let a = entries[0].clone();
     let doomed = ids_where(&a.client, "doomed", VICTIM_IDS, |o| o == victim).await;
     let live = ids_where(&a.client, "live", LIVE_IDS, |o| o != victim).await;
 
@@ -938,7 +552,7 @@ async fn kill_9_of_an_owner() {
         violations.is_empty(),
         "SIGKILL of owner {victim}: {} violations:\n{}",
         violations.len(),
-        listing(&violations)
+        listing(&violations, LISTED)
     );
 }
 
@@ -1028,7 +642,7 @@ async fn a_new_node_used_at_once() {
 
     let mut nodes = start_cluster(2).await;
     let t0 = Instant::now();
-    let old = [Entry::of(&nodes[0]), Entry::of(&nodes[1])];
+    let old = [entry(&nodes[0]), entry(&nodes[1])];
     let ids: Vec<String> = (0..IDS).map(|_| unique("joining")).collect();
 
     let mut history = History::new(Counts::Continuous);
@@ -1052,7 +666,7 @@ async fn a_new_node_used_at_once() {
         .start()
         .await;
     let started_at = t0.elapsed();
-    let newcomer = Entry::of(&newcomer_node);
+    let newcomer = entry(&newcomer_node);
     let ready = tokio::spawn(probe_ready(
         newcomer_node.client_without_secret(),
         t0,
@@ -1082,7 +696,7 @@ async fn a_new_node_used_at_once() {
 
     // Once the three agree, one more call per id through the new node and through an old one.
     nodes.push(newcomer_node);
-    wait_converged(&nodes).await;
+    wait_converged(&nodes, CONVERGE).await;
     let mut owner_after = BTreeMap::new();
     let mut last_round = Vec::new();
     for id in &ids {
@@ -1173,7 +787,7 @@ async fn a_new_node_used_at_once() {
         history.superseded,
         off_owner.len(),
         violations.len(),
-        listing(&violations)
+        listing(&violations, LISTED)
     );
 }
 

@@ -26,14 +26,13 @@
 //! are not fighting over the 2 cores of a CI machine.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mesh_tests::observe::{self, listing, tally, Entry, Obs};
-use mesh_tests::{eventually, strings, tcp_connects, unique, Client, MeshNode, Partition, Value};
+use mesh_tests::{disagreement, serial, tcp_connects, unique, Client, MeshNode, Partition};
 
 /// How long a cluster may take to agree on its members.
 const CONVERGE: Duration = Duration::from_secs(20);
@@ -74,23 +73,6 @@ const AFTER_RECOVERY: Duration = Duration::from_secs(1);
 const LISTED: usize = 40;
 
 // ---------------------------------------------------------------------------------------------------
-// Running the tests one at a time
-// ---------------------------------------------------------------------------------------------------
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Runs `test` on a fresh current-thread runtime on the test's own thread (nodes must be spawned
-/// from it: the harness ties them to it with PR_SET_PDEATHSIG), one test of this file at a time.
-fn serial(test: impl Future<Output = ()>) {
-    let _one_at_a_time = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("building a tokio runtime")
-        .block_on(test);
-}
-
-// ---------------------------------------------------------------------------------------------------
 // The tests
 // ---------------------------------------------------------------------------------------------------
 
@@ -116,50 +98,18 @@ fn a_tie_goes_to_the_side_with_the_lowest_node_id() {
 /// `127.0.0.2`, `127.0.0.3`, ..., the others seeded with the first; waits until every node lists
 /// all of them alive and answers `GET /ready` 200.
 async fn start_cluster(n: usize) -> Vec<MeshNode> {
-    let started = Instant::now();
-    let mut nodes: Vec<MeshNode> = Vec::new();
-    for i in 0..n {
-        let host = Ipv4Addr::new(127, 0, 0, 2 + u8::try_from(i).expect("few nodes"));
-        let mut builder = MeshNode::builder()
+    mesh_tests::start_cluster(n, CONVERGE, |i| {
+        MeshNode::builder()
             .node_id(unique(&format!("n{}", i + 1)))
-            .host(host)
-            .capabilities(CAPS);
-        if let Some(first) = nodes.first() {
-            builder = builder.seeds([first.addr().to_string()]);
-        }
-        nodes.push(builder.start().await);
-    }
-    wait_converged(&nodes, CONVERGE).await;
-    for node in &nodes {
-        let c = &node.client();
-        let what = format!("{} to answer GET /ready 200", node.id());
-        eventually(&what, CONVERGE, || async move {
-            (c.try_get("/ready").await.ok()?.status == 200).then_some(())
-        })
-        .await;
-    }
-    eprintln!(
-        "cluster of {n} on {:?} started, converged and ready in {:.1?}",
-        nodes
-            .iter()
-            .map(|n| n.addr().to_string())
-            .collect::<Vec<_>>(),
-        started.elapsed()
-    );
-    nodes
-}
-
-/// Polls every node's `/cluster` until each lists exactly `nodes`, all alive, with their addresses
-/// and capabilities.
-async fn wait_converged(nodes: &[MeshNode], within: Duration) {
-    let clients: Vec<Client> = nodes.iter().map(MeshNode::client).collect();
-    let (nodes, clients) = (&nodes, &clients);
-    let names: Vec<&str> = nodes.iter().map(MeshNode::id).collect();
-    let what = format!("every node of {names:?} to list all of them alive");
-    eventually(&what, within, || async move {
-        converged(nodes, clients).await.then_some(())
+            .host(Ipv4Addr::new(
+                127,
+                0,
+                0,
+                2 + u8::try_from(i).expect("few nodes"),
+            ))
+            .capabilities(CAPS)
     })
-    .await;
+    .await
 }
 
 /// Whether every node's `/cluster` lists exactly `nodes`, all alive.
@@ -168,28 +118,11 @@ async fn converged(nodes: &[MeshNode], clients: &[Client]) -> bool {
         let Ok(r) = c.try_get("/cluster").await else {
             return false;
         };
-        if r.status != 200 || !lists_exactly(&r.body, nodes) {
+        if r.status != 200 || disagreement(&r.body, nodes).is_some() {
             return false;
         }
     }
     true
-}
-
-/// Whether a `/cluster` body lists exactly `nodes`, all alive with their address and capabilities.
-fn lists_exactly(view: &Value, nodes: &[MeshNode]) -> bool {
-    let Some(members) = view["members"].as_array() else {
-        return false;
-    };
-    members.len() == nodes.len()
-        && nodes.iter().all(|node| {
-            members.iter().any(|m| {
-                m["node"] == node.id()
-                    && m["status"] == "alive"
-                    && m["addr"] == node.addr().to_string()
-                    && m["capabilities"].is_array()
-                    && strings(&m["capabilities"]) == node.capabilities().iter().cloned().collect()
-            })
-        })
 }
 
 /// The owner of `id` for `counter` as `client`'s node names it (asserting 200).
