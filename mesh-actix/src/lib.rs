@@ -11,7 +11,13 @@
 //! - delivers the payload by message, with no JSON encoding, through a guard that catches a
 //!   panic: the call fails with `actor_crashed`, the supervisor restarts the actor in place
 //!   with fresh state from `init` and a new pid, and nothing else on the node notices;
-//! - reaches other nodes through a [`RemoteTransport`] (HTTP in `mesh-http`).
+//! - reaches other nodes through a [`RemoteTransport`] (HTTP in `mesh-http`), re-sending a
+//!   request only while it was certainly not delivered ([`HopError`]);
+//! - serves only while it may: the `ShardRouter` runs the lease protocol
+//!   ([`mesh_core::Fencing`]) on a thread of its own and opens a serving gate that every
+//!   delivery checks, so at most one activation of an identity answers at any moment, through
+//!   joins, leaves, deaths, pauses and partitions ([`Mesh::readiness`] says why a node does
+//!   not serve).
 //!
 //! Every call has a deadline (default 5 s) and every mailbox a bound
 //! ([`DEFAULT_MAILBOX_CAPACITY`]).

@@ -121,9 +121,7 @@ pub enum FencingEvent {
 struct Peer {
     /// Its newest known descriptor.
     member: Member,
-    /// When this node learned of this incarnation, or last held back a grant it asked for
-    /// because this process had not caught up yet: the refusal clock runs from the later of
-    /// this and the last grant.
+    /// When this node learned of this incarnation.
     known_since: Duration,
     /// When this node last granted this incarnation's lease.
     granted_at: Option<Duration>,
@@ -507,8 +505,6 @@ impl Fencing {
         } else if self.caught_up.is_some() {
             peer.granted_at = Some(now);
             reply.granted = true;
-        } else {
-            peer.known_since = now;
         }
         let old_expired = peer.superseded_grant.is_none_or(|g| g + expiry <= now);
         if settled && old_expired && self.predecessor_gone {
