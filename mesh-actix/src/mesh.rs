@@ -545,14 +545,20 @@ impl Mesh {
         deadline: tokio::time::Instant,
         timeout: Duration,
     ) -> Attempt {
-        let table = self.inner.routing.load_full();
-        let shard = table.shards().shard_for(request.id.as_str());
-        let Some(owner) = table.owner(request.capability.as_str(), shard) else {
-            let error = MeshError::no_capable_node(request.capability.as_str());
-            return Attempt::Done(Err(HopError::Failed(error)));
+        // Read the snapshot without taking a reference on it; only a remote owner is copied
+        // out, to be awaited on.
+        let (shard, remote) = {
+            let table = self.inner.routing.load();
+            let shard = table.shards().shard_for(request.id.as_str());
+            let Some(owner) = table.owner(request.capability.as_str(), shard) else {
+                let error = MeshError::no_capable_node(request.capability.as_str());
+                return Attempt::Done(Err(HopError::Failed(error)));
+            };
+            let remote = (owner.node != self.inner.config.node_id).then(|| owner.clone());
+            (shard, remote)
         };
-        let local = owner.node == self.inner.config.node_id;
-        if !local && origin == Origin::Forwarded {
+        let local = remote.is_none();
+        if let (Some(owner), Origin::Forwarded) = (&remote, origin) {
             return Attempt::Refused(
                 Refusal::NotOwner,
                 MeshError::OwnerUnavailable(format!(
@@ -575,7 +581,7 @@ impl Mesh {
                 }
             }
         }
-        if !local {
+        if let Some(owner) = &remote {
             return self
                 .forward(owner, request, delivery, deadline, timeout)
                 .await;
