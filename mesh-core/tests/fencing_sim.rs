@@ -35,7 +35,8 @@
 //!    the same to the others) all count.
 //! 2. For every id, the counts acknowledged by one activation strictly increase, and once a newer
 //!    activation acknowledged, an older one never does again; an activation held across a pause
-//!    that outlived its node's lease never acknowledges again.
+//!    that outlived its node's lease (and every lease a reply still in its buffer could give)
+//!    never acknowledges again.
 //! 3. No acknowledged update is rolled back: within an activation every count is the previous
 //!    one plus one, and a new activation (count 1 again) starts only where no other node still
 //!    holds the id or a claim on its shard.
@@ -236,6 +237,8 @@ struct Node {
     route: Vec<Option<usize>>,
     activations: HashMap<usize, Activation>,
     next_tick: u64,
+    /// When it last sent a round of renewal requests.
+    last_round_at: u64,
     /// A leaving node exits then.
     exit_at: Option<u64>,
     /// Messages that reached the node while it was paused.
@@ -596,6 +599,9 @@ impl Sim {
     fn tick(&mut self, i: usize) {
         let requests = self.nodes[i].fencing.tick(at(self.now));
         self.nodes[i].next_tick = self.now + TICK_MS;
+        if !requests.is_empty() {
+            self.nodes[i].last_round_at = self.now;
+        }
         self.sync(i);
         for (member, request) in requests {
             let to = index_of(member.node.as_str());
@@ -745,6 +751,7 @@ impl Sim {
             // Spread the nodes' ticks over the 10 ms.
             next_tick: self.now + (i as u64 * 3) % TICK_MS,
             buffer: Vec::new(),
+            last_round_at: 0,
             exit_at: None,
         };
         if i == self.nodes.len() {
@@ -783,8 +790,10 @@ impl Sim {
         let node = &mut self.nodes[i];
         node.life = Life::Running;
         node.next_tick = node.next_tick.min(self.now + 1);
-        if !node.fencing.is_serving(at(self.now)) {
-            // Its lease ran out while it was stopped: whatever it holds may have moved.
+        let lease = self.config.lease.as_millis() as u64;
+        if !node.fencing.is_serving(at(self.now)) && node.last_round_at + lease <= self.now {
+            // Its lease ran out while it was stopped, and no reply waiting in its buffer can
+            // renew it: whatever it holds may have moved.
             self.stale
                 .extend(node.activations.values().map(|a| a.serial));
         }
@@ -1782,11 +1791,15 @@ fn chaos_regressions_with_leaves() {
     }
 }
 
-/// A known gap, kept as a reproducer: a node id that left rejoins while the cluster is split;
-/// a lease granted under the base without it is still valid when the newcomer's reports
-/// fence its holder in the base with it. Fixing this needs agreement on membership changes.
+/// A known gap, kept as a reproducer (chaos seeds 83, 207 and 243 with leaves fail the same
+/// way): a node id joins, or rejoins after a graceful leave, while it is cut off from members
+/// that meanwhile hold leases granted under the base without it. Its refusals of members it
+/// never heard from count as reports at once, and in the base that includes it they fence a
+/// member whose lease, counted in the smaller base, is still valid. Closing it needs the
+/// members to agree on a base change (or each fencing to be checked against the base its
+/// subject counts), more than a local fix.
 #[test]
-#[ignore = "known gap: a rejoin during a partition can fence a lease granted under the smaller base"]
+#[ignore = "known gap: a join during a partition can fence a lease granted under the smaller base"]
 fn known_gap_a_rejoin_during_a_partition() {
     scenario("chaos with leaves", 5, 83, chaos(83, 5, 20_000, true));
 }
