@@ -219,10 +219,14 @@ struct Round {
 ///   means that the other member routes by it and has stopped every activation it takes over.
 ///   A joining node, a node that registered a capability, and a new incarnation are all
 ///   admitted this way; until then requests through them wait.
-/// - **Quorum.** More than half of the members that have neither left nor been fenced; a tie
-///   goes to the half holding the lowest node id. A graceful leave removes a member at once
-///   (it stopped serving before it announced the leave); a fenced member leaves the count too,
-///   so a cluster shrinks one fenced minority at a time.
+/// - **Quorum.** More than half of the members that have not left gracefully; a tie goes to
+///   the half holding the lowest node id. A graceful leave removes a member from the count (it
+///   stopped serving before it announced the leave); a fenced member stays in it: it may still
+///   grant others, and two nodes that dropped different fenced members would count quorums
+///   that need not intersect.
+/// - **Restarts.** A refusal is a promise a restarted process does not remember: a new process
+///   grants nothing until every live member it knows has replied (and it learned whom they
+///   fenced), and acknowledges nobody until whatever its predecessor served has surely stopped.
 ///
 /// Time is a [`Duration`] since an origin of the caller's choice, read from a monotonic clock:
 /// every method takes `now`, so a simulator can drive many nodes on virtual clocks.
