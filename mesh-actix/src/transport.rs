@@ -175,20 +175,25 @@ struct InProcessLink {
 
 impl InProcessLink {
     /// Runs `deliver` on `to` as the network allows: a dropped request or reply hangs until
-    /// `timeout` (then `lost` says what that means), an absent node refuses at once.
+    /// `timeout` and then may have been delivered, as on a real network; an absent node
+    /// refuses at once.
     fn hop<T: Send + 'static>(
         &self,
         to: &Member,
         timeout: Duration,
-        lost: impl FnOnce(bool) -> Result<T, HopError> + Send + 'static,
         deliver: impl FnOnce(Mesh) -> BoxFuture<'static, Result<T, HopError>> + Send + 'static,
     ) -> BoxFuture<'static, Result<T, HopError>> {
         let (net, from, to_member) = (self.net.clone(), self.from.clone(), to.clone());
         async move {
             let to = to_member.node.clone();
+            let lost = || {
+                Err(HopError::MaybeDelivered(format!(
+                    "no answer from node {to}; the request may have run"
+                )))
+            };
             if net.is_cut(&from, &to) {
                 tokio::time::sleep(timeout).await;
-                return lost(false);
+                return lost();
             }
             let Some(node) = net.node(&to_member) else {
                 let message = format!("node {to} is not reachable");
@@ -197,19 +202,11 @@ impl InProcessLink {
             let result = deliver(node).await;
             if net.is_cut(&to, &from) {
                 tokio::time::sleep(timeout).await;
-                return lost(true);
+                return lost();
             }
             result
         }
         .boxed()
-    }
-}
-
-fn lost_hop<T>(owner: NodeId) -> impl FnOnce(bool) -> Result<T, HopError> {
-    move |_| {
-        Err(HopError::MaybeDelivered(format!(
-            "no answer from node {owner}; the request may have run"
-        )))
     }
 }
 
@@ -220,8 +217,7 @@ impl RemoteTransport for InProcessLink {
         request: Request,
         remaining: Duration,
     ) -> BoxFuture<'static, Result<Reply, HopError>> {
-        let lost = lost_hop(owner.node.clone());
-        self.hop(owner, remaining, lost, move |node| {
+        self.hop(owner, remaining, move |node| {
             async move { node.forwarded_call(request).await }.boxed()
         })
     }
@@ -232,8 +228,7 @@ impl RemoteTransport for InProcessLink {
         request: Request,
         remaining: Duration,
     ) -> BoxFuture<'static, Result<(), HopError>> {
-        let lost = lost_hop(owner.node.clone());
-        self.hop(owner, remaining, lost, move |node| {
+        self.hop(owner, remaining, move |node| {
             async move { node.forwarded_cast(request).await }.boxed()
         })
     }
@@ -244,8 +239,7 @@ impl RemoteTransport for InProcessLink {
         request: RenewRequest,
         timeout: Duration,
     ) -> BoxFuture<'static, Result<RenewReply, MeshError>> {
-        let lost = lost_hop(peer.node.clone());
-        let renewed = self.hop(peer, timeout, lost, move |node| {
+        let renewed = self.hop(peer, timeout, move |node| {
             async move { Ok(node.renew_lease(request).await) }.boxed()
         });
         async move { renewed.await.map_err(HopError::into_error) }.boxed()
