@@ -6,12 +6,15 @@
 
 For each run it starts a 3-node cluster on free 127.0.0.1 ports and measures, from outside:
   join      spawn of a 4th node (with --seeds) until its GET /ready answers 200
+  join: handoff   spawn of that node until every id it took over answered 200 from it
   pause     SIGSTOP of an owner for 3 s: until each of its ids answers 200 from another
             node, then SIGCONT until the paused node's GET /ready answers 200 again (it
             rejoins as a new incarnation)
   leave     SIGTERM of an owner until each of its ids answers 200 from another node
   kill      SIGKILL of an owner until each of its ids answers 200 from another node
-and prints the median of each over the runs. Every process it starts is killed on exit.
+and prints the median of each over the runs, and how many ids kept their Counter state across
+the join and the leave (handed over) and lost it in the kill (expected: all, all, none).
+Every process it starts is killed on exit.
 """
 
 import argparse
@@ -95,21 +98,27 @@ def call(entry, id_):
                 {"module": "Counter", "id": id_, "capability": "counter", "timeout_ms": 500})
 
 
-def until_served_elsewhere(entry, victim, ids, started):
-    """Seconds from `started` until every id answered 200 from a node other than `victim`."""
-    pending, last = set(ids), 0.0
+def until_served(entry, ids, started, where):
+    """Seconds from `started` until every id answered 200 from a node `where` accepts, and
+    how many of them continued their count (state handed over) rather than starting at 1."""
+    pending, last, kept = set(ids), 0.0, 0
     while pending:
         for id_ in list(pending):
             status, body = call(entry, id_)
-            if status == 200 and body["node"] != victim.name:
+            if status == 200 and where(body["node"]):
                 pending.discard(id_)
                 last = time.monotonic() - started
+                kept += body["result"]["ok"] > 1
         if time.monotonic() - started > 30:
-            raise TimeoutError(f"ids never failed over: {sorted(pending)}")
-    return last
+            raise TimeoutError(f"ids never moved: {sorted(pending)}")
+    return last, kept
 
 
-def one_run(binary):
+def until_served_elsewhere(entry, victim, ids, started):
+    return until_served(entry, ids, started, lambda node: node != victim.name)
+
+
+def one_run(binary, state):
     nodes = []
     try:
         first = Node(binary, "a", [])
@@ -121,12 +130,19 @@ def one_run(binary):
         wait(lambda: all(len(http("GET", n.url + "/cluster")[1]["members"]) == 3 for n in nodes))
         figures = {}
 
+        entry = nodes[0]
+        before = [f"join-{os.getpid()}-{i}" for i in range(4 * IDS)]
+        for id_ in before:
+            call(entry, id_)
         started = time.monotonic()
         d = Node(binary, "d", [first.addr()])
         nodes.append(d)
         figures["join"] = wait(d.ready)
+        moved = [i for i in before
+                 if http("GET", f"{entry.url}/owner?id={i}&capability=counter")[1]["node"] == "d"]
+        figures["join: handoff"], kept = until_served(entry, moved, started, lambda n: n == "d")
+        state[0].append(f"join {kept}/{len(moved)}")
 
-        entry = nodes[0]
         # Pause first, while 3 of the 4 members stay up: a quorum of 4.
         victim = nodes[1]
         ids = owned_by(entry, victim, IDS)
@@ -134,7 +150,7 @@ def one_run(binary):
             call(entry, id_)
         started = time.monotonic()
         victim.proc.send_signal(signal.SIGSTOP)
-        figures["pause: failover"] = until_served_elsewhere(entry, victim, ids, started)
+        figures["pause: failover"], _ = until_served_elsewhere(entry, victim, ids, started)
         time.sleep(max(0.0, 3.0 - (time.monotonic() - started)))
         victim.proc.send_signal(signal.SIGCONT)
         figures["pause: rejoin after SIGCONT"] = wait(victim.ready)
@@ -148,7 +164,8 @@ def one_run(binary):
                 call(entry, id_)
             started = time.monotonic()
             victim.proc.send_signal(sig)
-            figures[name] = until_served_elsewhere(entry, victim, ids, started)
+            figures[name], kept = until_served_elsewhere(entry, victim, ids, started)
+            state[0].append(f"{name} {kept}/{len(ids)}")
             victim.proc.wait()
             nodes.pop()
         return figures
@@ -162,12 +179,18 @@ def main():
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--bin", default="target/release/mesh-node")
     args = parser.parse_args()
-    runs = [one_run(args.bin) for _ in range(args.runs)]
+    states = []
+    runs = []
+    for _ in range(args.runs):
+        states.append([[]])
+        runs.append(one_run(args.bin, states[-1]))
     print(f"{'what':32} {'median':>8}   runs (s)")
     for key in runs[0]:
         values = [r[key] for r in runs]
         shown = " ".join(f"{v:.3f}" for v in values)
         print(f"{key:32} {statistics.median(values):8.3f}   {shown}")
+    for n, state in enumerate(states):
+        print(f"run {n + 1}: ids that kept their count: " + ", ".join(state[0]))
 
 
 if __name__ == "__main__":

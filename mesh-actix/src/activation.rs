@@ -15,7 +15,10 @@
 //!   a newer incarnation and lets it be. The crashing call fails with `actor_crashed`; calls
 //!   queued behind it are served by the fresh state.
 //! - **deactivate** (the actor stopped itself, or its shard moved): the cell is retired and
-//!   removed from the registry. The actor keeps one address alive until the supervisor has
+//!   removed from the registry. When its shard moved in a planned change (a join, a leave, a
+//!   capability change), the actor takes a snapshot of its state (for `#[mesh(snapshot)]`
+//!   types) as the last thing it does, and mesh sends a [`Handoff`] to the new owner, which
+//!   starts the identity from it. The actor keeps one address alive until the supervisor has
 //!   restarted it, so that the envelopes still queued are answered `Retired` with their
 //!   payload, and their callers route them again to a fresh activation instead of losing
 //!   them. With its queue drained and no address left, the retired actor ends.
@@ -29,7 +32,9 @@ use std::task::{self, Poll};
 
 use actix::dev::{MessageResponse, OneshotSender};
 use actix::prelude::*;
-use mesh_core::{ActorId, Capability, MeshError, Module, NodeId, Refusal, Request, ShardId};
+use mesh_core::{
+    ActorId, Capability, Handoff, Member, MeshError, Module, NodeId, Refusal, Request, ShardId,
+};
 use serde_json::Value;
 
 use crate::actor::{Delivery, MeshActor, MeshResponse, Payload};
@@ -150,6 +155,32 @@ impl ActivationCell {
         }
     }
 
+    /// Sends this identity, with the state its actor last had, to its new owner.
+    fn hand_off(&self, to: Arc<Member>, state: Option<Result<Value, String>>) {
+        let Some(mesh) = self.host.mesh.upgrade() else {
+            return;
+        };
+        let state = match state {
+            Some(Ok(state)) => Some(state),
+            Some(Err(error)) => {
+                tracing::warn!(node = %self.host.node, module = %self.module, id = %self.id, %error,
+                    "the actor's snapshot did not serialise; its new owner starts it afresh");
+                None
+            }
+            None => None,
+        };
+        let handoff = Handoff {
+            capability: self.capability.clone(),
+            module: self.module.clone(),
+            id: self.id.clone(),
+            init_arg: self.init_arg.clone(),
+            state,
+            from: self.host.node.clone(),
+            incarnation: mesh.config().incarnation,
+        };
+        mesh.hand_off(to, handoff);
+    }
+
     /// Routes again a cast this activation will not execute (it was retired, or the node lost
     /// its lease while the cast was queued): nobody waits for its reply, so mesh does.
     fn reroute_cast(&self, payload: Payload) {
@@ -188,8 +219,9 @@ pub struct Envelope {
 
 enum EnvelopeKind {
     Deliver(Payload),
-    /// Deactivate: the actor's shard moved to another node.
-    Stop,
+    /// Deactivate: the actor's shard moved to another node, or this node stopped serving.
+    /// With a successor (a planned move), the identity is handed over to it.
+    Stop(Option<Arc<Member>>),
     /// Arms the sentinel of the incarnation that follows a crash.
     Rearm(u64),
 }
@@ -206,14 +238,14 @@ impl Envelope {
     pub(crate) fn into_payload(self) -> Option<Payload> {
         match self.kind {
             EnvelopeKind::Deliver(payload) => Some(payload),
-            EnvelopeKind::Stop | EnvelopeKind::Rearm(_) => None,
+            EnvelopeKind::Stop(_) | EnvelopeKind::Rearm(_) => None,
         }
     }
 
-    pub(crate) fn stop(cell: Arc<ActivationCell>) -> Envelope {
+    pub(crate) fn stop(cell: Arc<ActivationCell>, successor: Option<Arc<Member>>) -> Envelope {
         Envelope {
             cell,
-            kind: EnvelopeKind::Stop,
+            kind: EnvelopeKind::Stop(successor),
         }
     }
 }
@@ -292,7 +324,12 @@ pub fn handle_envelope<A: MeshActor>(
             }
             EnvelopeResponse::Ready(Err(Undelivered::Retired(None)))
         }
-        EnvelopeKind::Stop => {
+        EnvelopeKind::Stop(successor) => {
+            // The last thing this actor does: nothing it had queued runs here any more (each
+            // is answered `Retired` and routed again, to the new owner).
+            if let Some(to) = successor {
+                cell.hand_off(to, act.snapshot_state());
+            }
             retire(&cell, ctx);
             ctx.stop();
             EnvelopeResponse::Ready(Err(Undelivered::Retired(None)))
@@ -436,6 +473,27 @@ impl<A: MeshActor> ActorFuture<A> for Guarded<A> {
     }
 }
 
+/// Rebuilds the actor from a handed-over state if its type can, else (or if that fails, which
+/// is logged) runs its init.
+fn restore_or_init<A: MeshActor>(
+    cell: &ActivationCell,
+    state: Option<Value>,
+) -> Result<A, MeshError> {
+    let Some(state) = state else {
+        return init(cell);
+    };
+    match catch_unwind(AssertUnwindSafe(|| A::restore_state(&cell.id, state))) {
+        Ok(Some(Ok(actor))) => return Ok(actor),
+        Ok(None) => tracing::warn!(node = %cell.host.node, module = %cell.module, id = %cell.id,
+            "a state was handed over but this node's actor type cannot restore one; starting afresh"),
+        Ok(Some(Err(error))) => tracing::warn!(node = %cell.host.node, module = %cell.module,
+            id = %cell.id, error = %error.0, "the handed-over state did not restore; starting afresh"),
+        Err(panic) => tracing::warn!(node = %cell.host.node, module = %cell.module, id = %cell.id,
+            reason = %panic_message(&panic), "restoring the handed-over state panicked; starting afresh"),
+    }
+    init(cell)
+}
+
 /// Runs the user's init, turning a rejection or a panic into `init_failed`.
 fn init<A: MeshActor>(cell: &ActivationCell) -> Result<A, MeshError> {
     match catch_unwind(AssertUnwindSafe(|| {
@@ -482,6 +540,7 @@ pub(crate) trait Activator: Send + Sync + 'static {
         cell: Arc<ActivationCell>,
         arbiter: &ArbiterHandle,
         mailbox_capacity: usize,
+        state: Option<Value>,
     ) -> Result<Recipient<Envelope>, MeshError>;
 }
 
@@ -499,8 +558,9 @@ impl<A: MeshActor> Activator for TypedActivator<A> {
         cell: Arc<ActivationCell>,
         arbiter: &ArbiterHandle,
         mailbox_capacity: usize,
+        state: Option<Value>,
     ) -> Result<Recipient<Envelope>, MeshError> {
-        let actor = init::<A>(&cell)?;
+        let actor = restore_or_init::<A>(&cell, state)?;
         let addr = Supervisor::start_in_arbiter(arbiter, move |ctx: &mut Context<A>| {
             ctx.set_mailbox_capacity(mailbox_capacity);
             arm_sentinel(ctx, cell, 0);
@@ -563,7 +623,7 @@ mod tests {
         assert_eq!(payload.body, json!({"action": "reset"}));
         assert_eq!(payload.delivery, Delivery::Cast);
 
-        assert!(Envelope::stop(c.clone()).into_payload().is_none());
+        assert!(Envelope::stop(c.clone(), None).into_payload().is_none());
         let rearm = Envelope {
             cell: c,
             kind: EnvelopeKind::Rearm(1),

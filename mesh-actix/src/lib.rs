@@ -35,11 +35,12 @@ mod registry;
 mod router;
 mod transport;
 
-pub use actor::{Delivery, InitError, MeshActor, MeshInit, Payload};
+pub use actor::{Delivery, InitError, MeshActor, MeshInit, Payload, Snapshot};
 pub use mesh::{Mesh, MeshConfig, Origin, StartError, DEFAULT_MAILBOX_CAPACITY};
 pub use mesh_core::{
-    ActorId, Capability, ErrorCode, HopError, LeaseConfig, Member, MemberStatus, MeshError, Module,
-    NodeId, Refusal, RenewReply, RenewRequest, Reply, Request, RoutingTable, ShardCount, ShardId,
+    ActorId, Capability, ErrorCode, Handoff, HopError, LeaseConfig, Member, MemberStatus,
+    MeshError, Module, NodeId, Refusal, RenewReply, RenewRequest, Reply, Request, RoutingTable,
+    ShardCount, ShardId,
 };
 pub use mesh_macros::MeshActor;
 pub use metrics::{RequestStats, LATENCY_BUCKETS};
@@ -51,7 +52,7 @@ pub use transport::{InProcessTransport, RemoteTransport};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::activation::{handle_envelope, Envelope, EnvelopeResponse};
-    pub use crate::actor::{IntoMeshResponse, MeshResponse};
+    pub use crate::actor::{restore_from_value, snapshot_to_value, IntoMeshResponse, MeshResponse};
     pub use actix;
     pub use serde_json;
 }

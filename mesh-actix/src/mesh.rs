@@ -11,8 +11,8 @@ use actix::prelude::*;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use mesh_core::{
-    Capability, HopError, LeaseConfig, Member, MemberStatus, MeshError, Module, NodeId, Refusal,
-    RenewReply, RenewRequest, Reply, Request, RoutingTable, ShardCount, ShardId,
+    Capability, Handoff, HopError, LeaseConfig, Member, MemberStatus, MeshError, Module, NodeId,
+    Refusal, RenewReply, RenewRequest, Reply, Request, RoutingTable, ShardCount, ShardId,
 };
 use parking_lot::RwLock;
 
@@ -22,7 +22,7 @@ use crate::activation::{
 use crate::actor::{Delivery, MeshActor, Payload};
 use crate::gate::Gate;
 use crate::metrics::{RequestMetrics, RequestStats};
-use crate::registry::{ActivationRegistry, Entry, RegistryStats};
+use crate::registry::{ActivationRegistry, Entry, RefusedHandoff, RegistryStats};
 use crate::router::{
     AwaitCluster, Drain, Leave, RegisterCapabilities, Renew, RouterLinks, RoutingSnapshot,
     ShardRouter, UpdateMembers,
@@ -48,6 +48,10 @@ const MIN_HOP_ROOM: Duration = Duration::from_millis(50);
 /// or never connected says so and can go to the new owner; one that is still waiting then may
 /// have been delivered.
 const FENCED_HOP_GRACE: Duration = Duration::from_millis(100);
+
+/// How long the old owner waits for the new owner to accept one handoff before it gives up
+/// (logged; the identity then starts afresh there).
+const HANDOFF_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How to start a node's [`Mesh`].
 #[derive(Debug, Clone)]
@@ -207,39 +211,40 @@ impl Mesh {
         .with_incarnation(config.incarnation);
         let routing = ShardRouter::initial(&local, config.shards);
         let (updates, routing_updates) = tokio::sync::watch::channel(routing.load().epoch());
-        let router = {
+        let (shards, lease, joining) = (config.shards, config.lease, config.joining);
+        let inner = Arc::new_cyclic(|weak| {
             let links = RouterLinks {
                 snapshot: routing.clone(),
                 updates,
                 registry: registry.clone(),
                 gate: gate.clone(),
                 transport: transport.clone(),
-            };
-            let (shards, lease, joining) = (config.shards, config.lease, config.joining);
-            ShardRouter::start_in_arbiter(&router_arbiter.handle(), move |_| {
-                ShardRouter::new(local, shards, lease, joining, links)
-            })
-        };
-        let inner = Arc::new_cyclic(|weak| MeshInner {
-            host: Arc::new(Host {
-                node: config.node_id.clone(),
-                registry: Arc::downgrade(&registry),
-                gate: gate.clone(),
                 mesh: WeakMesh(weak.clone()),
-            }),
-            config,
-            routing,
-            routing_updates,
-            router,
-            router_arbiter,
-            registry,
-            gate,
-            modules: RwLock::default(),
-            arbiters,
-            next_arbiter: AtomicUsize::new(0),
-            next_serial: AtomicU64::new(0),
-            metrics: RequestMetrics::default(),
-            transport,
+            };
+            let router = ShardRouter::start_in_arbiter(&router_arbiter.handle(), move |_| {
+                ShardRouter::new(local, shards, lease, joining, links)
+            });
+            MeshInner {
+                host: Arc::new(Host {
+                    node: config.node_id.clone(),
+                    registry: Arc::downgrade(&registry),
+                    gate: gate.clone(),
+                    mesh: WeakMesh(weak.clone()),
+                }),
+                config,
+                routing,
+                routing_updates,
+                router,
+                router_arbiter,
+                registry,
+                gate,
+                modules: RwLock::default(),
+                arbiters,
+                next_arbiter: AtomicUsize::new(0),
+                next_serial: AtomicU64::new(0),
+                metrics: RequestMetrics::default(),
+                transport,
+            }
         });
         Ok(Mesh { inner })
     }
@@ -395,6 +400,71 @@ impl Mesh {
     pub async fn forwarded_cast(&self, request: Request) -> Result<(), HopError> {
         let result = self.timed(request, Origin::Forwarded, Delivery::Cast).await;
         result.map(drop)
+    }
+
+    /// Accepts an identity handed over by its old owner (the receiving end of a transport):
+    /// kept until the identity's first call here, which starts it from the handed-over state.
+    pub fn accept_handoff(&self, handoff: Handoff) -> Result<(), HopError> {
+        if !self
+            .inner
+            .modules
+            .read()
+            .contains_key(handoff.module.as_str())
+        {
+            return Err(HopError::Failed(MeshError::unknown_module(
+                handoff.module.as_str(),
+            )));
+        }
+        let shard = self.shard_for(handoff.id.as_str());
+        tracing::debug!(node = %self.node_id(), module = %handoff.module, id = %handoff.id,
+            shard = shard.0, from = %handoff.from, "handoff received");
+        match self.inner.registry.put_handoff(shard, handoff) {
+            Ok(()) => Ok(()),
+            Err(RefusedHandoff::Full(handoff)) => Err(HopError::refused(
+                Refusal::MailboxFull,
+                format!(
+                    "{} handoffs are waiting on this node already; {}/{} was not taken",
+                    crate::registry::MAX_WAITING_HANDOFFS,
+                    handoff.module,
+                    handoff.id
+                ),
+            )),
+            Err(RefusedHandoff::Live(handoff)) => {
+                Err(HopError::Failed(MeshError::OwnerUnavailable(format!(
+                    "{}/{} is already active on this node; its state is the newer one",
+                    handoff.module, handoff.id
+                ))))
+            }
+        }
+    }
+
+    /// Sends `handoff` to `to`, the identity's new owner, in the background. Until it is
+    /// answered this node counts as unsettled, so it acknowledges no change that would let the
+    /// new owner serve the identity without it.
+    pub(crate) fn hand_off(&self, to: Arc<Member>, handoff: Handoff) {
+        let registry = self.inner.registry.clone();
+        registry.record_handoff_sending();
+        let mesh = self.clone();
+        actix_rt::spawn(async move {
+            let (module, id) = (handoff.module.clone(), handoff.id.clone());
+            let result = if to.node == *mesh.node_id() {
+                mesh.accept_handoff(handoff)
+            } else if let Some(transport) = mesh.inner.transport.get() {
+                transport.handoff(&to, handoff, HANDOFF_TIMEOUT).await
+            } else {
+                Err(HopError::Failed(MeshError::OwnerUnavailable(
+                    "this node has no transport".into(),
+                )))
+            };
+            match &result {
+                Ok(()) => tracing::debug!(node = %mesh.node_id(), %module, %id, to = %to.node,
+                    "handed over"),
+                Err(error) => tracing::warn!(node = %mesh.node_id(), %module, %id, to = %to.node,
+                    error = %error.clone().into_error(),
+                    "handoff failed; the identity starts afresh on its new owner"),
+            }
+            registry.record_handoff_done(result.is_ok());
+        });
     }
 
     async fn timed(
@@ -823,12 +893,27 @@ impl Mesh {
             .get(request.module.as_str())
             .cloned()
             .ok_or_else(|| MeshError::unknown_module(request.module.as_str()))?;
+        // An identity handed over by its old owner continues from there: its state, and the
+        // init_arg it was first started with.
+        let handoff =
+            inner
+                .registry
+                .take_handoff(shard, &request.capability, &request.module, &request.id);
+        let (init_arg, state) = match handoff {
+            Some(handoff) => {
+                tracing::debug!(node = %inner.config.node_id, module = %request.module,
+                    id = %request.id, shard = shard.0, from = %handoff.from,
+                    state = handoff.state.is_some(), "activating from a handoff");
+                (handoff.init_arg, handoff.state)
+            }
+            None => (request.init_arg.clone(), None),
+        };
         let identity = Identity {
             module: request.module.clone(),
             id: request.id.clone(),
             capability: request.capability.clone(),
             shard,
-            init_arg: request.init_arg.clone(),
+            init_arg,
         };
         let serial = inner.next_serial.fetch_add(1, Ordering::Relaxed);
         let cell = Arc::new(ActivationCell::new(identity, serial, inner.host.clone()));
@@ -837,6 +922,7 @@ impl Mesh {
             cell.clone(),
             &inner.arbiters[next].handle(),
             inner.config.mailbox_capacity,
+            state,
         )?;
         Ok(Entry { cell, recipient })
     }

@@ -9,13 +9,18 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
-use mesh_core::{ActorId, MeshError, Module, ShardId};
-use parking_lot::RwLock;
+use mesh_core::{ActorId, Capability, Handoff, Member, MeshError, Module, ShardId};
+use parking_lot::{Mutex, RwLock};
 
 use crate::activation::{ActivationCell, Envelope};
 
 /// Number of lock stripes; a power of two well above the core count.
 const STRIPES: usize = 64;
+
+/// How many handed-over states a node keeps for identities not yet called here. A handoff
+/// beyond it is refused (its sender logs the loss and the identity starts afresh): the bound
+/// keeps a flood of handoffs from exhausting memory.
+pub(crate) const MAX_WAITING_HANDOFFS: usize = 1_000_000;
 
 pub(crate) struct Entry {
     pub(crate) cell: Arc<ActivationCell>,
@@ -42,6 +47,26 @@ pub struct RegistryStats {
     pub activated: u64,
     /// Restarts after a caught panic since the node started.
     pub restarts: u64,
+    /// Handoffs this node delivered to the new owners of identities it released.
+    pub handoffs_sent: u64,
+    /// Handoffs this node could not deliver (the identity starts afresh on its new owner).
+    pub handoffs_failed: u64,
+    /// Handoffs this node accepted as the new owner.
+    pub handoffs_received: u64,
+    /// Accepted handoffs still waiting for their identity's first call here.
+    pub handoffs_waiting: usize,
+}
+
+/// An identity: `(capability, module, id)`.
+type HandoffKey = (Capability, Module, ActorId);
+
+/// Why a handoff was not accepted; the handoff comes back.
+#[derive(Debug)]
+pub(crate) enum RefusedHandoff {
+    /// [`MAX_WAITING_HANDOFFS`] are waiting already.
+    Full(Box<Handoff>),
+    /// The identity already has a live activation here: its state is the newer one.
+    Live(Box<Handoff>),
 }
 
 /// Which actors are live on this node, by `(module, id)`.
@@ -53,6 +78,16 @@ pub(crate) struct ActivationRegistry {
     retiring: AtomicUsize,
     activated: AtomicU64,
     restarts: AtomicU64,
+    /// Handed-over states waiting for their identity's first call, striped like the entries
+    /// (their own locks: they are taken while an entry stripe is write-locked).
+    handoffs: Box<[Mutex<HashMap<HandoffKey, Handoff>>]>,
+    handoffs_waiting: AtomicUsize,
+    /// Handoffs on their way to a new owner: like `retiring`, a node acknowledges a new owner
+    /// only once this is zero.
+    handoffs_sending: AtomicUsize,
+    handoffs_sent: AtomicU64,
+    handoffs_failed: AtomicU64,
+    handoffs_received: AtomicU64,
 }
 
 impl ActivationRegistry {
@@ -63,6 +98,12 @@ impl ActivationRegistry {
             retiring: AtomicUsize::new(0),
             activated: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
+            handoffs: (0..STRIPES).map(|_| Mutex::default()).collect(),
+            handoffs_waiting: AtomicUsize::new(0),
+            handoffs_sending: AtomicUsize::new(0),
+            handoffs_sent: AtomicU64::new(0),
+            handoffs_failed: AtomicU64::new(0),
+            handoffs_received: AtomicU64::new(0),
         }
     }
 
@@ -133,16 +174,104 @@ impl ActivationRegistry {
         out
     }
 
-    /// Deactivates every activation that fails `keep` and tells its actor to stop. Returns
-    /// how many.
-    pub(crate) fn stop_unwanted(&self, keep: impl Fn(&ActivationCell) -> bool) -> usize {
+    /// Deactivates every activation that fails `keep` and tells its actor to stop, handing
+    /// its identity over to `successor` if there is one. Returns how many.
+    pub(crate) fn stop_unwanted(
+        &self,
+        keep: impl Fn(&ActivationCell) -> bool,
+        successor: impl Fn(&ActivationCell) -> Option<Arc<Member>>,
+    ) -> usize {
         let unwanted = self.unwanted(keep);
         let stopped = unwanted.len();
         for entry in unwanted {
             entry.cell.deactivate();
-            entry.recipient.do_send(Envelope::stop(entry.cell));
+            let to = successor(&entry.cell);
+            entry.recipient.do_send(Envelope::stop(entry.cell, to));
         }
         stopped
+    }
+
+    /// Keeps a handed-over state until its identity's first call here.
+    pub(crate) fn put_handoff(
+        &self,
+        shard: ShardId,
+        handoff: Handoff,
+    ) -> Result<(), RefusedHandoff> {
+        let live = self
+            .stripe(shard)
+            .read()
+            .get(handoff.module.as_str(), handoff.id.as_str())
+            .is_some();
+        if live {
+            return Err(RefusedHandoff::Live(Box::new(handoff)));
+        }
+        let mut waiting = self.handoffs[shard.0 as usize % STRIPES].lock();
+        let key = (
+            handoff.capability.clone(),
+            handoff.module.clone(),
+            handoff.id.clone(),
+        );
+        if !waiting.contains_key(&key) {
+            if self.handoffs_waiting.load(Ordering::Acquire) >= MAX_WAITING_HANDOFFS {
+                return Err(RefusedHandoff::Full(Box::new(handoff)));
+            }
+            self.handoffs_waiting.fetch_add(1, Ordering::AcqRel);
+        }
+        waiting.insert(key, handoff);
+        self.handoffs_received.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The handed-over state of `(module, id)`, if one waits; removes it.
+    pub(crate) fn take_handoff(
+        &self,
+        shard: ShardId,
+        capability: &Capability,
+        module: &Module,
+        id: &ActorId,
+    ) -> Option<Handoff> {
+        // Activations are hot and handoffs rare: skip the lock when none waits.
+        if self.handoffs_waiting.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let key = (capability.clone(), module.clone(), id.clone());
+        let handoff = self.handoffs[shard.0 as usize % STRIPES]
+            .lock()
+            .remove(&key)?;
+        self.handoffs_waiting.fetch_sub(1, Ordering::AcqRel);
+        Some(handoff)
+    }
+
+    /// Removes and returns every waiting handoff that `pick` selects.
+    pub(crate) fn take_handoffs(&self, pick: impl Fn(&Handoff) -> bool) -> Vec<Handoff> {
+        let mut out = Vec::new();
+        for stripe in self.handoffs.iter() {
+            let mut waiting = stripe.lock();
+            waiting.retain(|_, handoff| {
+                if pick(handoff) {
+                    out.push(handoff.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        self.handoffs_waiting.fetch_sub(out.len(), Ordering::AcqRel);
+        out
+    }
+
+    pub(crate) fn record_handoff_sending(&self) {
+        self.handoffs_sending.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn record_handoff_done(&self, delivered: bool) {
+        let counter = if delivered {
+            &self.handoffs_sent
+        } else {
+            &self.handoffs_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.handoffs_sending.fetch_sub(1, Ordering::AcqRel);
     }
 
     pub(crate) fn record_retiring(&self) {
@@ -153,9 +282,11 @@ impl ActivationRegistry {
         self.retiring.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Whether every deactivated activation has stopped: no handler of one is still running.
+    /// Whether every deactivated activation has stopped (no handler of one is still running)
+    /// and every handoff of them has been answered: the release half of a planned move.
     pub(crate) fn is_settled(&self) -> bool {
         self.retiring.load(Ordering::Acquire) == 0
+            && self.handoffs_sending.load(Ordering::Acquire) == 0
     }
 
     pub(crate) fn record_restart(&self) {
@@ -167,6 +298,10 @@ impl ActivationRegistry {
             live: self.live.load(Ordering::Relaxed),
             activated: self.activated.load(Ordering::Relaxed),
             restarts: self.restarts.load(Ordering::Relaxed),
+            handoffs_sent: self.handoffs_sent.load(Ordering::Relaxed),
+            handoffs_failed: self.handoffs_failed.load(Ordering::Relaxed),
+            handoffs_received: self.handoffs_received.load(Ordering::Relaxed),
+            handoffs_waiting: self.handoffs_waiting.load(Ordering::Relaxed),
         }
     }
 }
@@ -176,7 +311,6 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use std::sync::Barrier;
 
-    use mesh_core::Capability;
     use serde_json::{json, Value};
 
     use super::*;
@@ -233,7 +367,7 @@ mod tests {
 
     /// Starts a real `Probe` activation for `cell` on `arbiter`.
     fn start(cell: Arc<ActivationCell>, arbiter: &ArbiterHandle) -> Result<Entry, MeshError> {
-        let recipient = TypedActivator::<Probe>::new().start(cell.clone(), arbiter, 16)?;
+        let recipient = TypedActivator::<Probe>::new().start(cell.clone(), arbiter, 16, None)?;
         Ok(Entry { cell, recipient })
     }
 
@@ -393,7 +527,8 @@ mod tests {
             RegistryStats {
                 live: 2,
                 activated: 3,
-                restarts: 2
+                restarts: 2,
+                ..RegistryStats::default()
             }
         );
     }
@@ -457,5 +592,66 @@ mod tests {
         // `remove` finds the entry through the cell's shard.
         registry.remove(&c);
         assert!(!holds(shard));
+    }
+
+    fn handoff(id_: &str, count: u64) -> Handoff {
+        Handoff {
+            capability: Capability::new("cap").unwrap(),
+            module: module(),
+            id: id(id_),
+            init_arg: None,
+            state: Some(json!({"count": count})),
+            from: mesh_core::NodeId::new("old").unwrap(),
+            incarnation: 1,
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_handoff_waits_for_its_identity_and_is_taken_once() {
+        let registry = ActivationRegistry::new();
+        let cap = Capability::new("cap").unwrap();
+        registry.put_handoff(ShardId(1), handoff("a", 1)).unwrap();
+        // A newer one for the same identity replaces it; it still waits once.
+        registry.put_handoff(ShardId(1), handoff("a", 2)).unwrap();
+        registry.put_handoff(ShardId(2), handoff("b", 3)).unwrap();
+        let stats = registry.stats();
+        assert_eq!((stats.handoffs_received, stats.handoffs_waiting), (3, 2));
+
+        // Another capability's identity of the same (module, id) is another actor.
+        let other = Capability::new("other").unwrap();
+        assert!(registry
+            .take_handoff(ShardId(1), &other, &module(), &id("a"))
+            .is_none());
+        let taken = registry.take_handoff(ShardId(1), &cap, &module(), &id("a"));
+        assert_eq!(taken.unwrap().state, Some(json!({"count": 2})));
+        assert!(registry
+            .take_handoff(ShardId(1), &cap, &module(), &id("a"))
+            .is_none());
+
+        let passed = registry.take_handoffs(|h| h.id.as_str() == "b");
+        assert_eq!(passed.len(), 1);
+        assert_eq!(registry.stats().handoffs_waiting, 0);
+    }
+
+    #[actix_rt::test]
+    async fn a_handoff_for_a_live_identity_is_refused_and_unsettles_nothing() {
+        let registry = ActivationRegistry::new();
+        let arbiter = Arbiter::current();
+        let live = cell("a", "cap", 1, 0);
+        entry_cell(&registry, 1, "a", || start(live.clone(), &arbiter)).unwrap();
+        match registry.put_handoff(ShardId(1), handoff("a", 5)) {
+            Err(RefusedHandoff::Live(refused)) => assert_eq!(refused.id.as_str(), "a"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(registry.stats().handoffs_waiting, 0);
+
+        // Sending handoffs keeps the node unsettled until each is answered.
+        assert!(registry.is_settled());
+        registry.record_handoff_sending();
+        assert!(!registry.is_settled());
+        registry.record_handoff_done(false);
+        assert!(registry.is_settled());
+        let stats = registry.stats();
+        assert_eq!((stats.handoffs_sent, stats.handoffs_failed), (0, 1));
     }
 }

@@ -14,11 +14,12 @@ use std::time::Duration;
 use actix::prelude::*;
 use arc_swap::ArcSwap;
 use mesh_core::{
-    Capability, Fencing, FencingEvent, LeaseConfig, Member, NodeId, RenewReply, RenewRequest,
-    RoutingTable, ShardCount,
+    Capability, Fencing, FencingEvent, Handoff, LeaseConfig, Member, NodeId, RenewReply,
+    RenewRequest, RoutingTable, ShardCount,
 };
 
 use crate::gate::Gate;
+use crate::mesh::WeakMesh;
 use crate::registry::ActivationRegistry;
 use crate::transport::RemoteTransport;
 
@@ -40,6 +41,8 @@ pub(crate) struct RouterLinks {
     pub(crate) registry: Arc<ActivationRegistry>,
     pub(crate) gate: Arc<Gate>,
     pub(crate) transport: Arc<OnceLock<Arc<dyn RemoteTransport>>>,
+    /// The node's `Mesh`, to send handoffs.
+    pub(crate) mesh: WeakMesh,
 }
 
 /// Owns the membership view and lease state; publishes routing snapshots.
@@ -100,21 +103,71 @@ impl ShardRouter {
             self.published = Some(view.epoch());
             let table = RoutingTable::build(view, self.shards);
             self.links.snapshot.store(Arc::new(table));
-            let table = self.links.snapshot.load();
+            let table = self.links.snapshot.load_full();
             let local = self.local().clone();
-            let moved = self.links.registry.stop_unwanted(|cell| {
+            let moved = self.release(&table, |cell| {
                 table
                     .owner(cell.capability.as_str(), cell.shard)
                     .is_some_and(|owner| owner.node == local)
             });
             if moved > 0 {
                 tracing::info!(node = %local, activations = moved, epoch = table.epoch(),
-                    "stopped activations whose shards moved away");
+                    "stopped activations whose shards moved away; handing them over");
             }
+            // A state handed over here for an identity that has moved on since goes on to its
+            // owner, unless that is the node it came from: a node that drains hands over
+            // before the others stop routing to it.
+            self.pass_on_handoffs(&table, |handoff, owner| {
+                owner.node != local && owner.node != handoff.from
+            });
             self.links.updates.send_replace(table.epoch());
         }
         let until = self.fencing.serving_until();
         self.links.gate.set(until, self.fencing.refusal(now));
+    }
+
+    /// Stops every activation that fails `keep` and hands each over to its owner under
+    /// `successors` (the planned half of a move). Returns how many.
+    fn release(
+        &self,
+        successors: &RoutingTable,
+        keep: impl Fn(&crate::activation::ActivationCell) -> bool,
+    ) -> usize {
+        let members: std::collections::HashMap<&NodeId, Arc<Member>> = successors
+            .members()
+            .iter()
+            .map(|m| (&m.node, Arc::new(m.clone())))
+            .collect();
+        let local = self.local();
+        self.links.registry.stop_unwanted(keep, |cell| {
+            let owner = successors.owner(cell.capability.as_str(), cell.shard)?;
+            (owner.node != *local).then(|| members[&owner.node].clone())
+        })
+    }
+
+    /// Sends on the waiting handoffs whose identity's owner under `table` passes `pick`.
+    fn pass_on_handoffs(&self, table: &RoutingTable, pick: impl Fn(&Handoff, &Member) -> bool) {
+        let Some(mesh) = self.links.mesh.upgrade() else {
+            return;
+        };
+        let owner = |handoff: &Handoff| {
+            let shard = self.shards.shard_for(handoff.id.as_str());
+            table.owner(handoff.capability.as_str(), shard)
+        };
+        let passed = self
+            .links
+            .registry
+            .take_handoffs(|handoff| owner(handoff).is_some_and(|o| pick(handoff, o)));
+        if passed.is_empty() {
+            return;
+        }
+        tracing::info!(node = %self.local(), handoffs = passed.len(),
+            "passing handed-over states on to their identities' new owners");
+        for handoff in passed {
+            if let Some(to) = owner(&handoff) {
+                mesh.hand_off(Arc::new(to.clone()), handoff);
+            }
+        }
     }
 
     fn on_event(&mut self, event: FencingEvent) {
@@ -124,9 +177,12 @@ impl ShardRouter {
             FencingEvent::LeaseLost | FencingEvent::Reincarnated { .. } => {
                 // Close the gate first: nothing executes from here on.
                 self.links.gate.set(None, self.fencing.refusal(self.now()));
-                let stopped = self.links.registry.stop_unwanted(|_| false);
+                // Not handed over: the cluster may have moved them already.
+                let stopped = self.links.registry.stop_unwanted(|_| false, |_| None);
                 if let FencingEvent::Reincarnated { incarnation } = event {
-                    tracing::warn!(%node, incarnation, activations = stopped,
+                    // What was handed over to the old incarnation may have been superseded.
+                    let dropped = self.links.registry.take_handoffs(|_| true).len();
+                    tracing::warn!(%node, incarnation, activations = stopped, handoffs_dropped = dropped,
                         "fenced by the cluster: rejoining as a new incarnation");
                 } else {
                     tracing::warn!(%node, incarnation, activations = stopped,
@@ -296,8 +352,16 @@ impl Handler<Drain> for ShardRouter {
     fn handle(&mut self, _: Drain, _: &mut Context<Self>) {
         self.fencing.drain(self.now());
         self.apply();
-        let stopped = self.links.registry.stop_unwanted(|_| false);
-        tracing::info!(node = %self.local(), activations = stopped, "draining: stopped every activation");
+        // Who owns what once this node has left: the successors of its identities.
+        let mut view = self.fencing.view().clone();
+        let mut leaving = self.fencing.local().clone();
+        leaving.leaving = true;
+        view.upsert(leaving);
+        let successors = RoutingTable::build(&view, self.shards);
+        let stopped = self.release(&successors, |_| false);
+        self.pass_on_handoffs(&successors, |_, _| true);
+        tracing::info!(node = %self.local(), activations = stopped,
+            "draining: stopped every activation, handing each over to its successor");
     }
 }
 
@@ -354,6 +418,7 @@ mod tests {
                 registry: Arc::new(ActivationRegistry::new()),
                 gate: gate.clone(),
                 transport: Arc::new(OnceLock::new()),
+                mesh: WeakMesh::detached(),
             };
             let lease = LeaseConfig::default();
             let router = ShardRouter::new(local, shards, lease, joining, links).start();

@@ -8,15 +8,17 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use mesh_core::{
-    HopError, Member, MeshError, NodeId, Refusal, RenewReply, RenewRequest, Reply, Request,
+    Handoff, HopError, Member, MeshError, NodeId, Refusal, RenewReply, RenewRequest, Reply, Request,
 };
 use parking_lot::RwLock;
 
 use crate::mesh::{Mesh, WeakMesh};
 
 /// Carries what one node sends another: requests to their owner, which serves them with
-/// [`Mesh::forwarded_call`](crate::Mesh::forwarded_call) and never forwards them again, and
-/// lease renewals, which it answers with [`Mesh::renew_lease`](crate::Mesh::renew_lease).
+/// [`Mesh::forwarded_call`](crate::Mesh::forwarded_call) and never forwards them again; lease
+/// renewals, which it answers with [`Mesh::renew_lease`](crate::Mesh::renew_lease); and
+/// handoffs of identities that moved, which it takes with
+/// [`Mesh::accept_handoff`](crate::Mesh::accept_handoff).
 ///
 /// A failed hop says what became of the request ([`HopError`]): a transport reports
 /// [`HopError::NotDelivered`] only when the request certainly did not reach the owner (no
@@ -46,6 +48,15 @@ pub trait RemoteTransport: Send + Sync + 'static {
         request: RenewRequest,
         timeout: Duration,
     ) -> BoxFuture<'static, Result<RenewReply, MeshError>>;
+
+    /// Hands an identity over to its new owner; resolves once the owner accepted it (or
+    /// within `timeout`).
+    fn handoff(
+        &self,
+        to: &Member,
+        handoff: Handoff,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<(), HopError>>;
 }
 
 /// A transport between [`Mesh`] nodes of one process: a forwarded request is handed straight
@@ -243,5 +254,16 @@ impl RemoteTransport for InProcessLink {
             async move { Ok(node.renew_lease(request).await) }.boxed()
         });
         async move { renewed.await.map_err(HopError::into_error) }.boxed()
+    }
+
+    fn handoff(
+        &self,
+        to: &Member,
+        handoff: Handoff,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<(), HopError>> {
+        self.hop(to, timeout, move |node| {
+            async move { node.accept_handoff(handoff) }.boxed()
+        })
     }
 }

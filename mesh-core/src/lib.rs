@@ -25,6 +25,7 @@
 mod delivery;
 mod error;
 mod fencing;
+mod handoff;
 mod ids;
 mod membership;
 mod placement;
@@ -34,6 +35,7 @@ mod shard;
 pub use delivery::{HopError, Refusal};
 pub use error::{ErrorCode, MeshError};
 pub use fencing::{is_quorum, Fencing, FencingEvent, LeaseConfig, RenewReply, RenewRequest};
+pub use handoff::Handoff;
 pub use ids::{ActorId, Capability, Module, NodeId};
 pub use membership::{Member, MemberStatus, MembershipView};
 pub use placement::{OwnerTable, RoutingTable, StableNodeHasher};

@@ -7,7 +7,7 @@ use mesh_actix::{Delivery, MemberStatus, Mesh};
 /// Renders this node's counters. Names: `mesh_calls_total{outcome}`,
 /// `mesh_casts_total{outcome}`, `mesh_call_duration_seconds` (histogram),
 /// `mesh_activations`, `mesh_activations_started_total`, `mesh_restarts_total`,
-/// `mesh_members{status}`.
+/// `mesh_handoffs_total{outcome}`, `mesh_handoffs_waiting`, `mesh_members{status}`.
 pub(crate) fn render(mesh: &Mesh) -> String {
     let requests = mesh.request_stats();
     let activations = mesh.activation_stats();
@@ -73,6 +73,30 @@ pub(crate) fn render(mesh: &Mesh) -> String {
         header(&mut out, name, help, kind);
         let _ = writeln!(out, "{name} {value}");
     }
+
+    let name = "mesh_handoffs_total";
+    header(
+        &mut out,
+        name,
+        "Handoffs of moved identities: sent (accepted by the new owner), failed (the identity \
+         started afresh there), received (accepted here as the new owner).",
+        "counter",
+    );
+    for (outcome, count) in [
+        ("sent", activations.handoffs_sent),
+        ("failed", activations.handoffs_failed),
+        ("received", activations.handoffs_received),
+    ] {
+        let _ = writeln!(out, "{name}{{outcome=\"{outcome}\"}} {count}");
+    }
+    let name = "mesh_handoffs_waiting";
+    header(
+        &mut out,
+        name,
+        "Handed-over states waiting here for their identity's first call.",
+        "gauge",
+    );
+    let _ = writeln!(out, "{name} {}", activations.handoffs_waiting);
 
     let name = "mesh_members";
     header(

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use mesh_actix::{Capability, Delivery, HopError, Mesh, MeshError, Origin, RenewRequest, Request};
+use mesh_actix::{
+    Capability, Delivery, Handoff, HopError, Mesh, MeshError, Origin, RenewRequest, Request,
+};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -89,6 +91,7 @@ pub fn configure_with(mesh: Mesh, options: HttpOptions) -> impl FnOnce(&mut web:
             .service(resource("/internal/call").route(web::post().to(forwarded_call)))
             .service(resource("/internal/cast").route(web::post().to(forwarded_cast)))
             .service(resource("/internal/lease").route(web::post().to(renew_lease)))
+            .service(resource("/internal/handoff").route(web::post().to(accept_handoff)))
             .service(resource("/owner").route(web::get().to(owner)))
             .service(resource("/cluster").route(web::get().to(cluster)))
             .service(resource("/capabilities").route(web::post().to(capabilities)))
@@ -167,6 +170,19 @@ async fn renew_lease(state: Shared, req: HttpRequest, body: web::Payload) -> Htt
     let request: RenewRequest = serde_json::from_slice(&bytes)
         .map_err(|e| MeshError::BadRequest(format!("invalid lease renewal: {e}")))?;
     Ok(HttpResponse::Ok().json(state.mesh.renew_lease(request).await))
+}
+
+/// `POST /internal/handoff`: the old owner of an identity hands it (and its state) over to
+/// this node, its new owner. 204 once accepted; the body is bounded like every other.
+async fn accept_handoff(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
+    state.authorize(&req)?;
+    let bytes = read_limited(&req, body, state.options.body_limit).await?;
+    let handoff: Handoff = serde_json::from_slice(&bytes)
+        .map_err(|e| MeshError::BadRequest(format!("invalid handoff: {e}")))?;
+    let accepted = state.mesh.accept_handoff(handoff);
+    Ok(hop_response(
+        accepted.map(|()| HttpResponse::NoContent().finish()),
+    ))
 }
 
 /// `GET /ready`: 200 while this node serves; 503 `not_ready` while it joins, drains or cannot

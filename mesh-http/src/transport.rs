@@ -1,13 +1,14 @@
-//! The node-to-node hop over HTTP: a pooled reqwest client posting to the owner's forward
-//! routes (`POST /internal/call`, `POST /internal/cast`).
+//! The node-to-node hop over HTTP: a pooled reqwest client posting to the other nodes'
+//! internal routes (`POST /internal/call`, `/internal/cast`, `/internal/lease`,
+//! `/internal/handoff`).
 
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use mesh_actix::{
-    ErrorCode, HopError, Member, MeshError, Refusal, RemoteTransport, RenewReply, RenewRequest,
-    Reply, Request,
+    ErrorCode, Handoff, HopError, Member, MeshError, Refusal, RemoteTransport, RenewReply,
+    RenewRequest, Reply, Request,
 };
 use serde::Deserialize;
 
@@ -227,6 +228,26 @@ impl RemoteTransport for HttpTransport {
                     peer.node
                 ))
             })
+        }
+        .boxed()
+    }
+
+    fn handoff(
+        &self,
+        to: &Member,
+        handoff: Handoff,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<(), HopError>> {
+        let (transport, to) = (self.clone(), to.clone());
+        async move {
+            let response = transport
+                .post(&to, "/internal/handoff", &handoff, timeout)
+                .await?;
+            if response.status().is_success() {
+                Ok(())
+            } else {
+                Err(remote_error(&to, response).await)
+            }
         }
         .boxed()
     }

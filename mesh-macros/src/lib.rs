@@ -2,8 +2,9 @@
 //!
 //! The derive emits only glue; all behaviour lives in `mesh_actix::__private`, so the
 //! generated code stays small and the runtime stays testable:
-//! - `impl MeshActor`: the module name (the struct's name, or `#[mesh(name = "...")]`) and a
-//!   shim that calls the user's `Handler<Payload>` and normalises its result;
+//! - `impl MeshActor`: the module name (the struct's name, or `#[mesh(name = "...")]`), a
+//!   shim that calls the user's `Handler<Payload>` and normalises its result, and with
+//!   `#[mesh(snapshot)]` the glue to the type's `mesh_actix::Snapshot` impl;
 //! - `impl Supervised`: actix restarts the actor in place after a caught panic;
 //! - `impl Handler<Envelope>`: the guarded handler through which mesh delivers every payload.
 //!
@@ -34,9 +35,28 @@ fn expand(input: DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
         ));
     }
     let ty = &input.ident;
-    let module = module_name(&input)?.unwrap_or_else(|| LitStr::new(&ty.to_string(), ty.span()));
+    let attrs = MeshAttrs::parse(&input)?;
+    let module = attrs
+        .name
+        .unwrap_or_else(|| LitStr::new(&ty.to_string(), ty.span()));
     let krate = runtime_crate()?;
     let p = quote!(#krate::__private);
+    let snapshot = attrs.snapshot.then(|| {
+        quote! {
+            fn snapshot_state(&self) -> ::core::option::Option<
+                ::core::result::Result<#p::serde_json::Value, ::std::string::String>,
+            > {
+                #p::snapshot_to_value(self)
+            }
+
+            fn restore_state(
+                id: &#krate::ActorId,
+                state: #p::serde_json::Value,
+            ) -> ::core::option::Option<::core::result::Result<Self, #krate::InitError>> {
+                #p::restore_from_value::<Self>(id, state)
+            }
+        }
+    });
     Ok(quote! {
         impl #krate::MeshActor for #ty {
             const MODULE: &'static str = #module;
@@ -50,6 +70,8 @@ fn expand(input: DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
                     <Self as #p::actix::Handler<#krate::Payload>>::handle(self, payload, ctx),
                 )
             }
+
+            #snapshot
         }
 
         impl #p::actix::Supervised for #ty {}
@@ -68,23 +90,44 @@ fn expand(input: DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
     })
 }
 
-fn module_name(input: &DeriveInput) -> syn::Result<Option<LitStr>> {
-    let mut name = None;
-    for attr in input.attrs.iter().filter(|a| a.path().is_ident("mesh")) {
-        attr.parse_nested_meta(|meta| {
-            if meta.path.is_ident("name") {
-                let value: LitStr = meta.value()?.parse()?;
-                if value.value().is_empty() {
-                    return Err(meta.error("the module name must not be empty"));
+/// What `#[mesh(...)]` says: `name = "..."` (the module name) and `snapshot` (the type
+/// implements `mesh_actix::Snapshot`, so its state is handed over on planned moves). Each at
+/// most once.
+#[derive(Default)]
+struct MeshAttrs {
+    name: Option<LitStr>,
+    snapshot: bool,
+}
+
+impl MeshAttrs {
+    fn parse(input: &DeriveInput) -> syn::Result<MeshAttrs> {
+        let mut attrs = MeshAttrs::default();
+        for attr in input.attrs.iter().filter(|a| a.path().is_ident("mesh")) {
+            attr.parse_nested_meta(|meta| {
+                if meta.path.is_ident("name") {
+                    if attrs.name.is_some() {
+                        return Err(meta.error("duplicate `name`: give the module one name"));
+                    }
+                    let value: LitStr = meta.value()?.parse()?;
+                    if value.value().is_empty() {
+                        return Err(meta.error("the module name must not be empty"));
+                    }
+                    attrs.name = Some(value);
+                    Ok(())
+                } else if meta.path.is_ident("snapshot") {
+                    if attrs.snapshot {
+                        return Err(meta.error("duplicate `snapshot`"));
+                    }
+                    attrs.snapshot = true;
+                    Ok(())
+                } else {
+                    Err(meta
+                        .error("unknown mesh attribute; expected `name = \"...\"` or `snapshot`"))
                 }
-                name = Some(value);
-                Ok(())
-            } else {
-                Err(meta.error("unknown mesh attribute; expected `name = \"...\"`"))
-            }
-        })?;
+            })?;
+        }
+        Ok(attrs)
     }
-    Ok(name)
 }
 
 fn runtime_crate() -> syn::Result<proc_macro2::TokenStream> {

@@ -494,6 +494,30 @@ async fn a_killed_node_is_declared_dead_and_its_ids_move_to_survivors() {
 async fn a_node_leaving_on_sigterm_exits_cleanly_and_is_marked_dead() {
     let mut nodes = start_cluster(3, &ALL_CAPABILITIES).await;
     let leaver_id = nodes[1].id().to_string();
+    // Identities the leaver owns, with state: they are handed over before it exits.
+    let is_leaver = |owner: &str| owner == leaver_id;
+    let counters = ids_where(&nodes[0].client(), "handed", "counter", 6, is_leaver).await;
+    for (k, (id, _)) in counters.iter().enumerate() {
+        for _ in 0..=k {
+            nodes[0]
+                .client()
+                .call(&counter(id, json!({})))
+                .await
+                .result();
+        }
+    }
+    let players = ids_where(&nodes[2].client(), "player", "game", 3, is_leaver).await;
+    for (id, _) in &players {
+        let start = with_field(
+            game(id, json!({"action": "increment"})),
+            "init_arg",
+            json!({"starting_level": 4}),
+        );
+        assert_eq!(
+            nodes[2].client().call(&start).await.result(),
+            &json!({"ok": 1})
+        );
+    }
 
     nodes[1].sigterm();
     let others = [&nodes[0], &nodes[2]];
@@ -512,6 +536,24 @@ async fn a_node_leaving_on_sigterm_exits_cleanly_and_is_marked_dead() {
         let r = nodes[0].client().call(&counter(&id, json!({}))).await;
         assert_eq!(r.result(), &json!({"ok": 1}), "{r}");
         assert_eq!(r.node(), owner, "{r}");
+    }
+    // The leaver's identities continue where they were, on their new owners.
+    for (k, (id, _)) in counters.iter().enumerate() {
+        let r = nodes[2].client().call(&counter(id, json!({}))).await;
+        assert_ne!(r.node(), leaver_id, "{r}");
+        assert_eq!(
+            r.result(),
+            &json!({"ok": k + 2}),
+            "{id} kept its count: {r}"
+        );
+    }
+    for (id, _) in &players {
+        let r = nodes[0]
+            .client()
+            .call(&game(id, json!({"action": "get_state"})))
+            .await;
+        let state = json!({"ok": {"id": id, "level": 4, "score": 1}});
+        assert_eq!(r.result(), &state, "{id} kept its state: {r}");
     }
 }
 
@@ -572,12 +614,14 @@ async fn a_joining_node_takes_over_shards_and_old_owners_let_go() {
     eprintln!("old owners let go in {:.1?}", started.elapsed());
     assert_eq!(activations(&nodes[2]).await, 0);
 
-    // Moved ids start afresh on the new node; the others keep their activation and state.
+    // Moved ids continue on the new node from the count handed over; the others keep their
+    // activation and state.
     for (i, id) in moved.iter().enumerate() {
         let entry = &nodes[i % 2];
         let r = entry.client().call(&counter(id, json!({}))).await;
         assert_eq!(r.node(), newcomer, "{r}");
-        assert_eq!(r.result(), &json!({"ok": 1}), "{r}");
+        assert_ne!(r.pid(), before[id].1, "{r}");
+        assert_eq!(r.result(), &json!({"ok": 2}), "{r}");
     }
     for id in &stayed {
         let r = nodes[2].client().call(&counter(id, json!({}))).await;

@@ -1,10 +1,13 @@
 use actix::prelude::*;
-use mesh_actix::{ActorId, InitError, MeshActor, MeshInit, Payload};
+use mesh_actix::{ActorId, InitError, MeshActor, MeshInit, Payload, Snapshot};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// A player's game state. `init_arg` `{"starting_level": n}` sets the level (default 1);
 /// `{"action": "increment"}` adds to the score, `{"action": "get_state"}` returns the state.
+/// Level and score are handed over on planned moves.
 #[derive(MeshActor)]
+#[mesh(snapshot)]
 pub struct GameActor {
     id: ActorId,
     level: u64,
@@ -29,6 +32,32 @@ impl MeshInit for GameActor {
             id: id.clone(),
             level,
             score: 0,
+        })
+    }
+}
+
+/// What a `GameActor` hands over: `{"level": n, "score": n}`.
+#[derive(Serialize, Deserialize)]
+pub struct GameState {
+    level: u64,
+    score: u64,
+}
+
+impl Snapshot for GameActor {
+    type State = GameState;
+
+    fn snapshot(&self) -> GameState {
+        GameState {
+            level: self.level,
+            score: self.score,
+        }
+    }
+
+    fn restore(id: &ActorId, state: GameState) -> Result<Self, InitError> {
+        Ok(GameActor {
+            id: id.clone(),
+            level: state.level,
+            score: state.score,
         })
     }
 }

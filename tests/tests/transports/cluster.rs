@@ -45,6 +45,8 @@ pub struct Cluster {
     transport: Transport,
     in_process: InProcessTransport,
     nodes: Vec<Node>,
+    /// The first nodes know each other: nodes added from now on join.
+    formed: bool,
 }
 
 impl Cluster {
@@ -60,16 +62,20 @@ impl Cluster {
             transport,
             in_process: InProcessTransport::new(),
             nodes: Vec::new(),
+            formed: false,
         };
         for caps in capabilities {
             cluster.add_node(caps).await;
         }
         cluster.sync_views().await;
+        cluster.formed = true;
         cluster
     }
 
     /// Starts one more node (`node-<index>`) with the example actors and `capabilities`,
     /// reachable through the cluster's transport. No view changes: see [`Cluster::sync_views`].
+    /// A node added to a formed cluster joins it, as `mesh-node --seeds` does: it serves
+    /// nothing until every member has admitted it.
     pub async fn add_node(&mut self, capabilities: &[&str]) -> usize {
         let index = self.nodes.len();
         let node_id = NodeId::new(format!("node-{index}")).expect("a valid node id");
@@ -83,6 +89,7 @@ impl Cluster {
         };
         let mut config = MeshConfig::new(node_id, addr);
         config.arbiters = NonZeroUsize::new(2).expect("non-zero");
+        config.joining = self.formed;
         let mesh = Mesh::start(config).expect("inside an actix System");
         mesh_examples::register_examples(&mesh);
         mesh.register_capabilities(capabilities.iter().copied())

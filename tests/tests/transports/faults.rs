@@ -34,6 +34,23 @@ impl Pids {
     }
 }
 
+/// Every acknowledged count per Counter id, checking that a planned move loses none: where no
+/// call failed, each reply is exactly one more than the last one acknowledged.
+#[derive(Default)]
+struct Counts(BTreeMap<String, u64>);
+
+impl Counts {
+    fn saw(&mut self, id: &str, reply: &Reply) {
+        let count = reply.result["ok"].as_u64().expect("a count");
+        let last = self.0.insert(id.to_owned(), count).unwrap_or(0);
+        assert_eq!(
+            count,
+            last + 1,
+            "{id} answered {count} after {last} had been acknowledged ({reply:?})"
+        );
+    }
+}
+
 fn ids_of(cluster: &Cluster, owner: usize, prefix: &str, n: usize) -> Vec<String> {
     (0..n)
         .map(|k| {
@@ -165,33 +182,93 @@ async fn a_call_in_flight_to_an_owner_that_gets_fenced_ends_at_once_as_a_timeout
     assert_ne!(reply.node, ids[0]);
 }
 
+/// Calls every id through `mesh` round after round until `done`, failing on any error and on
+/// any count that does not continue from the last one acknowledged.
+async fn load_until(
+    mesh: &Mesh,
+    ids: &[String],
+    pids: &mut Pids,
+    counts: &mut Counts,
+    done: impl Fn() -> bool,
+) -> usize {
+    let mut rounds = 0;
+    while !done() || rounds < 5 {
+        for (id, result) in ids.iter().zip(call_all(mesh, ids, pids).await) {
+            let reply = result.unwrap_or_else(|e| panic!("{id} failed during the change: {e:?}"));
+            counts.saw(id, &reply);
+        }
+        rounds += 1;
+    }
+    rounds
+}
+
 #[actix_rt::test]
-async fn a_leave_under_load_moves_the_leavers_ids_without_a_failed_call() {
+async fn a_leave_under_load_moves_the_leavers_ids_without_a_failed_call_or_a_lost_count() {
     let cluster = Cluster::start(Transport::InProcess, 3).await;
     let ids = cluster.ids();
     let leaver_ids = ids_of(&cluster, 2, "leaver", 8);
     let other_ids = ids_of(&cluster, 1, "stayer", 8);
     let all: Vec<String> = leaver_ids.iter().chain(&other_ids).cloned().collect();
-    let mut pids = Pids::default();
-    for result in call_all(cluster.node(0), &all, &mut pids).await {
-        result.expect("a settled cluster serves");
-    }
+    let (mut pids, mut counts) = (Pids::default(), Counts::default());
 
     let leaver = cluster.node(2).clone();
     let drain = actix_rt::spawn(async move { leaver.drain(Duration::from_secs(5)).await });
-    let mut rounds = 0;
-    while !drain.is_finished() || rounds < 5 {
-        for (id, result) in all
-            .iter()
-            .zip(call_all(cluster.node(0), &all, &mut pids).await)
-        {
-            result.unwrap_or_else(|e| panic!("{id} failed during the leave: {e:?}"));
-        }
-        rounds += 1;
-    }
+    load_until(cluster.node(0), &all, &mut pids, &mut counts, || {
+        drain.is_finished()
+    })
+    .await;
     drain.await.expect("drain");
     for result in call_all(cluster.node(1), &leaver_ids, &mut pids).await {
-        assert_ne!(result.expect("served").node, ids[2]);
+        let reply = result.expect("served");
+        assert_ne!(reply.node, ids[2]);
     }
     assert_eq!(cluster.node(2).activations(), 0);
+    let handed = cluster.node(2).activation_stats();
+    assert_eq!((handed.handoffs_sent, handed.handoffs_failed), (8, 0));
+}
+
+#[actix_rt::test]
+async fn a_join_under_load_moves_ids_to_the_new_node_without_a_failed_call_or_a_lost_count() {
+    let mut cluster = Cluster::start(Transport::InProcess, 2).await;
+    let all: Vec<String> = (0..40).map(|n| format!("joining-{n}")).collect();
+    let (mut pids, mut counts) = (Pids::default(), Counts::default());
+    load_until(cluster.node(0), &all, &mut pids, &mut counts, || true).await;
+
+    let entry = cluster.node(0).clone();
+    let (stop, stopped) = (
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let load = {
+        let (all, stop) = (all.clone(), stop.clone());
+        actix_rt::spawn(async move {
+            load_until(&entry, &all, &mut pids, &mut counts, || stop.load(stopped)).await;
+            (pids, counts)
+        })
+    };
+    let joined = cluster.add_node(&EXAMPLE_CAPABILITIES).await;
+    cluster.sync_views().await;
+    let moved: Vec<&String> = all
+        .iter()
+        .filter(|id| cluster.owner_of(id, "counter") == joined)
+        .collect();
+    assert!(!moved.is_empty(), "the new node owns some of the ids");
+    eventually("the new node serves the ids it took over", || {
+        cluster.node(joined).activations() == moved.len()
+    })
+    .await;
+    stop.store(true, stopped);
+    let (mut pids, mut counts) = load.await.expect("the load ran without a failure");
+
+    for (id, result) in all
+        .iter()
+        .zip(call_all(cluster.node(1), &all, &mut pids).await)
+    {
+        counts.saw(id, &result.expect("served"));
+    }
+    let sent: u64 = (0..2)
+        .map(|i| cluster.node(i).activation_stats().handoffs_sent)
+        .sum();
+    assert_eq!(sent, moved.len() as u64, "one handoff per moved id");
+    cluster.shutdown().await;
 }

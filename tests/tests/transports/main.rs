@@ -53,6 +53,7 @@ for_both_transports!(
     a_capability_registered_by_one_node_lands_on_that_node,
     a_capability_nobody_registered_has_no_capable_node,
     a_joining_node_takes_its_shards_and_the_old_owners_stop_them,
+    a_leaving_node_hands_every_identity_over_with_its_state,
     an_unreachable_owner_is_refused_then_fenced_and_its_ids_fail_over,
 );
 
@@ -488,8 +489,25 @@ async fn a_joining_node_takes_its_shards_and_the_old_owners_stop_them(transport:
     for (k, &i) in moved.iter().enumerate() {
         let reply = ok(cluster.node(k % 3), counter(&ids[i])).await;
         assert_eq!(reply.node, names[joined], "{}", ids[i]);
-        assert_eq!(reply.result, json!({"ok": 1}), "{} starts afresh", ids[i]);
+        assert_ne!(reply.pid, before[i].1, "{} has a new activation", ids[i]);
+        assert_eq!(
+            reply.result,
+            json!({"ok": 2}),
+            "{} continues from the count handed over",
+            ids[i]
+        );
     }
+    let handoffs = |i: usize| cluster.node(i).activation_stats();
+    assert_eq!(
+        handoffs(0).handoffs_sent + handoffs(1).handoffs_sent,
+        moved.len() as u64
+    );
+    assert_eq!(handoffs(joined).handoffs_received, moved.len() as u64);
+    assert_eq!(
+        handoffs(joined).handoffs_waiting,
+        0,
+        "every handoff was used"
+    );
     for i in (0..ids.len()).filter(|i| !moved.contains(i)) {
         let reply = ok(cluster.node(i % 3), counter(&ids[i])).await;
         assert_eq!(reply.node, names[before[i].0], "{}", ids[i]);
@@ -500,6 +518,59 @@ async fn a_joining_node_takes_its_shards_and_the_old_owners_stop_them(transport:
         cluster.activations(),
         vec![still_owned(0), still_owned(1), moved.len()]
     );
+    cluster.shutdown().await;
+}
+
+async fn a_leaving_node_hands_every_identity_over_with_its_state(transport: Transport) {
+    let cluster = Cluster::start(transport, 3).await;
+    let names = cluster.ids();
+    let counters: Vec<String> = (0..20)
+        .map(|k| {
+            find_id(&format!("leaving-{k}"), |id| {
+                cluster.owner_of(id, "counter") == 2
+            })
+        })
+        .collect();
+    let players: Vec<String> = (0..5)
+        .map(|k| {
+            find_id(&format!("player-{k}"), |id| {
+                cluster.owner_of(id, "game") == 2
+            })
+        })
+        .collect();
+    for (k, id) in counters.iter().enumerate() {
+        for n in 1..=k + 1 {
+            let reply = ok(cluster.node(0), counter(id)).await;
+            assert_eq!(reply.result, json!({"ok": n}));
+        }
+    }
+    for id in &players {
+        let start =
+            game(id, json!({"action": "increment"})).with_init_arg(json!({"starting_level": 7}));
+        assert_eq!(ok(cluster.node(1), start).await.result, json!({"ok": 1}));
+    }
+
+    cluster.node(2).drain(Duration::from_secs(5)).await;
+    assert_eq!(cluster.node(2).activations(), 0);
+    assert_eq!(
+        cluster.node(2).activation_stats().handoffs_sent,
+        (counters.len() + players.len()) as u64
+    );
+    cluster.sync_views().await;
+
+    for (k, id) in counters.iter().enumerate() {
+        let reply = ok(cluster.node(k % 2), counter(id)).await;
+        assert_ne!(reply.node, names[2], "{id} moved off the leaver");
+        assert_eq!(reply.result, json!({"ok": k + 2}), "{id} kept its count");
+    }
+    for id in &players {
+        let reply = ok(cluster.node(0), game(id, json!({"action": "get_state"}))).await;
+        assert_eq!(
+            reply.result,
+            json!({"ok": {"id": id, "level": 7, "score": 1}}),
+            "{id} kept its level and score"
+        );
+    }
     cluster.shutdown().await;
 }
 
