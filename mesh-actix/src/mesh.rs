@@ -24,8 +24,8 @@ use crate::gate::Gate;
 use crate::metrics::{RequestMetrics, RequestStats};
 use crate::registry::{ActivationRegistry, Entry, RefusedHandoff, RegistryStats};
 use crate::router::{
-    AwaitCluster, Drain, Leave, RegisterCapabilities, Renew, RouterLinks, RoutingSnapshot,
-    ShardRouter, UpdateMembers,
+    AwaitCluster, Drain, Leave, RegisterCapabilities, Renew, RouterHealth, RouterLinks,
+    RoutingSnapshot, ShardRouter, UpdateMembers,
 };
 use crate::transport::RemoteTransport;
 
@@ -168,6 +168,7 @@ struct MeshInner {
     /// The epoch of each published snapshot, for those who react to changes (membership).
     routing_updates: tokio::sync::watch::Receiver<u64>,
     router: Addr<ShardRouter>,
+    router_health: Arc<RouterHealth>,
     /// The router's own thread: a busy actor must not delay lease renewals.
     router_arbiter: Arbiter,
     registry: Arc<ActivationRegistry>,
@@ -183,6 +184,7 @@ struct MeshInner {
 
 impl Drop for MeshInner {
     fn drop(&mut self) {
+        self.router_health.shut_down();
         self.router_arbiter.stop();
         for arbiter in &self.arbiters {
             arbiter.stop();
@@ -212,6 +214,7 @@ impl Mesh {
         let routing = ShardRouter::initial(&local, config.shards);
         let (updates, routing_updates) = tokio::sync::watch::channel(routing.load().epoch());
         let (shards, lease, joining) = (config.shards, config.lease, config.joining);
+        let router_health = Arc::new(RouterHealth::default());
         let inner = Arc::new_cyclic(|weak| {
             let links = RouterLinks {
                 snapshot: routing.clone(),
@@ -220,6 +223,7 @@ impl Mesh {
                 gate: gate.clone(),
                 transport: transport.clone(),
                 mesh: WeakMesh(weak.clone()),
+                health: router_health.clone(),
             };
             let router = ShardRouter::start_in_arbiter(&router_arbiter.handle(), move |_| {
                 ShardRouter::new(local, shards, lease, joining, links)
@@ -235,6 +239,7 @@ impl Mesh {
                 routing,
                 routing_updates,
                 router,
+                router_health,
                 router_arbiter,
                 registry,
                 gate,
@@ -310,6 +315,15 @@ impl Mesh {
         }
     }
 
+    /// Resolves if this node's `ShardRouter` (the actor that renews its lease and publishes
+    /// its routing) dies, which only a bug can cause, with the reason. The node has then
+    /// stopped serving for good: every request is refused and [`Mesh::readiness`] says why.
+    /// A service should exit and be restarted (as `mesh-node` does, with status 70); it
+    /// rejoins as a new incarnation.
+    pub async fn router_failure(&self) -> String {
+        self.inner.router_health.failed().await
+    }
+
     /// Says that this node joins an existing cluster (the membership layer was given seeds):
     /// like [`MeshConfig::joining`], for a node that was started before it knew. Until it has
     /// heard from another member it serves nothing; requests through it wait.
@@ -320,6 +334,9 @@ impl Mesh {
     /// Whether this node serves requests now: it has learned its cluster, every member
     /// acknowledged it, it holds a valid lease and it is not draining. `Err` says why not.
     pub fn readiness(&self) -> Result<(), String> {
+        if let Some(reason) = self.inner.router_health.failure() {
+            return Err(reason);
+        }
         if !self.inner.router.connected() {
             return Err("the shard router of this node has stopped".into());
         }

@@ -8,6 +8,7 @@
 //! own, so that a busy actor cannot delay lease renewals.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -34,6 +35,47 @@ const TICK: Duration = Duration::from_millis(20);
 /// for ever. Logged when it happens.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Whether the router is alive, for the rest of the node. The router only ends with its
+/// `Mesh` (which marks `shutting_down` first) or by a panic in one of its handlers, after
+/// which actix drops it: then nothing renews the lease, admits or fences any more.
+#[derive(Default)]
+pub(crate) struct RouterHealth {
+    shutting_down: AtomicBool,
+    failure: std::sync::Mutex<Option<String>>,
+    failed: tokio::sync::Notify,
+}
+
+impl RouterHealth {
+    /// The node is stopping: the router's end is expected.
+    pub(crate) fn shut_down(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+
+    /// Why the router died, if it did.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Resolves once the router has died, with the reason.
+    pub(crate) async fn failed(&self) -> String {
+        loop {
+            let notified = self.failed.notified();
+            if let Some(reason) = self.failure() {
+                return reason;
+            }
+            notified.await;
+        }
+    }
+
+    fn fail(&self, reason: String) {
+        *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+        self.failed.notify_waiters();
+    }
+}
+
 /// What the router shares with the rest of the node.
 pub(crate) struct RouterLinks {
     pub(crate) snapshot: RoutingSnapshot,
@@ -43,6 +85,7 @@ pub(crate) struct RouterLinks {
     pub(crate) transport: Arc<OnceLock<Arc<dyn RemoteTransport>>>,
     /// The node's `Mesh`, to send handoffs.
     pub(crate) mesh: WeakMesh,
+    pub(crate) health: Arc<RouterHealth>,
 }
 
 /// Owns the membership view and lease state; publishes routing snapshots.
@@ -250,6 +293,28 @@ impl ShardRouter {
     }
 }
 
+impl Drop for ShardRouter {
+    /// A router that ends while its node lives has panicked: the node can no longer confirm
+    /// its ownership, so it stops serving for good (every request is refused, `/ready` says
+    /// why) and reports the failure, which `mesh-node` turns into an exit for its supervisor
+    /// to restart it. Restarting the router in place would need a new incarnation anyway.
+    fn drop(&mut self) {
+        if self.links.health.shutting_down.load(Ordering::Acquire) {
+            return;
+        }
+        let reason = "the shard router of this node stopped unexpectedly (a bug: it panicked); \
+                      this node refuses every request until it is restarted"
+            .to_owned();
+        self.links
+            .gate
+            .set(None, Some((mesh_core::Refusal::NoLease, reason.clone())));
+        let stopped = self.links.registry.stop_unwanted(|_| false, |_| None);
+        tracing::error!(node = %self.local(), incarnation = self.fencing.local().incarnation,
+            activations = stopped, "{reason}");
+        self.links.health.fail(reason);
+    }
+}
+
 impl Actor for ShardRouter {
     type Context = Context<Self>;
 
@@ -384,6 +449,24 @@ impl Handler<Leave> for ShardRouter {
     }
 }
 
+/// Makes the router panic, for the tests of what its death does.
+#[cfg(test)]
+pub(crate) struct Panic;
+
+#[cfg(test)]
+impl Message for Panic {
+    type Result = ();
+}
+
+#[cfg(test)]
+impl Handler<Panic> for ShardRouter {
+    type Result = ();
+
+    fn handle(&mut self, _: Panic, _: &mut Context<Self>) {
+        panic!("a bug in the router");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use mesh_core::{MemberStatus, ShardId};
@@ -403,6 +486,7 @@ mod tests {
         snapshot: RoutingSnapshot,
         gate: Arc<Gate>,
         shards: ShardCount,
+        health: Arc<RouterHealth>,
     }
 
     impl Fixture {
@@ -412,6 +496,7 @@ mod tests {
             let shards = ShardCount::new(16).unwrap();
             let snapshot = ShardRouter::initial(&local, shards);
             let gate = Arc::new(Gate::new());
+            let health = Arc::new(RouterHealth::default());
             let links = RouterLinks {
                 snapshot: snapshot.clone(),
                 updates: tokio::sync::watch::channel(0).0,
@@ -419,6 +504,7 @@ mod tests {
                 gate: gate.clone(),
                 transport: Arc::new(OnceLock::new()),
                 mesh: WeakMesh::detached(),
+                health: health.clone(),
             };
             let lease = LeaseConfig::default();
             let router = ShardRouter::new(local, shards, lease, joining, links).start();
@@ -427,6 +513,7 @@ mod tests {
                 snapshot,
                 gate,
                 shards,
+                health,
             }
         }
 
@@ -547,5 +634,22 @@ mod tests {
         f.update(vec![impostor]).await;
         assert_eq!(f.members(), std::slice::from_ref(&local));
         assert_eq!(f.epoch(), epoch);
+    }
+
+    #[actix_rt::test]
+    async fn a_router_that_panics_closes_the_gate_for_good_and_reports_it() {
+        let f = Fixture::start(false);
+        f.register(&["counter"]).await;
+        assert!(f.gate.is_open());
+        assert!(f.health.failure().is_none());
+
+        let _ = f.router.send(Panic).await;
+        let reason = tokio::time::timeout(Duration::from_secs(5), f.health.failed())
+            .await
+            .expect("the router's death is reported");
+        assert!(reason.contains("stopped unexpectedly"), "{reason}");
+        assert!(!f.router.connected());
+        let (refusal, why) = f.gate.refusal().expect("the gate is closed");
+        assert_eq!((refusal, why), (mesh_core::Refusal::NoLease, reason));
     }
 }

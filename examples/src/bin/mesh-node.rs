@@ -116,10 +116,19 @@ async fn main() -> anyhow::Result<()> {
         },
         workers: args.workers,
     };
+    let watched = mesh.clone();
     let node = mesh_http::serve(mesh, listener, options).await?;
     eprintln!("mesh-node {node_id} listening on http://{addr}");
 
-    mesh_examples::shutdown_signal().await?;
+    tokio::select! {
+        signal = mesh_examples::shutdown_signal() => signal?,
+        reason = watched.router_failure() => {
+            // The node can no longer confirm its ownership and refuses everything: exit, so
+            // that a supervisor restarts it as a new incarnation (EX_SOFTWARE).
+            eprintln!("mesh-node {node_id}: {reason}; exiting");
+            std::process::exit(70);
+        }
+    }
     eprintln!("mesh-node {node_id} leaving the cluster");
     node.shutdown().await?;
     eprintln!("mesh-node {node_id} stopped");
