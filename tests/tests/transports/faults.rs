@@ -61,10 +61,27 @@ fn ids_of(cluster: &Cluster, owner: usize, prefix: &str, n: usize) -> Vec<String
         .collect()
 }
 
+/// How long a call may wait while a partition or a fencing plays out: short, so that the
+/// refusals of a minority show as such.
+const FAULT_CALL: Duration = Duration::from_secs(1);
+
+/// How long a call may wait during a planned change: a join's admission and its handoffs take
+/// about 0.3 s, much more on an overloaded machine, and every call must succeed.
+const MOVE_CALL: Duration = Duration::from_secs(10);
+
 async fn call_all(mesh: &Mesh, ids: &[String], pids: &mut Pids) -> Vec<Result<Reply, MeshError>> {
+    call_all_within(mesh, ids, pids, FAULT_CALL).await
+}
+
+async fn call_all_within(
+    mesh: &Mesh,
+    ids: &[String],
+    pids: &mut Pids,
+    timeout: Duration,
+) -> Vec<Result<Reply, MeshError>> {
     let calls = ids
         .iter()
-        .map(|id| mesh.call(counter(id).with_timeout(Duration::from_secs(1))));
+        .map(|id| mesh.call(counter(id).with_timeout(timeout)));
     let results = join_all(calls).await;
     for (id, result) in ids.iter().zip(&results) {
         if let Ok(reply) = result {
@@ -193,7 +210,10 @@ async fn load_until(
 ) -> usize {
     let mut rounds = 0;
     while !done() || rounds < 5 {
-        for (id, result) in ids.iter().zip(call_all(mesh, ids, pids).await) {
+        for (id, result) in ids
+            .iter()
+            .zip(call_all_within(mesh, ids, pids, MOVE_CALL).await)
+        {
             let reply = result.unwrap_or_else(|e| panic!("{id} failed during the change: {e:?}"));
             counts.saw(id, &reply);
         }
