@@ -274,7 +274,10 @@ impl Mesh {
 
     /// Declares that this node can own actors of these capabilities. Returns all of this
     /// node's capabilities. Once it returns, routing on this node sees them; other nodes learn
-    /// them through the membership layer.
+    /// them through the membership layer. A node declares at most
+    /// [`MAX_CAPABILITIES`](mesh_core::MAX_CAPABILITIES) capabilities, in at most
+    /// [`MAX_CAPABILITIES_BYTES`](mesh_core::MAX_CAPABILITIES_BYTES) of gossip: a set beyond
+    /// either is refused as a `bad_request` and changes nothing.
     pub async fn register_capabilities<C: AsRef<str>>(
         &self,
         capabilities: impl IntoIterator<Item = C>,
@@ -282,12 +285,17 @@ impl Mesh {
         let capabilities = capabilities
             .into_iter()
             .map(Capability::new)
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<BTreeSet<_>, _>>()?;
+        if capabilities.len() > mesh_core::MAX_CAPABILITIES {
+            // Refused before it costs the router anything.
+            mesh_core::check_capabilities(&capabilities)?;
+        }
+        let capabilities = capabilities.into_iter().collect();
         self.inner
             .router
             .send(RegisterCapabilities(capabilities))
             .await
-            .map_err(|_| MeshError::OwnerUnavailable("the shard router has stopped".into()))
+            .map_err(|_| MeshError::OwnerUnavailable("the shard router has stopped".into()))?
     }
 
     /// Tells this node what the membership layer (gossip) knows of the other members. Members

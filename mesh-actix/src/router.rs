@@ -324,11 +324,12 @@ impl Actor for ShardRouter {
     }
 }
 
-/// Adds capabilities to this node; replies with all of them.
+/// Adds capabilities to this node; replies with all of them, or refuses a set that would
+/// exceed the bounds of [`mesh_core::check_capabilities`] (and changes nothing).
 pub(crate) struct RegisterCapabilities(pub(crate) Vec<Capability>);
 
 impl Message for RegisterCapabilities {
-    type Result = BTreeSet<Capability>;
+    type Result = Result<BTreeSet<Capability>, mesh_core::MeshError>;
 }
 
 impl Handler<RegisterCapabilities> for ShardRouter {
@@ -337,10 +338,13 @@ impl Handler<RegisterCapabilities> for ShardRouter {
     fn handle(&mut self, msg: RegisterCapabilities, _: &mut Context<Self>) -> Self::Result {
         let mut local = self.fencing.local().clone();
         local.capabilities.extend(msg.0);
+        if let Err(error) = mesh_core::check_capabilities(&local.capabilities) {
+            return MessageResult(Err(error));
+        }
         let all = local.capabilities.clone();
         self.fencing.set_local(local, self.now());
         self.apply();
-        MessageResult(all)
+        MessageResult(Ok(all))
     }
 }
 
@@ -541,6 +545,7 @@ mod tests {
             self.router
                 .send(RegisterCapabilities(capabilities))
                 .await
+                .unwrap()
                 .unwrap()
         }
 

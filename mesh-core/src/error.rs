@@ -17,6 +17,10 @@ pub enum MeshError {
     /// The owner has no actor type registered under this module name.
     #[error("{0}")]
     UnknownModule(String),
+    /// The request body did not arrive completely within the node's body timeout (the
+    /// connection is closed too). Beyond the contract's table: 408 `request_timeout`.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// The request body is larger than the configured limit.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -55,6 +59,14 @@ impl MeshError {
         MeshError::PayloadTooLarge(format!("request body exceeds the limit of {limit} bytes"))
     }
 
+    /// `request_timeout`: the body did not arrive within `timeout`.
+    pub fn request_timeout(timeout: Duration) -> MeshError {
+        MeshError::RequestTimeout(format!(
+            "the request body did not arrive within {} ms",
+            timeout.as_millis()
+        ))
+    }
+
     /// `init_failed`: the actor's init refused, for `reason`.
     pub fn init_failed(reason: &str) -> MeshError {
         MeshError::InitFailed(format!("init rejected init_arg: {reason}"))
@@ -85,6 +97,7 @@ impl MeshError {
             MeshError::BadRequest(_) => ErrorCode::BadRequest,
             MeshError::Unauthorized(_) => ErrorCode::Unauthorized,
             MeshError::UnknownModule(_) => ErrorCode::UnknownModule,
+            MeshError::RequestTimeout(_) => ErrorCode::RequestTimeout,
             MeshError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             MeshError::InitFailed(_) => ErrorCode::InitFailed,
             MeshError::ActorCrashed(_) => ErrorCode::ActorCrashed,
@@ -100,6 +113,7 @@ impl MeshError {
             MeshError::BadRequest(m)
             | MeshError::Unauthorized(m)
             | MeshError::UnknownModule(m)
+            | MeshError::RequestTimeout(m)
             | MeshError::PayloadTooLarge(m)
             | MeshError::InitFailed(m)
             | MeshError::ActorCrashed(m)
@@ -116,6 +130,7 @@ impl MeshError {
             ErrorCode::BadRequest => MeshError::BadRequest(message),
             ErrorCode::Unauthorized => MeshError::Unauthorized(message),
             ErrorCode::UnknownModule => MeshError::UnknownModule(message),
+            ErrorCode::RequestTimeout => MeshError::RequestTimeout(message),
             ErrorCode::PayloadTooLarge => MeshError::PayloadTooLarge(message),
             ErrorCode::InitFailed => MeshError::InitFailed(message),
             ErrorCode::ActorCrashed => MeshError::ActorCrashed(message),
@@ -135,6 +150,8 @@ pub enum ErrorCode {
     Unauthorized,
     /// 404 `unknown_module`
     UnknownModule,
+    /// 408 `request_timeout` (beyond the contract's table)
+    RequestTimeout,
     /// 413 `payload_too_large`
     PayloadTooLarge,
     /// 422 `init_failed`
@@ -150,11 +167,12 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    /// Every code, in the contract's order.
-    pub const ALL: [ErrorCode; 9] = [
+    /// Every code, in the contract's order (and `request_timeout` by its status).
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::UnknownModule,
+        ErrorCode::RequestTimeout,
         ErrorCode::PayloadTooLarge,
         ErrorCode::InitFailed,
         ErrorCode::ActorCrashed,
@@ -169,6 +187,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::UnknownModule => "unknown_module",
+            ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::InitFailed => "init_failed",
             ErrorCode::ActorCrashed => "actor_crashed",
@@ -184,6 +203,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::UnknownModule => 404,
+            ErrorCode::RequestTimeout => 408,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::InitFailed => 422,
             ErrorCode::ActorCrashed => 500,
@@ -208,6 +228,7 @@ mod tests {
             (400, "bad_request"),
             (401, "unauthorized"),
             (404, "unknown_module"),
+            (408, "request_timeout"),
             (413, "payload_too_large"),
             (422, "init_failed"),
             (500, "actor_crashed"),

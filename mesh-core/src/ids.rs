@@ -1,4 +1,5 @@
-//! Names of things in the mesh. Each is a non-empty string; an empty one is a `bad_request`.
+//! Names of things in the mesh. Each is a non-empty string of bounded length; an empty or
+//! longer one is a `bad_request`.
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -8,20 +9,39 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::MeshError;
 
+/// The longest `module`, `capability` and node id, in bytes.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// The longest actor `id`, in bytes.
+pub const MAX_ID_LEN: usize = 4096;
+
 macro_rules! name_type {
-    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $max:expr) => {
         $(#[$doc])*
         ///
-        /// Cheap to clone (a shared string) and never empty.
+        /// Cheap to clone (a shared string), never empty, at most
+        #[doc = concat!("`", stringify!($max), "`")]
+        /// bytes.
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(Arc<str>);
 
         impl $name {
-            /// Wraps `value`, rejecting an empty string with [`MeshError::BadRequest`].
+            /// The longest one, in bytes.
+            pub const MAX_LEN: usize = $max;
+
+            /// Wraps `value`, rejecting an empty or too long string with
+            /// [`MeshError::BadRequest`].
             pub fn new(value: impl AsRef<str>) -> Result<Self, MeshError> {
                 let value = value.as_ref();
                 if value.is_empty() {
                     return Err(MeshError::BadRequest(concat!("`", $what, "` must not be empty").into()));
+                }
+                if value.len() > $max {
+                    return Err(MeshError::BadRequest(format!(
+                        concat!("`", $what, "` must be at most {} bytes, got {}"),
+                        $max,
+                        value.len()
+                    )));
                 }
                 Ok($name(Arc::from(value)))
             }
@@ -88,23 +108,27 @@ macro_rules! name_type {
 name_type!(
     /// The id of one actor within its module, e.g. `"counter_1"`. It alone picks the shard.
     ActorId,
-    "id"
+    "id",
+    MAX_ID_LEN
 );
 name_type!(
     /// The name an actor type is registered under on every node, e.g. `"Counter"`.
     Module,
-    "module"
+    "module",
+    MAX_NAME_LEN
 );
 name_type!(
     /// What a node declares it can host, e.g. `"counter"`; a request names the capability
     /// its actor needs and only nodes that registered it may own the actor.
     Capability,
-    "capability"
+    "capability",
+    MAX_NAME_LEN
 );
 name_type!(
     /// The id of one node of the cluster, unique within it.
     NodeId,
-    "node_id"
+    "node_id",
+    MAX_NAME_LEN
 );
 
 #[cfg(test)]
@@ -118,6 +142,23 @@ mod tests {
         assert!(matches!(Module::new(""), Err(MeshError::BadRequest(_))));
         assert!(matches!(Capability::new(""), Err(MeshError::BadRequest(_))));
         assert!(matches!(NodeId::new(""), Err(MeshError::BadRequest(_))));
+    }
+
+    #[test]
+    fn names_longer_than_their_bound_are_bad_requests() {
+        assert!(Module::new("m".repeat(255)).is_ok());
+        let err = Module::new("m".repeat(256)).unwrap_err();
+        assert_eq!(
+            err,
+            MeshError::BadRequest("`module` must be at most 255 bytes, got 256".into())
+        );
+        assert!(Capability::new("c".repeat(256)).is_err());
+        assert!(NodeId::new("n".repeat(256)).is_err());
+        assert!(ActorId::new("i".repeat(4096)).is_ok());
+        let err = ActorId::new("i".repeat(4097)).unwrap_err();
+        assert!(err.to_string().contains("at most 4096 bytes"), "{err}");
+        // The bound is in bytes: a 2-byte character counts twice.
+        assert!(Module::new("é".repeat(128)).is_err());
     }
 
     #[test]

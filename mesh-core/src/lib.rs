@@ -36,8 +36,11 @@ pub use delivery::{HopError, Refusal};
 pub use error::{ErrorCode, MeshError};
 pub use fencing::{is_quorum, Fencing, FencingEvent, LeaseConfig, RenewReply, RenewRequest};
 pub use handoff::Handoff;
-pub use ids::{ActorId, Capability, Module, NodeId};
-pub use membership::{Member, MemberStatus, MembershipView};
+pub use ids::{ActorId, Capability, Module, NodeId, MAX_ID_LEN, MAX_NAME_LEN};
+pub use membership::{
+    check_capabilities, Member, MemberStatus, MembershipView, MAX_CAPABILITIES,
+    MAX_CAPABILITIES_BYTES,
+};
 pub use placement::{OwnerTable, RoutingTable, StableNodeHasher};
 pub use request::{Reply, Request, DEFAULT_TIMEOUT, MAX_TIMEOUT};
 pub use shard::{ShardCount, ShardId, DEFAULT_SHARDS};

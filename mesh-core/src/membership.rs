@@ -6,6 +6,33 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Capability, MeshError, NodeId};
 
+/// The most capabilities one node may declare.
+pub const MAX_CAPABILITIES: usize = 1024;
+
+/// The largest capability set of one node, as the JSON list it gossips, in bytes: it must fit
+/// in one gossip datagram (64 KiB) beside the digest of the cluster, or peers would never
+/// learn it.
+pub const MAX_CAPABILITIES_BYTES: usize = 32 * 1024;
+
+/// Checks that a node may declare `capabilities`: at most [`MAX_CAPABILITIES`] of them, in at
+/// most [`MAX_CAPABILITIES_BYTES`] of gossip. Beyond either, a `bad_request` saying which.
+pub fn check_capabilities(capabilities: &BTreeSet<Capability>) -> Result<(), MeshError> {
+    if capabilities.len() > MAX_CAPABILITIES {
+        return Err(MeshError::BadRequest(format!(
+            "a node may declare at most {MAX_CAPABILITIES} capabilities; this would make {}",
+            capabilities.len()
+        )));
+    }
+    let bytes = serde_json::to_vec(capabilities).map_or(usize::MAX, |v| v.len());
+    if bytes > MAX_CAPABILITIES_BYTES {
+        return Err(MeshError::BadRequest(format!(
+            "the capabilities of a node must fit in {MAX_CAPABILITIES_BYTES} bytes of gossip \
+             (as a JSON list); these would take {bytes}"
+        )));
+    }
+    Ok(())
+}
+
 /// Whether a member is believed to be running, as this node's lease protocol judges it
 /// (see [`Fencing`](crate::Fencing)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -128,6 +155,27 @@ impl MembershipView {
     /// Every member, ordered by node id.
     pub fn members(&self) -> impl Iterator<Item = &Member> {
         self.members.values()
+    }
+}
+
+#[cfg(test)]
+mod bounds {
+    use super::*;
+
+    fn names(n: usize, len: usize) -> BTreeSet<Capability> {
+        (0..n)
+            .map(|i| Capability::new(format!("{i:0len$}")).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_capability_set_is_bounded_in_count_and_in_gossip_bytes() {
+        assert!(check_capabilities(&names(1024, 8)).is_ok());
+        let too_many = check_capabilities(&names(1025, 8)).unwrap_err();
+        assert!(too_many.to_string().contains("at most 1024"), "{too_many}");
+        // 200 names of 255 bytes are under the count but over the gossip budget.
+        let too_big = check_capabilities(&names(200, 255)).unwrap_err();
+        assert!(too_big.to_string().contains("bytes of gossip"), "{too_big}");
     }
 }
 

@@ -56,7 +56,8 @@ impl Hasher for LittleEndianXxh3 {
 /// members.
 #[derive(Debug, Clone)]
 pub struct OwnerTable {
-    owners: Box<[u16]>,
+    /// Shared by every capability with the same candidate nodes.
+    owners: Arc<[u16]>,
 }
 
 impl OwnerTable {
@@ -110,13 +111,17 @@ impl RoutingTable {
                 }
             }
         }
+        // Capabilities registered by the same nodes have the same owners: one table each set
+        // of candidates, however many capabilities share it (a node may declare 1024).
+        let mut built: HashMap<Vec<usize>, OwnerTable> = HashMap::new();
         let tables = candidates
             .into_iter()
             .map(|(capability, nodes)| {
-                (
-                    capability.to_owned(),
-                    OwnerTable::build(&members, &nodes, shards),
-                )
+                let table = built
+                    .entry(nodes)
+                    .or_insert_with_key(|nodes| OwnerTable::build(&members, nodes, shards))
+                    .clone();
+                (capability.to_owned(), table)
             })
             .collect();
         RoutingTable {

@@ -88,8 +88,9 @@ impl Request {
 
     /// Parses the JSON body of `POST /call` and `POST /cast`.
     ///
-    /// Any problem (not JSON, a missing or mistyped field, an empty name, a timeout outside
-    /// `1..=3600000` ms) is a [`MeshError::BadRequest`] whose message says what is wrong.
+    /// Any problem (not JSON, a missing, mistyped or unknown field, an empty or too long
+    /// name, a timeout outside `1..=3600000` ms) is a [`MeshError::BadRequest`] whose message
+    /// says what is wrong.
     pub fn from_json(body: &[u8]) -> Result<Request, MeshError> {
         let wire: WireRequest = serde_json::from_slice(body)
             .map_err(|e| MeshError::BadRequest(format!("invalid request body: {e}")))?;
@@ -115,6 +116,7 @@ impl Request {
 /// The JSON shape of a request; names are plain strings here so that an empty one gets the
 /// field-specific message of [`Module::new`] and friends.
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WireRequest {
     module: String,
     id: String,
@@ -216,6 +218,14 @@ mod tests {
             "`capability` must not be empty"
         );
         assert!(bad("[1,2]").contains("invalid"));
+        // A typo is not silently ignored: the message names the field.
+        let typo = bad(r#"{"module":"M","id":"x","capability":"c","paylod":{"action":"reset"}}"#);
+        assert!(typo.contains("unknown field `paylod`"), "{typo}");
+        let long = format!(
+            r#"{{"module":"M","id":"{}","capability":"c"}}"#,
+            "x".repeat(4097)
+        );
+        assert!(bad(&long).contains("at most 4096 bytes"));
     }
 
     #[test]

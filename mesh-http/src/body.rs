@@ -1,4 +1,4 @@
-//! Reading a request body under a size limit.
+//! Reading a request body under a size limit and a time limit.
 
 use actix_web::http::header::CONTENT_LENGTH;
 use actix_web::{web, HttpRequest};
@@ -6,8 +6,21 @@ use futures_util::StreamExt;
 use mesh_actix::MeshError;
 
 /// Reads the whole body, failing with `payload_too_large` as soon as it exceeds `limit`
-/// (at once when `Content-Length` says so) and with `bad_request` if the stream breaks.
+/// (at once when `Content-Length` says so), with `bad_request` if the stream breaks, and with
+/// `request_timeout` if it has not arrived completely within `timeout` (a stalled or
+/// trickled body must not hold its connection for ever).
 pub(crate) async fn read_limited(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<web::Bytes, MeshError> {
+    tokio::time::timeout(timeout, read_within(req, payload, limit))
+        .await
+        .unwrap_or_else(|_| Err(MeshError::request_timeout(timeout)))
+}
+
+async fn read_within(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
@@ -36,6 +49,7 @@ pub(crate) async fn read_limited(
 #[cfg(test)]
 mod tests {
     use std::pin::Pin;
+    use std::time::Duration;
 
     use actix_web::error::PayloadError;
     use actix_web::test::TestRequest;
@@ -52,7 +66,7 @@ mod tests {
         let payload = web::Payload::from_request(&req, &mut payload)
             .await
             .unwrap();
-        read_limited(&req, payload, limit).await
+        read_limited(&req, payload, limit, Duration::from_secs(10)).await
     }
 
     /// Reads a chunked stream, with `declared` as its `Content-Length` if any.
@@ -70,7 +84,7 @@ mod tests {
         let payload = web::Payload::from_request(&req, &mut payload)
             .await
             .unwrap();
-        read_limited(&req, payload, limit).await
+        read_limited(&req, payload, limit, Duration::from_secs(10)).await
     }
 
     fn chunks(parts: &[&'static [u8]]) -> Chunks {
@@ -115,6 +129,24 @@ mod tests {
         assert!(
             matches!(read, Err(MeshError::BadRequest(ref m)) if m.starts_with("could not read the body")),
             "{read:?}"
+        );
+    }
+
+    #[actix_web::test]
+    async fn a_body_that_stalls_is_a_request_timeout() {
+        let stalled: Chunks =
+            Box::pin(stream::iter([Ok(web::Bytes::from_static(b"12"))]).chain(stream::pending()));
+        let (req, _) = TestRequest::post()
+            .insert_header((CONTENT_LENGTH, 1000))
+            .to_http_parts();
+        let mut payload = dev::Payload::Stream { payload: stalled };
+        let payload = web::Payload::from_request(&req, &mut payload)
+            .await
+            .unwrap();
+        let read = read_limited(&req, payload, 5000, Duration::from_millis(50)).await;
+        assert_eq!(
+            read,
+            Err(MeshError::request_timeout(Duration::from_millis(50)))
         );
     }
 }

@@ -33,11 +33,19 @@ impl ResponseError for HttpError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        error_body(
+        let mut response = error_body(
             self.status_code(),
             self.0.code().as_str(),
             &self.0.to_string(),
-        )
+        );
+        if self.0.code() == mesh_actix::ErrorCode::RequestTimeout {
+            // The rest of a stalled body may never come: the connection goes, not just the
+            // request.
+            response
+                .head_mut()
+                .set_connection_type(actix_web::http::ConnectionType::Close);
+        }
+        response
     }
 }
 
@@ -57,10 +65,11 @@ mod tests {
     use super::*;
 
     /// The error table of the contract, written out rather than read from `ErrorCode`.
-    const CONTRACT: [(&str, u16); 9] = [
+    const CONTRACT: [(&str, u16); 10] = [
         ("bad_request", 400),
         ("unauthorized", 401),
         ("unknown_module", 404),
+        ("request_timeout", 408),
         ("payload_too_large", 413),
         ("init_failed", 422),
         ("actor_crashed", 500),

@@ -40,6 +40,8 @@ mod transport;
 
 pub use error::HttpError;
 pub use membership::{GossipOptions, Membership, MembershipError};
-pub use routes::{configure, configure_with, not_found, HttpOptions, DEFAULT_BODY_LIMIT};
+pub use routes::{
+    configure, configure_with, not_found, HttpOptions, DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT,
+};
 pub use serve::{serve, ServeError, ServeOptions, ServingNode};
 pub use transport::HttpTransport;

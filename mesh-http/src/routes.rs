@@ -19,11 +19,17 @@ use crate::metrics::render;
 /// The default limit of a request body: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
 
+/// How long a request body may take to arrive by default: 10 s.
+pub const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How the routes behave.
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
     /// Bodies over this many bytes get `413 payload_too_large`.
     pub body_limit: usize,
+    /// A body that has not arrived completely this long after the request's head gets
+    /// `408 request_timeout`, and its connection is closed.
+    pub body_timeout: std::time::Duration,
     /// When set, every route but `/health` and `/metrics` requires it, as
     /// `Authorization: Bearer <secret>`, `Authorization: <secret>` or `x-mesh-secret: <secret>`;
     /// without it: `401`.
@@ -34,6 +40,7 @@ impl Default for HttpOptions {
     fn default() -> HttpOptions {
         HttpOptions {
             body_limit: DEFAULT_BODY_LIMIT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
             secret: None,
         }
     }
@@ -63,7 +70,13 @@ impl State {
     ) -> Result<Request, HttpError> {
         let parsed = async {
             self.authorize(req)?;
-            let bytes = read_limited(req, body, self.options.body_limit).await?;
+            let bytes = read_limited(
+                req,
+                body,
+                self.options.body_limit,
+                self.options.body_timeout,
+            )
+            .await?;
             Ok(Request::from_json(&bytes)?)
         };
         parsed
@@ -166,7 +179,13 @@ async fn forwarded_cast(state: Shared, req: HttpRequest, body: web::Payload) -> 
 /// `POST /internal/lease`: another node asks for a grant of its lease.
 async fn renew_lease(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
     state.authorize(&req)?;
-    let bytes = read_limited(&req, body, state.options.body_limit).await?;
+    let bytes = read_limited(
+        &req,
+        body,
+        state.options.body_limit,
+        state.options.body_timeout,
+    )
+    .await?;
     let request: RenewRequest = serde_json::from_slice(&bytes)
         .map_err(|e| MeshError::BadRequest(format!("invalid lease renewal: {e}")))?;
     Ok(HttpResponse::Ok().json(state.mesh.renew_lease(request).await))
@@ -176,7 +195,13 @@ async fn renew_lease(state: Shared, req: HttpRequest, body: web::Payload) -> Htt
 /// this node, its new owner. 204 once accepted; the body is bounded like every other.
 async fn accept_handoff(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
     state.authorize(&req)?;
-    let bytes = read_limited(&req, body, state.options.body_limit).await?;
+    let bytes = read_limited(
+        &req,
+        body,
+        state.options.body_limit,
+        state.options.body_timeout,
+    )
+    .await?;
     let handoff: Handoff = serde_json::from_slice(&bytes)
         .map_err(|e| MeshError::BadRequest(format!("invalid handoff: {e}")))?;
     let accepted = state.mesh.accept_handoff(handoff);
@@ -222,13 +247,20 @@ async fn cluster(state: Shared, req: HttpRequest) -> HttpResult {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CapabilitiesBody {
     capabilities: Vec<String>,
 }
 
 async fn capabilities(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
     state.authorize(&req)?;
-    let bytes = read_limited(&req, body, state.options.body_limit).await?;
+    let bytes = read_limited(
+        &req,
+        body,
+        state.options.body_limit,
+        state.options.body_timeout,
+    )
+    .await?;
     let parsed: CapabilitiesBody = serde_json::from_slice(&bytes)
         .map_err(|e| MeshError::BadRequest(format!("invalid capabilities body: {e}")))?;
     let all: BTreeSet<Capability> = state
@@ -433,5 +465,80 @@ mod tests {
         let (status, body) = send(&app, owner.to_request()).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["node"], json!("node-1"));
+    }
+
+    #[actix_web::test]
+    async fn bodies_and_names_beyond_their_bounds_are_bad_requests_naming_why() {
+        let mesh = mesh();
+        let app = init_service(App::new().configure(configure(mesh.clone()))).await;
+        let post = |uri: &str, body: Value| {
+            TestRequest::post()
+                .uri(uri)
+                .set_payload(body.to_string())
+                .to_request()
+        };
+        let cases = [
+            (
+                json!({"module": "Counter", "id": "c", "capability": "counter", "paylod": {}}),
+                "unknown field `paylod`",
+            ),
+            (
+                json!({"module": "Counter", "id": "i".repeat(4097), "capability": "counter"}),
+                "`id` must be at most 4096 bytes",
+            ),
+            (
+                json!({"module": "M".repeat(256), "id": "c", "capability": "counter"}),
+                "`module` must be at most 255 bytes",
+            ),
+            (
+                json!({"module": "Counter", "id": "c", "capability": "c".repeat(256)}),
+                "`capability` must be at most 255 bytes",
+            ),
+        ];
+        for route in ["/call", "/cast"] {
+            for (body, why) in &cases {
+                let (status, reply) = send(&app, post(route, body.clone())).await;
+                assert_eq!(status, StatusCode::BAD_REQUEST, "{route} {body}");
+                let message = reply["error"]["message"].as_str().unwrap();
+                assert!(message.contains(why), "{route}: {message}");
+            }
+        }
+
+        let names: Vec<String> = (0..1025).map(|i| format!("cap-{i}")).collect();
+        let (status, reply) =
+            send(&app, post("/capabilities", json!({"capabilities": names}))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 1024"));
+        let wide: Vec<String> = (0..200).map(|i| format!("{i:0255}")).collect();
+        let (status, reply) =
+            send(&app, post("/capabilities", json!({"capabilities": wide}))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("bytes of gossip"));
+        let typo = json!({"capabilitis": ["a"]});
+        let (status, reply) = send(&app, post("/capabilities", typo)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field"));
+        // Nothing of the refused sets was registered; a set within the bounds is.
+        assert!(mesh.capabilities().is_empty());
+        let fits: Vec<String> = (0..1024).map(|i| format!("cap-{i}")).collect();
+        let (status, reply) =
+            send(&app, post("/capabilities", json!({"capabilities": fits}))).await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        assert_eq!(reply["capabilities"].as_array().unwrap().len(), 1024);
+        let (status, _) = send(
+            &app,
+            post("/capabilities", json!({"capabilities": ["one-more"]})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
     }
 }

@@ -26,6 +26,8 @@ pub struct ServeOptions {
     pub http: HttpOptions,
     /// HTTP worker threads; one per core when `None`.
     pub workers: Option<NonZeroUsize>,
+    /// How long an idle keep-alive connection stays open; 5 s when `None`.
+    pub keep_alive: Option<Duration>,
 }
 
 /// Why a node could not start serving.
@@ -81,7 +83,10 @@ pub async fn serve(
     })
     .disable_signals()
     .shutdown_timeout(5)
+    // A request's head must arrive within 10 s, its body within the routes' body timeout,
+    // and an idle connection closes after the keep-alive: no connection is held for ever.
     .client_request_timeout(Duration::from_secs(10))
+    .keep_alive(options.keep_alive.unwrap_or(Duration::from_secs(5)))
     .listen(listener)?;
     if let Some(workers) = options.workers {
         server = server.workers(workers.get());

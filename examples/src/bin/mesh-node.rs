@@ -42,8 +42,28 @@ struct Args {
 
     /// A shared secret every request (but /health and /metrics) must carry, as
     /// `Authorization: Bearer <secret>` (or just the secret) or `x-mesh-secret: <secret>`.
-    #[arg(long, env = "MESH_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "MESH_SECRET",
+        hide_env_values = true,
+        conflicts_with = "secret_file"
+    )]
     secret: Option<String>,
+
+    /// Reads the secret from this file (its first line), so that it does not show in `ps`.
+    #[arg(long, env = "MESH_SECRET_FILE")]
+    secret_file: Option<std::path::PathBuf>,
+
+    /// Seconds a request body may take to arrive completely; a slower one gets 408 and its
+    /// connection is closed.
+    #[arg(long, env = "MESH_BODY_TIMEOUT", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    body_timeout: u64,
+
+    /// Seconds an idle keep-alive connection stays open.
+    #[arg(long, env = "MESH_KEEP_ALIVE", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    keep_alive: u64,
 
     /// The largest request body accepted, in bytes.
     #[arg(long, env = "MESH_BODY_LIMIT", default_value_t = mesh_http::DEFAULT_BODY_LIMIT)]
@@ -107,14 +127,20 @@ async fn main() -> anyhow::Result<()> {
     mesh_examples::register_examples(&mesh);
     mesh.register_capabilities(capabilities).await?;
 
+    let secret = match &args.secret_file {
+        Some(path) => Some(read_secret(path)?),
+        None => args.secret.clone().filter(|s| !s.is_empty()),
+    };
     let options = ServeOptions {
         seeds: args.seeds.clone(),
         advertise: Some(advertise),
         http: HttpOptions {
             body_limit: args.body_limit,
-            secret: args.secret.clone().filter(|s| !s.is_empty()),
+            body_timeout: Duration::from_secs(args.body_timeout),
+            secret,
         },
         workers: args.workers,
+        keep_alive: Some(Duration::from_secs(args.keep_alive)),
     };
     let watched = mesh.clone();
     let node = mesh_http::serve(mesh, listener, options).await?;
@@ -133,4 +159,15 @@ async fn main() -> anyhow::Result<()> {
     node.shutdown().await?;
     eprintln!("mesh-node {node_id} stopped");
     Ok(())
+}
+
+/// The secret in `path`: its first line, without surrounding whitespace; never empty.
+fn read_secret(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --secret-file {}", path.display()))?;
+    let secret = text.lines().next().unwrap_or_default().trim();
+    if secret.is_empty() {
+        bail!("--secret-file {} is empty", path.display());
+    }
+    Ok(secret.to_owned())
 }
