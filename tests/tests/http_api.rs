@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use mesh_tests::{
-    counter, eventually, game, json, metric_samples, req, strings, unique, MeshNode,
+    counter, eventually, game, json, metric_value, metrics, req, strings, unique, MeshNode,
     ALL_CAPABILITIES,
 };
 
@@ -433,16 +433,17 @@ async fn metrics_are_prometheus_text_and_count_calls() {
     r.expect_status(200).expect_content_type("text/plain");
     assert!(r.text.contains("# TYPE "), "no # TYPE lines: {r}");
 
-    let samples = metric_samples(&r.text);
+    let samples = metrics(&r.text);
     assert!(
-        samples.iter().any(|(s, _)| s.starts_with("mesh_")),
+        samples.iter().any(|s| s.metric.starts_with("mesh_")),
         "no mesh_ metric: {r}"
     );
     let calls: Vec<_> = samples
         .iter()
-        .filter(|(s, v)| {
-            let name = s.split('{').next().unwrap_or(s);
-            name.starts_with("mesh_") && name.contains("call") && *v > 0.0
+        .filter(|s| {
+            s.metric.starts_with("mesh_")
+                && s.metric.contains("call")
+                && metric_value(s).is_some_and(|v| v > 0.0)
         })
         .collect();
     assert!(
@@ -474,18 +475,36 @@ async fn metrics_count_calls_by_outcome_including_refused_bodies() {
         .expect_status(404);
 
     let r = c.get("/metrics").await;
-    let samples = metric_samples(&r.text);
-    let value = |series: &str| {
-        samples
+    let samples = metrics(&r.text);
+    // The value of the one sample named `name` whose labels are exactly `labels`.
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        let found: Vec<f64> = samples
             .iter()
-            .find(|(s, _)| s == series)
-            .map(|(_, v)| *v)
-            .unwrap_or_else(|| panic!("no {series} in:\n{}", r.text))
+            .filter(|s| {
+                s.metric == name
+                    && s.labels.len() == labels.len()
+                    && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+            })
+            .map(|s| metric_value(s).unwrap_or_else(|| panic!("{name} is not a number")))
+            .collect();
+        match found[..] {
+            [v] => v,
+            _ => panic!("{} samples {name}{labels:?} in:\n{}", found.len(), r.text),
+        }
     };
-    assert_eq!(value(r#"mesh_calls_total{outcome="ok"}"#), 2.0);
-    assert_eq!(value(r#"mesh_calls_total{outcome="bad_request"}"#), 1.0);
-    assert_eq!(value(r#"mesh_calls_total{outcome="unauthorized"}"#), 1.0);
-    assert_eq!(value(r#"mesh_casts_total{outcome="unknown_module"}"#), 1.0);
-    assert_eq!(value("mesh_call_duration_seconds_count"), 2.0);
-    assert_eq!(value("mesh_activations"), 2.0);
+    assert_eq!(value("mesh_calls_total", &[("outcome", "ok")]), 2.0);
+    assert_eq!(
+        value("mesh_calls_total", &[("outcome", "bad_request")]),
+        1.0
+    );
+    assert_eq!(
+        value("mesh_calls_total", &[("outcome", "unauthorized")]),
+        1.0
+    );
+    assert_eq!(
+        value("mesh_casts_total", &[("outcome", "unknown_module")]),
+        1.0
+    );
+    assert_eq!(value("mesh_call_duration_seconds_count", &[]), 2.0);
+    assert_eq!(value("mesh_activations", &[]), 2.0);
 }
