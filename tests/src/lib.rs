@@ -9,6 +9,8 @@
 //!   test process), and [`node_bin`], the program it runs.
 //! - [`client`]: [`Client`], an HTTP client bound to one node, with a timeout on every request,
 //!   returning [`Resp`] values that carry assertion helpers.
+//! - [`in_process`]: [`InProcessNode`], a node in the test process behind `actix_web::test`, with
+//!   the same request methods as [`Client`], for tests that need no real process.
 //! - [`cluster`]: [`start_cluster`] and [`wait_converged`] for clusters of real nodes.
 //! - [`netns`]: [`Network`], hosts in network namespaces of their own, to cut apart and heal.
 //! - [`observe`]: `Counter` calls as a client sees them, checked against the contract's "one live
@@ -19,6 +21,7 @@
 pub mod bodies;
 pub mod client;
 pub mod cluster;
+pub mod in_process;
 pub mod netns;
 pub mod node;
 pub mod observe;
@@ -27,6 +30,7 @@ pub mod util;
 pub use bodies::{counter, crasher, game, req, sleeper, with_field, ALL_CAPABILITIES};
 pub use client::{Client, Resp, REQUEST_TIMEOUT};
 pub use cluster::{disagreement, member, start_cluster, wait_converged};
+pub use in_process::{InProcessBuilder, InProcessNode};
 pub use netns::{Host, Network};
 pub use node::{node_bin, MeshNode, NodeBuilder, READY_TIMEOUT};
 pub use serde_json::{json, Value};
