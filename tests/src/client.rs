@@ -69,11 +69,6 @@ impl Client {
         self
     }
 
-    /// The base URL.
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     /// Sends one request. `body` is sent as is, with `content_type` if given.
     pub async fn request(
         &self,

@@ -78,7 +78,6 @@ impl InProcessBuilder {
         });
         InProcessNode {
             id,
-            mesh,
             serve,
             headers: Vec::new(),
             secret: self.secret,
@@ -90,7 +89,6 @@ impl InProcessBuilder {
 #[derive(Clone)]
 pub struct InProcessNode {
     id: String,
-    mesh: Mesh,
     serve: Rc<dyn Fn(actix_http::Request) -> Served>,
     headers: Vec<(String, String)>,
     secret: Option<String>,
@@ -122,11 +120,6 @@ impl InProcessNode {
     /// The node id.
     pub fn id(&self) -> &str {
         &self.id
-    }
-
-    /// The mesh behind the app.
-    pub fn mesh(&self) -> &Mesh {
-        &self.mesh
     }
 
     /// The same node, sending its secret (if it has one) on every request.

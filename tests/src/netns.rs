@@ -150,11 +150,6 @@ impl Network {
         bail!("no free subnet in {}.{}.0.0/16", NET[0], NET[1])
     }
 
-    /// Every host, in order.
-    pub fn hosts(&self) -> &[Host] {
-        &self.hosts
-    }
-
     /// Host `i` (from 0).
     pub fn host(&self, i: usize) -> &Host {
         &self.hosts[i]

@@ -16,7 +16,7 @@ use std::fs::{self, File};
 use std::future::Future;
 use std::io::Read as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -348,11 +348,6 @@ impl MeshNode {
             let _ = f.read_to_string(&mut s);
         }
         s
-    }
-
-    /// Path of the node's log file.
-    pub fn log_path(&self) -> &Path {
-        &self.log_path
     }
 
     /// Sends a signal (e.g. `libc::SIGTERM`) to the node, unless it has already exited.
