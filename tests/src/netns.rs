@@ -150,6 +150,11 @@ impl Network {
         bail!("no free subnet in {}.{}.0.0/16", NET[0], NET[1])
     }
 
+    /// The bridge's name (in the test's namespace).
+    pub fn bridge(&self) -> &str {
+        &self.bridge
+    }
+
     /// Host `i` (from 0).
     pub fn host(&self, i: usize) -> &Host {
         &self.hosts[i]

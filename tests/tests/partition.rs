@@ -93,6 +93,64 @@ fn a_tie_goes_to_the_side_with_the_lowest_node_id() {
     serial(split(4, &[2, 3], 6));
 }
 
+/// A test that panics while its nodes run in a [`Network`] leaves nothing behind: its nodes are
+/// killed, its namespaces, veth pairs and bridge deleted.
+#[test]
+fn a_panicking_test_leaves_no_node_namespace_or_link_behind() {
+    use futures_util::FutureExt as _;
+    const MARKER: &str = "intentional test panic";
+    mesh_tests::quiet_intentional_panics(&[MARKER]);
+    let left = Arc::new(Mutex::new(None));
+    let seen = left.clone();
+    serial(async move {
+        let test = async move {
+            let net = Network::new(2);
+            let node = MeshNode::builder()
+                .host(net.host(1))
+                .capabilities(CAPS)
+                .start()
+                .await;
+            assert_eq!(node.client().count("before-the-panic").await, 1);
+            let ns: Vec<String> = (0..2)
+                .map(|i| net.host(i).namespace().to_string())
+                .collect();
+            *seen.lock().unwrap() = Some((node.pid(), ns, net.bridge().to_string()));
+            panic!("{MARKER}");
+        };
+        let outcome = std::panic::AssertUnwindSafe(test).catch_unwind().await;
+        assert!(outcome.is_err(), "the test did not panic");
+    });
+    let (pid, namespaces, bridge) = left.lock().unwrap().take().expect("the test ran");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "node process {pid} is still there"
+    );
+    let out = |args: &[&str]| {
+        let o = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .expect("ip");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let listed = out(&["netns", "list"]);
+    for ns in &namespaces {
+        assert!(
+            !listed
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(ns)),
+            "namespace {ns} left behind: {listed}"
+        );
+    }
+    let links = out(&["-o", "link", "show"]);
+    let tag = bridge.trim_start_matches("mb");
+    assert!(
+        !links
+            .lines()
+            .any(|l| l.contains(&bridge) || l.contains(&format!("mv{tag}h"))),
+        "bridge {bridge} or its veths left behind:\n{links}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Cluster helpers
 // ---------------------------------------------------------------------------------------------------
