@@ -1,5 +1,5 @@
 //! A node in the test process: a [`Mesh`] with the example actors and every route of `mesh-http`
-//! mounted on an actix-web app that [`actix_web::test`] serves, with no socket and no process.
+//! mounted on an actix-web app that [`actix_web::test`](mod@actix_web::test) serves, with no socket and no process.
 //!
 //! For tests of HTTP shapes, errors and the example actors' behaviour, which need neither signals,
 //! gossip, flags nor a second process. [`InProcessNode`] mirrors the request methods of

@@ -54,13 +54,10 @@ pub fn node_bin() -> PathBuf {
     path
 }
 
-/// Directory for node logs: `$CARGO_TARGET_TMPDIR/mesh-test-logs` (set by cargo for integration
-/// tests), or the system temp dir.
+/// Directory for node logs: `mesh-test-logs` in the system temp dir. A passing test deletes its
+/// nodes' logs; a failing one prints the end of each and keeps the file.
 fn log_dir() -> PathBuf {
-    let base = std::env::var_os("CARGO_TARGET_TMPDIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    let dir = base.join("mesh-test-logs");
+    let dir = std::env::temp_dir().join("mesh-test-logs");
     let _ = fs::create_dir_all(&dir);
     dir
 }
