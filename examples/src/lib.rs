@@ -3,6 +3,7 @@
 //! is an ordinary actix actor with `#[derive(MeshActor)]`.
 
 mod actors;
+pub mod node;
 
 pub use actors::{Counter, Crasher, GameActor, Sleeper};
 

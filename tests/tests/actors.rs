@@ -1,8 +1,12 @@
-//! The example actors' behaviour through a real node: GameActor, Crasher, Sleeper, concurrency.
+//! The example actors' behaviour through the HTTP API of a node in the test process
+//! ([`InProcessNode`]: every mesh route on an `actix_web::test` app): GameActor, Crasher, Sleeper,
+//! concurrency.
 
 use std::time::{Duration, Instant};
 
-use mesh_tests::{counter, crasher, eventually, game, json, sleeper, with_field, MeshNode, Value};
+use mesh_tests::{
+    counter, crasher, eventually, game, json, sleeper, with_field, InProcessNode, Value,
+};
 
 fn game_with_init(id: &str, payload: Value, init_arg: Value) -> Value {
     with_field(game(id, payload), "init_arg", init_arg)
@@ -10,9 +14,9 @@ fn game_with_init(id: &str, payload: Value, init_arg: Value) -> Value {
 
 // --- GameActor --------------------------------------------------------------------------------------
 
-#[tokio::test]
+#[actix_rt::test]
 async fn game_init_arg_sets_the_starting_level() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     let r = c
         .call(&game_with_init(
@@ -29,9 +33,9 @@ async fn game_init_arg_sets_the_starting_level() {
     assert_eq!(r.node(), node.id());
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn game_init_arg_is_used_only_on_the_first_call() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     let first = c
         .call(&game_with_init(
@@ -68,9 +72,9 @@ async fn game_init_arg_is_used_only_on_the_first_call() {
     assert_eq!(r.result()["ok"]["level"], json!(10), "{r}");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn game_increment_adds_to_score() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     for expected in 1..=5 {
         let r = c.call(&game("g3", json!({"action": "increment"}))).await;
@@ -84,9 +88,9 @@ async fn game_increment_adds_to_score() {
     );
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn game_default_level_is_one() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     let r = c.call(&game("g4", json!({"action": "get_state"}))).await;
     assert_eq!(
@@ -110,9 +114,9 @@ async fn game_default_level_is_one() {
     );
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn game_starting_level_zero_is_valid() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let r = node
         .client()
         .call(&game_with_init(
@@ -128,9 +132,9 @@ async fn game_starting_level_zero_is_valid() {
     );
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn game_bad_starting_level_is_init_failed() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     for (i, bad) in [json!(-1), json!("x"), json!(1.5)].into_iter().enumerate() {
         let id = format!("bad-{i}");
@@ -145,9 +149,9 @@ async fn game_bad_starting_level_is_init_failed() {
     }
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn game_after_init_failed_a_good_init_arg_starts_it() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     c.call(&game_with_init(
         "g5",
@@ -172,9 +176,9 @@ async fn game_after_init_failed_a_good_init_arg_starts_it() {
     );
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn game_other_payloads_are_noop() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     for payload in [
         json!({"action": "dance"}),
@@ -196,9 +200,9 @@ async fn game_other_payloads_are_noop() {
 
 // --- Crasher ----------------------------------------------------------------------------------------
 
-#[tokio::test]
+#[actix_rt::test]
 async fn crasher_counts_calls_per_activation() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     for expected in 1..=3 {
         let r = c.call(&crasher("c0", json!({}))).await;
@@ -206,9 +210,9 @@ async fn crasher_counts_calls_per_activation() {
     }
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn crash_is_actor_crashed_and_the_actor_restarts_fresh() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     c.call(&crasher("c1", json!({}))).await.result();
     let before = c.call(&crasher("c1", json!({}))).await;
@@ -235,9 +239,9 @@ async fn crash_is_actor_crashed_and_the_actor_restarts_fresh() {
     assert_eq!(again.pid(), after.pid());
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn crash_on_the_first_call_is_actor_crashed() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     c.call(&crasher("c-first", json!({"action": "crash"})))
         .await
@@ -246,9 +250,9 @@ async fn crash_on_the_first_call_is_actor_crashed() {
     assert_eq!(r.result(), &json!({"ok": 1}), "{r}");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn twenty_crashes_in_a_row_leave_the_node_serving() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     assert_eq!(c.count("bystander").await, 1);
 
@@ -285,9 +289,9 @@ async fn twenty_crashes_in_a_row_leave_the_node_serving() {
     assert!(node.client().get("/cluster").await.status == 200);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_crash_does_not_reset_other_actors() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     // Same id string in two modules: still two identities.
     for expected in 1..=3 {
@@ -310,17 +314,17 @@ async fn a_crash_does_not_reset_other_actors() {
 
 // --- Sleeper ----------------------------------------------------------------------------------------
 
-#[tokio::test]
+#[actix_rt::test]
 async fn sleeper_replies_after_sleeping() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let r = node.client().call(&sleeper("s0", 200)).await;
     assert_eq!(r.result(), &json!({"ok": 200}), "{r}");
     assert!(r.elapsed >= Duration::from_millis(200), "{r}");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn sleeping_actor_does_not_block_others() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     // Activate the counters first, so that the timed calls below measure plain calls.
     for i in 0..4 {
@@ -334,7 +338,7 @@ async fn sleeping_actor_does_not_block_others() {
     let sleepers: Vec<_> = (0..2)
         .map(|i| {
             let c = c.clone();
-            tokio::spawn(async move { c.call(&sleeper(&format!("s1-{i}"), 1500)).await })
+            actix_rt::spawn(async move { c.call(&sleeper(&format!("s1-{i}"), 1500)).await })
         })
         .collect();
     // Wait until both Sleepers are activated (and so asleep) before timing anything.
@@ -377,9 +381,9 @@ async fn sleeping_actor_does_not_block_others() {
     );
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn call_longer_than_timeout_ms_is_timeout() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     let body = with_field(sleeper("s2", 5000), "timeout_ms", json!(300));
     let r = c.call(&body).await;
@@ -397,14 +401,14 @@ async fn call_longer_than_timeout_ms_is_timeout() {
 
 // --- Concurrency ------------------------------------------------------------------------------------
 
-#[tokio::test]
+#[actix_rt::test]
 async fn concurrent_calls_to_one_id_are_serialized() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..200 {
         let c = c.clone();
-        tasks.spawn(async move { c.call(&counter("hot", json!({}))).await });
+        tasks.spawn_local(async move { c.call(&counter("hot", json!({}))).await });
     }
     let mut counts = Vec::new();
     let mut pids = Vec::new();
@@ -420,14 +424,14 @@ async fn concurrent_calls_to_one_id_are_serialized() {
     assert_eq!(pids.len(), 1, "one identity, one activation: {pids:?}");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn concurrent_calls_to_many_ids() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..200 {
         let c = c.clone();
-        tasks.spawn(async move {
+        tasks.spawn_local(async move {
             let id = format!("many-{}", i % 20);
             c.call(&counter(&id, json!({}))).await
         });

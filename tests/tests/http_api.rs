@@ -1,10 +1,12 @@
-//! Every route of the HTTP API against one real node (per test), success paths.
+//! Every route of the HTTP API, success paths, against a node in the test process per test
+//! ([`InProcessNode`]: every mesh route on an `actix_web::test` app). What needs a real process
+//! (flags, the address a node listens on, two processes agreeing): `node_process.rs`.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use mesh_tests::{
-    counter, eventually, game, json, metric_samples, req, strings, unique, MeshNode,
+    counter, eventually, game, json, metric_value, metrics, req, strings, unique, InProcessNode,
     ALL_CAPABILITIES,
 };
 
@@ -14,17 +16,17 @@ fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn health_answers_ok() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let r = node.client().get("/health").await;
     assert_eq!(r.ok(), &json!({"status": "ok"}), "{r}");
     r.expect_json();
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn call_counter_counts_up_on_one_activation() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     let body = counter("counter_1", json!({}));
 
@@ -41,18 +43,18 @@ async fn call_counter_counts_up_on_one_activation() {
     }
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn call_payload_defaults_to_null() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     let body = json!({"module": "Counter", "id": "no-payload", "capability": "counter"});
     assert_eq!(c.call(&body).await.result(), &json!({"ok": 1}));
     assert_eq!(c.call(&body).await.result(), &json!({"ok": 2}));
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn different_ids_are_independent() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
 
     assert_eq!(c.count("a").await, 1);
@@ -66,9 +68,9 @@ async fn different_ids_are_independent() {
     assert_ne!(pid_a, pid_b, "two identities, two activations");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn same_id_in_two_modules_is_two_identities() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     let id = "shared-id";
     assert_eq!(c.count(id).await, 1);
@@ -81,9 +83,9 @@ async fn same_id_in_two_modules_is_two_identities() {
     assert_eq!(c.count(id).await, 2);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn ids_may_hold_any_characters() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     let ids = [
         "with space",
@@ -107,9 +109,9 @@ async fn ids_may_hold_any_characters() {
     assert_eq!(r.result()["ok"]["id"], json!("ünïcødé-日本"), "{r}");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn reset_via_call() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     let id = "reset-me";
     for _ in 0..3 {
@@ -125,17 +127,17 @@ async fn reset_via_call() {
     assert_eq!(c.count(id).await, 2);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn cast_is_accepted_with_202() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let r = node.client().cast(&counter("cast-202", json!({}))).await;
     r.expect_status(202);
     assert_eq!(r.body, json!({"status": "accepted"}), "{r}");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn cast_effect_is_observable_by_a_later_call() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     let id = unique("game");
 
@@ -157,9 +159,9 @@ async fn cast_effect_is_observable_by_a_later_call() {
     assert_eq!(state, json!({"id": id, "level": 1, "score": 3}));
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn cast_activates_a_counter() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     let id = unique("cast-counter");
     c.cast(&counter(&id, json!({}))).await.expect_status(202);
@@ -177,9 +179,9 @@ async fn cast_activates_a_counter() {
     .await;
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn reset_via_cast() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     let id = unique("cast-reset");
     for expected in 1..=10 {
@@ -201,9 +203,9 @@ async fn reset_via_cast() {
     assert!(seen >= 1, "count after reset is {seen}");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn stop_deactivates_and_next_call_starts_afresh() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     let id = "stopper";
     let body = counter(id, json!({}));
@@ -229,9 +231,9 @@ async fn stop_deactivates_and_next_call_starts_afresh() {
     assert_eq!(again.pid(), after.pid(), "{again}");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn owner_names_this_node_and_a_shard() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     for cap in ALL_CAPABILITIES {
         let r = c.owner("counter_1", cap).await;
@@ -248,18 +250,18 @@ async fn owner_names_this_node_and_a_shard() {
     assert_eq!(a, b);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn owner_of_unregistered_capability_is_no_capable_node() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     node.client()
         .owner("counter_1", "nobody-has-this")
         .await
         .expect_error(503, "no_capable_node");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn owner_without_params_is_bad_request() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     for path in [
         "/owner",
@@ -274,64 +276,9 @@ async fn owner_without_params_is_bad_request() {
     }
 }
 
-#[tokio::test]
-async fn shards_flag_bounds_the_shard_number() {
-    let node = MeshNode::standard().shards(16).start().await;
-    let c = node.client();
-    let mut seen = BTreeSet::new();
-    for i in 0..64 {
-        let r = c.owner(&format!("id-{i}"), "counter").await;
-        let shard = r.ok()["shard"].as_u64().unwrap_or_else(|| panic!("{r}"));
-        assert!(shard < 16, "--shards 16: {r}");
-        seen.insert(shard);
-    }
-    assert!(
-        seen.len() >= 4,
-        "64 ids should spread over several of 16 shards, got {seen:?}"
-    );
-}
-
-#[tokio::test]
-async fn shard_of_an_id_is_the_same_in_every_process() {
-    let (a, b) = tokio::join!(MeshNode::start(), MeshNode::start());
-    let (ca, cb) = (a.client(), b.client());
-    let ids = (0..20)
-        .map(|i| format!("stable-{i}"))
-        .chain(["with space".to_string(), "ünïcødé".to_string()]);
-    for id in ids {
-        let sa = ca.owner(&id, "counter").await.ok()["shard"].clone();
-        let sb = cb.owner(&id, "counter").await.ok()["shard"].clone();
-        assert!(sa.is_u64(), "{sa}");
-        assert_eq!(sa, sb, "shard of {id} differs between two processes");
-    }
-}
-
-#[tokio::test]
-async fn cluster_describes_this_node() {
-    let node = MeshNode::start().await;
-    let cluster = node.client().cluster().await;
-
-    assert_eq!(cluster["node"], json!(node.id()), "{cluster}");
-    assert!(cluster["activations"].is_u64(), "{cluster}");
-    let members = cluster["members"]
-        .as_array()
-        .unwrap_or_else(|| panic!("members is not an array: {cluster}"));
-    let me = members
-        .iter()
-        .find(|m| m["node"] == json!(node.id()))
-        .unwrap_or_else(|| panic!("this node is not among the members: {cluster}"));
-    assert_eq!(me["addr"], json!(node.addr().to_string()), "{cluster}");
-    assert_eq!(me["status"], json!("alive"), "{cluster}");
-    assert_eq!(
-        strings(&me["capabilities"]),
-        set(&ALL_CAPABILITIES),
-        "{cluster}"
-    );
-}
-
-#[tokio::test]
+#[actix_rt::test]
 async fn cluster_counts_live_activations() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     let activations = |cluster: serde_json::Value| {
         cluster["activations"]
@@ -363,9 +310,12 @@ async fn cluster_counts_live_activations() {
     .await;
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn capabilities_can_be_added_at_run_time() {
-    let node = MeshNode::builder().capabilities(["counter"]).start().await;
+    let node = InProcessNode::builder()
+        .capabilities(["counter"])
+        .start()
+        .await;
     let c = node.client();
     let body = req("Counter", "extra-1", "extra", json!({}));
 
@@ -420,9 +370,9 @@ async fn capabilities_can_be_added_at_run_time() {
     .await;
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn metrics_are_prometheus_text_and_count_calls() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     for i in 0..5 {
         c.count(&format!("m-{i}")).await;
@@ -433,16 +383,17 @@ async fn metrics_are_prometheus_text_and_count_calls() {
     r.expect_status(200).expect_content_type("text/plain");
     assert!(r.text.contains("# TYPE "), "no # TYPE lines: {r}");
 
-    let samples = metric_samples(&r.text);
+    let samples = metrics(&r.text);
     assert!(
-        samples.iter().any(|(s, _)| s.starts_with("mesh_")),
+        samples.iter().any(|s| s.metric.starts_with("mesh_")),
         "no mesh_ metric: {r}"
     );
     let calls: Vec<_> = samples
         .iter()
-        .filter(|(s, v)| {
-            let name = s.split('{').next().unwrap_or(s);
-            name.starts_with("mesh_") && name.contains("call") && *v > 0.0
+        .filter(|s| {
+            s.metric.starts_with("mesh_")
+                && s.metric.contains("call")
+                && metric_value(s).is_some_and(|v| v > 0.0)
         })
         .collect();
     assert!(
@@ -452,9 +403,9 @@ async fn metrics_are_prometheus_text_and_count_calls() {
     );
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn metrics_count_calls_by_outcome_including_refused_bodies() {
-    let node = MeshNode::builder()
+    let node = InProcessNode::builder()
         .capabilities(ALL_CAPABILITIES)
         .secret("s3cret")
         .start()
@@ -474,18 +425,36 @@ async fn metrics_count_calls_by_outcome_including_refused_bodies() {
         .expect_status(404);
 
     let r = c.get("/metrics").await;
-    let samples = metric_samples(&r.text);
-    let value = |series: &str| {
-        samples
+    let samples = metrics(&r.text);
+    // The value of the one sample named `name` whose labels are exactly `labels`.
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        let found: Vec<f64> = samples
             .iter()
-            .find(|(s, _)| s == series)
-            .map(|(_, v)| *v)
-            .unwrap_or_else(|| panic!("no {series} in:\n{}", r.text))
+            .filter(|s| {
+                s.metric == name
+                    && s.labels.len() == labels.len()
+                    && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+            })
+            .map(|s| metric_value(s).unwrap_or_else(|| panic!("{name} is not a number")))
+            .collect();
+        match found[..] {
+            [v] => v,
+            _ => panic!("{} samples {name}{labels:?} in:\n{}", found.len(), r.text),
+        }
     };
-    assert_eq!(value(r#"mesh_calls_total{outcome="ok"}"#), 2.0);
-    assert_eq!(value(r#"mesh_calls_total{outcome="bad_request"}"#), 1.0);
-    assert_eq!(value(r#"mesh_calls_total{outcome="unauthorized"}"#), 1.0);
-    assert_eq!(value(r#"mesh_casts_total{outcome="unknown_module"}"#), 1.0);
-    assert_eq!(value("mesh_call_duration_seconds_count"), 2.0);
-    assert_eq!(value("mesh_activations"), 2.0);
+    assert_eq!(value("mesh_calls_total", &[("outcome", "ok")]), 2.0);
+    assert_eq!(
+        value("mesh_calls_total", &[("outcome", "bad_request")]),
+        1.0
+    );
+    assert_eq!(
+        value("mesh_calls_total", &[("outcome", "unauthorized")]),
+        1.0
+    );
+    assert_eq!(
+        value("mesh_casts_total", &[("outcome", "unknown_module")]),
+        1.0
+    );
+    assert_eq!(value("mesh_call_duration_seconds_count", &[]), 2.0);
+    assert_eq!(value("mesh_activations", &[]), 2.0);
 }

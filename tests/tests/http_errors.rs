@@ -1,9 +1,13 @@
-//! Every error code of the contract: status and `{"error": {"code", "message"}}` body.
-//! (`owner_unavailable` needs a cluster whose owner is unreachable; it is not covered here.)
+//! Every error code of the contract: status and `{"error": {"code", "message"}}` body, through a
+//! node in the test process ([`InProcessNode`]: every mesh route on an `actix_web::test` app).
+//! (`owner_unavailable` needs a cluster whose owner is unreachable: `transports/`, `cluster.rs`,
+//! `partition.rs`; `--secret` itself: `node_process.rs`.)
 
 use std::time::Duration;
 
-use mesh_tests::{counter, crasher, game, json, req, sleeper, with_field, MeshNode, Value};
+use mesh_tests::{
+    counter, crasher, game, json, req, sleeper, with_field, InProcessNode, Value, ALL_CAPABILITIES,
+};
 
 const JSON: Option<&str> = Some("application/json");
 
@@ -24,9 +28,9 @@ fn counter_with(id: &str, field: &str, value: Option<Value>) -> Value {
 
 // --- 400 bad_request --------------------------------------------------------------------------------
 
-#[tokio::test]
+#[actix_rt::test]
 async fn body_that_is_not_json_is_bad_request() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     for path in ["/call", "/cast"] {
         for body in [
@@ -48,9 +52,9 @@ async fn body_that_is_not_json_is_bad_request() {
     }
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn json_that_is_not_an_object_is_bad_request() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     for body in [json!([1, 2]), json!("Counter"), json!(42), json!(null)] {
         let r = c.call(&body).await;
@@ -59,9 +63,9 @@ async fn json_that_is_not_an_object_is_bad_request() {
     }
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn missing_required_fields_are_bad_request() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     for field in ["module", "id", "capability"] {
         for path in ["/call", "/cast"] {
@@ -75,9 +79,9 @@ async fn missing_required_fields_are_bad_request() {
     r.expect_error(400, "bad_request");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn fields_of_the_wrong_type_are_bad_request() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     let cases = [
         ("id", json!(42)),
@@ -102,9 +106,9 @@ async fn fields_of_the_wrong_type_are_bad_request() {
     }
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn empty_module_id_or_capability_is_bad_request() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     for field in ["module", "id", "capability"] {
         for path in ["/call", "/cast"] {
@@ -116,9 +120,9 @@ async fn empty_module_id_or_capability_is_bad_request() {
     }
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn payload_may_be_any_json_value() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     let payloads = [
         json!("a string"),
@@ -151,9 +155,9 @@ async fn payload_may_be_any_json_value() {
 
 // --- 404 unknown_module -----------------------------------------------------------------------------
 
-#[tokio::test]
+#[actix_rt::test]
 async fn unknown_module_is_404() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     for module in ["NoSuchActor", "Count"] {
         let r = c.call(&req(module, "x", "counter", json!({}))).await;
@@ -175,9 +179,9 @@ fn body_of_size(bytes: usize) -> Vec<u8> {
     out
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn body_over_one_mib_is_payload_too_large() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let c = node.client();
     let body = body_of_size(2 * 1024 * 1024);
     for path in ["/call", "/cast"] {
@@ -189,9 +193,9 @@ async fn body_over_one_mib_is_payload_too_large() {
     assert_eq!(c.count("after-413").await, 1);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn body_under_one_mib_is_accepted() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let body = body_of_size(900 * 1024);
     let r = node.client().post_raw("/call", body, JSON).await;
     assert_eq!(r.result(), &json!({"ok": 1}), "{r}");
@@ -199,9 +203,9 @@ async fn body_under_one_mib_is_accepted() {
 
 // --- 422, 500, 503, 504 -----------------------------------------------------------------------------
 
-#[tokio::test]
+#[actix_rt::test]
 async fn init_rejecting_init_arg_is_422_init_failed() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let body = with_field(
         game("g", json!({"action": "get_state"})),
         "init_arg",
@@ -213,37 +217,37 @@ async fn init_rejecting_init_arg_is_422_init_failed() {
         .expect_error(422, "init_failed");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn panicking_actor_is_500_actor_crashed() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     node.client()
         .call(&crasher("c", json!({"action": "crash"})))
         .await
         .expect_error(500, "actor_crashed");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn unregistered_capability_is_503_no_capable_node() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     node.client()
         .call(&req("Counter", "x", "nobody-has-this", json!({})))
         .await
         .expect_error(503, "no_capable_node");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn cast_to_unregistered_capability_is_503_no_capable_node() {
     // No node can accept it, so it is not accepted.
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     node.client()
         .cast(&req("Counter", "x", "nobody-has-this", json!({})))
         .await
         .expect_error(503, "no_capable_node");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn node_without_capabilities_is_503_no_capable_node() {
-    let node = MeshNode::builder().start().await;
+    let node = InProcessNode::builder().start().await;
     let c = node.client();
     c.call(&counter("x", json!({})))
         .await
@@ -253,9 +257,9 @@ async fn node_without_capabilities_is_503_no_capable_node() {
         .expect_error(503, "no_capable_node");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn no_reply_within_timeout_ms_is_504_timeout() {
-    let node = MeshNode::start().await;
+    let node = InProcessNode::start().await;
     let body = with_field(sleeper("s", 3000), "timeout_ms", json!(200));
     let r = node.client().call(&body).await;
     r.expect_error(504, "timeout");
@@ -264,53 +268,24 @@ async fn no_reply_within_timeout_ms_is_504_timeout() {
 
 // --- 401 unauthorized -------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn secret_is_required_when_configured() {
-    let node = MeshNode::standard().secret("s3cret").start().await;
-
-    let anonymous = node.client_without_secret();
-    anonymous
-        .call(&counter("guarded", json!({})))
-        .await
-        .expect_error(401, "unauthorized");
-
-    let wrong = node.client_without_secret().with_secret("wrong");
-    wrong
-        .call(&counter("guarded", json!({})))
-        .await
-        .expect_error(401, "unauthorized");
-    let wrong_header = node
-        .client_without_secret()
-        .with_header("x-mesh-secret", "S3CRET");
-    wrong_header
-        .call(&counter("guarded", json!({})))
-        .await
-        .expect_error(401, "unauthorized");
-
-    // Nothing reached the actor: the first authorized call counts 1.
-    let bearer = node
-        .client_without_secret()
-        .with_header("authorization", "Bearer s3cret");
-    let r = bearer.call(&counter("guarded", json!({}))).await;
-    assert_eq!(r.result(), &json!({"ok": 1}), "{r}");
-
-    let header = node
-        .client_without_secret()
-        .with_header("x-mesh-secret", "s3cret");
-    let r = header.call(&counter("guarded", json!({}))).await;
-    assert_eq!(r.result(), &json!({"ok": 2}), "{r}");
-}
-
-#[tokio::test]
+#[actix_rt::test]
 async fn health_needs_no_secret() {
-    let node = MeshNode::standard().secret("s3cret").start().await;
+    let node = InProcessNode::builder()
+        .capabilities(ALL_CAPABILITIES)
+        .secret("s3cret")
+        .start()
+        .await;
     let r = node.client_without_secret().get("/health").await;
     assert_eq!(r.ok(), &json!({"status": "ok"}), "{r}");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn every_api_route_needs_the_secret() {
-    let node = MeshNode::standard().secret("s3cret").start().await;
+    let node = InProcessNode::builder()
+        .capabilities(ALL_CAPABILITIES)
+        .secret("s3cret")
+        .start()
+        .await;
     let anonymous = node.client_without_secret();
     let authorized = node.client();
 
@@ -326,7 +301,7 @@ async fn every_api_route_needs_the_secret() {
         ),
     ];
     for (method, path, body) in cases {
-        let send = |c: &mesh_tests::Client| {
+        let send = |c: &InProcessNode| {
             let c = c.clone();
             let body = body.clone();
             async move {

@@ -1,8 +1,11 @@
-//! The `mesh-node` process itself: settings from environment variables, signals.
+//! The `mesh-node` process itself: settings from flags and environment variables, the address it
+//! reports, shards that agree across processes, signals. (The HTTP API's shapes and errors, and the
+//! example actors, are tested in process: `http_api.rs`, `http_errors.rs`, `actors.rs`.)
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use mesh_tests::{counter, json, MeshNode};
+use mesh_tests::{counter, json, strings, MeshNode, ALL_CAPABILITIES};
 
 /// How long a node may take to exit after SIGTERM/SIGINT.
 const EXIT_WITHIN: Duration = Duration::from_secs(10);
@@ -100,4 +103,102 @@ async fn sigint_exits_with_status_zero() {
 
     node.sigint();
     assert_exits_with_status_zero(&mut node, "SIGINT").await;
+}
+
+// --- Flags, addresses, shards ----------------------------------------------------------------
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn secret_is_required_when_configured() {
+    let node = MeshNode::standard().secret("s3cret").start().await;
+
+    let anonymous = node.client_without_secret();
+    anonymous
+        .call(&counter("guarded", json!({})))
+        .await
+        .expect_error(401, "unauthorized");
+
+    let wrong = node.client_without_secret().with_secret("wrong");
+    wrong
+        .call(&counter("guarded", json!({})))
+        .await
+        .expect_error(401, "unauthorized");
+    let wrong_header = node
+        .client_without_secret()
+        .with_header("x-mesh-secret", "S3CRET");
+    wrong_header
+        .call(&counter("guarded", json!({})))
+        .await
+        .expect_error(401, "unauthorized");
+
+    // Nothing reached the actor: the first authorized call counts 1.
+    let bearer = node
+        .client_without_secret()
+        .with_header("authorization", "Bearer s3cret");
+    let r = bearer.call(&counter("guarded", json!({}))).await;
+    assert_eq!(r.result(), &json!({"ok": 1}), "{r}");
+
+    let header = node
+        .client_without_secret()
+        .with_header("x-mesh-secret", "s3cret");
+    let r = header.call(&counter("guarded", json!({}))).await;
+    assert_eq!(r.result(), &json!({"ok": 2}), "{r}");
+}
+
+#[tokio::test]
+async fn shards_flag_bounds_the_shard_number() {
+    let node = MeshNode::standard().shards(16).start().await;
+    let c = node.client();
+    let mut seen = BTreeSet::new();
+    for i in 0..64 {
+        let r = c.owner(&format!("id-{i}"), "counter").await;
+        let shard = r.ok()["shard"].as_u64().unwrap_or_else(|| panic!("{r}"));
+        assert!(shard < 16, "--shards 16: {r}");
+        seen.insert(shard);
+    }
+    assert!(
+        seen.len() >= 4,
+        "64 ids should spread over several of 16 shards, got {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn shard_of_an_id_is_the_same_in_every_process() {
+    let (a, b) = tokio::join!(MeshNode::start(), MeshNode::start());
+    let (ca, cb) = (a.client(), b.client());
+    let ids = (0..20)
+        .map(|i| format!("stable-{i}"))
+        .chain(["with space".to_string(), "ünïcødé".to_string()]);
+    for id in ids {
+        let sa = ca.owner(&id, "counter").await.ok()["shard"].clone();
+        let sb = cb.owner(&id, "counter").await.ok()["shard"].clone();
+        assert!(sa.is_u64(), "{sa}");
+        assert_eq!(sa, sb, "shard of {id} differs between two processes");
+    }
+}
+
+#[tokio::test]
+async fn cluster_describes_this_node() {
+    let node = MeshNode::start().await;
+    let cluster = node.client().cluster().await;
+
+    assert_eq!(cluster["node"], json!(node.id()), "{cluster}");
+    assert!(cluster["activations"].is_u64(), "{cluster}");
+    let members = cluster["members"]
+        .as_array()
+        .unwrap_or_else(|| panic!("members is not an array: {cluster}"));
+    let me = members
+        .iter()
+        .find(|m| m["node"] == json!(node.id()))
+        .unwrap_or_else(|| panic!("this node is not among the members: {cluster}"));
+    assert_eq!(me["addr"], json!(node.addr().to_string()), "{cluster}");
+    assert_eq!(me["status"], json!("alive"), "{cluster}");
+    assert_eq!(
+        strings(&me["capabilities"]),
+        set(&ALL_CAPABILITIES),
+        "{cluster}"
+    );
 }

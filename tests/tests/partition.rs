@@ -2,10 +2,13 @@
 //! partition's minority side refuses and its majority side serves (ties go to the side holding
 //! the lowest node id)", refusals being 503 `owner_unavailable`; and `GET /ready`).
 //!
-//! Each node listens on its own loopback IP (`127.0.0.2`, `127.0.0.3`, ...); a [`Partition`]
-//! (nftables rules on the output hook) drops everything between the nodes of different sides,
-//! while the test's clients, which connect from `127.0.0.1`, still reach every node. Needs root
-//! and `nft` (CI installs nftables in `.ci/run`); without them the tests fail rather than skip.
+//! Each node runs in a network namespace of its own, on a private [`Network`] of the test (veth
+//! pairs onto a bridge in the test's namespace, `10.77.<s>.<i>/24`); the cut is nftables rules in
+//! the namespaces of the nodes, dropping everything between the nodes of different sides, while
+//! the test's clients, on the bridge, still reach every node. Needs root, `ip` and `nft` (the
+//! harness installs `iproute2` and `nftables` when missing, CI is root); without them the tests
+//! fail rather than skip. The network is deleted whatever the way out of the test, panics
+//! included.
 //!
 //! One scenario, run for two splits:
 //! 1. a converged cluster; a few `Counter` ids owned by each node, each called a few times;
@@ -26,13 +29,13 @@
 //! are not fighting over the 2 cores of a CI machine.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use mesh_tests::netns::tcp_connects;
 use mesh_tests::observe::{self, listing, tally, Entry, Obs};
-use mesh_tests::{disagreement, serial, tcp_connects, unique, Client, MeshNode, Partition};
+use mesh_tests::{disagreement, serial, unique, Client, MeshNode, Network};
 
 /// How long a cluster may take to agree on its members.
 const CONVERGE: Duration = Duration::from_secs(20);
@@ -90,23 +93,76 @@ fn a_tie_goes_to_the_side_with_the_lowest_node_id() {
     serial(split(4, &[2, 3], 6));
 }
 
+/// A test that panics while its nodes run in a [`Network`] leaves nothing behind: its nodes are
+/// killed, its namespaces, veth pairs and bridge deleted.
+#[test]
+fn a_panicking_test_leaves_no_node_namespace_or_link_behind() {
+    use futures_util::FutureExt as _;
+    const MARKER: &str = "intentional test panic";
+    mesh_tests::quiet_intentional_panics(&[MARKER]);
+    let left = Arc::new(Mutex::new(None));
+    let seen = left.clone();
+    serial(async move {
+        let test = async move {
+            let net = Network::new(2);
+            let node = MeshNode::builder()
+                .host(net.host(1))
+                .capabilities(CAPS)
+                .start()
+                .await;
+            assert_eq!(node.client().count("before-the-panic").await, 1);
+            let ns: Vec<String> = (0..2)
+                .map(|i| net.host(i).namespace().to_string())
+                .collect();
+            *seen.lock().unwrap() = Some((node.pid(), ns, net.bridge().to_string()));
+            panic!("{MARKER}");
+        };
+        let outcome = std::panic::AssertUnwindSafe(test).catch_unwind().await;
+        assert!(outcome.is_err(), "the test did not panic");
+    });
+    let (pid, namespaces, bridge) = left.lock().unwrap().take().expect("the test ran");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "node process {pid} is still there"
+    );
+    let out = |args: &[&str]| {
+        let o = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .expect("ip");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let listed = out(&["netns", "list"]);
+    for ns in &namespaces {
+        assert!(
+            !listed
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(ns)),
+            "namespace {ns} left behind: {listed}"
+        );
+    }
+    let links = out(&["-o", "link", "show"]);
+    let tag = bridge.trim_start_matches("mb");
+    assert!(
+        !links
+            .lines()
+            .any(|l| l.contains(&bridge) || l.contains(&format!("mv{tag}h"))),
+        "bridge {bridge} or its veths left behind:\n{links}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Cluster helpers
 // ---------------------------------------------------------------------------------------------------
 
-/// Starts `n` counter nodes with ids `n1-…`, `n2-…`, ... (in that order by node id) on
-/// `127.0.0.2`, `127.0.0.3`, ..., the others seeded with the first; waits until every node lists
-/// all of them alive and answers `GET /ready` 200.
-async fn start_cluster(n: usize) -> Vec<MeshNode> {
+/// Starts `n` counter nodes with ids `n1-…`, `n2-…`, ... (in that order by node id), node `i` on
+/// host `i` of `net`, the others seeded with the first; waits until every node lists all of them
+/// alive and answers `GET /ready` 200.
+async fn start_cluster(net: &Network, n: usize) -> Vec<MeshNode> {
     mesh_tests::start_cluster(n, CONVERGE, |i| {
         MeshNode::builder()
             .node_id(unique(&format!("n{}", i + 1)))
-            .host(Ipv4Addr::new(
-                127,
-                0,
-                0,
-                2 + u8::try_from(i).expect("few nodes"),
-            ))
+            .host(net.host(i))
             .capabilities(CAPS)
     })
     .await
@@ -132,13 +188,6 @@ async fn owner(client: &Client, id: &str) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("/owner without a node: {r}"))
         .to_string()
-}
-
-fn v4(addr: SocketAddr) -> SocketAddrV4 {
-    match addr {
-        SocketAddr::V4(a) => a,
-        SocketAddr::V6(a) => panic!("{a} is not IPv4"),
-    }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -274,7 +323,9 @@ fn spread(times: &[Duration]) -> String {
 /// serve: a majority, or half with the lowest node id), checks both sides, heals and checks the
 /// recovery. `per_node` ids owned by each node are called throughout.
 async fn split(n: usize, refusing: &[usize], per_node: usize) {
-    let nodes = start_cluster(n).await;
+    // Declared before the nodes, so that it is dropped (deleted) after they are killed.
+    let mut net = Network::new(n);
+    let nodes = start_cluster(&net, n).await;
     let t0 = Instant::now();
     let serving: Vec<usize> = (0..n).filter(|i| !refusing.contains(i)).collect();
     let name =
@@ -367,35 +418,32 @@ async fn split(n: usize, refusing: &[usize], per_node: usize) {
     }
     tokio::time::sleep(LOAD_BEFORE_CUT).await;
 
-    let mut partition = Partition::new();
-    let addrs =
-        |set: &[usize]| -> Vec<SocketAddr> { set.iter().map(|&i| nodes[i].addr()).collect() };
-    let (refusing_addrs, serving_addrs) = (addrs(refusing), addrs(&serving));
-    partition.cut(&[&refusing_addrs, &serving_addrs]);
+    net.cut(&[refusing, &serving]);
     let cut_at = t0.elapsed();
     eprintln!(
-        "cut {refusing_ids:?} | {serving_ids:?} at {} ({} drop rules in nftables table inet {})",
-        secs(cut_at),
-        partition.rules(),
-        partition.table()
+        "cut {refusing_ids:?} | {serving_ids:?} at {} (nftables rules in the nodes' namespaces)",
+        secs(cut_at)
     );
-    // The cut is in force: no TCP between the sides, while 127.0.0.1 reaches both.
-    let (r, s) = (v4(refusing_addrs[0]), v4(serving_addrs[0]));
+    // The cut is in force: no TCP between the sides, while the test reaches both.
+    let (r, s) = (refusing[0], serving[0]);
+    let (r_addr, s_addr) = (nodes[r].addr(), nodes[s].addr());
+    let (r_host, s_host) = (net.host(r).clone(), net.host(s).clone());
     let probe = tokio::task::spawn_blocking(move || {
         let w = Duration::from_millis(500);
         [
-            tcp_connects(*r.ip(), s, w).map_err(|e| e.to_string()),
-            tcp_connects(*s.ip(), r, w).map_err(|e| e.to_string()),
-            tcp_connects(Ipv4Addr::LOCALHOST, r, w).map_err(|e| e.to_string()),
-            tcp_connects(Ipv4Addr::LOCALHOST, s, w).map_err(|e| e.to_string()),
+            tcp_connects(Some(&r_host), s_addr, w),
+            tcp_connects(Some(&s_host), r_addr, w),
+            tcp_connects(None, r_addr, w),
+            tcp_connects(None, s_addr, w),
         ]
+        .map(|r| r.map_err(|e| format!("{e:#}")))
     })
     .await
     .expect("TCP probe panicked");
     assert!(
         matches!(probe, [Ok(false), Ok(false), Ok(true), Ok(true)]),
-        "the partition is not what it should be: TCP {r}->{s}, {s}->{r}, 127.0.0.1->{r}, \
-         127.0.0.1->{s} connected: {probe:?} (expected false, false, true, true)"
+        "the partition is not what it should be: TCP {r_addr}->{s_addr}, {s_addr}->{r_addr}, \
+         test->{r_addr}, test->{s_addr} connected: {probe:?} (expected false, false, true, true)"
     );
 
     // The cut lasts until the serving side has served every id and the refusing side says
@@ -429,7 +477,7 @@ async fn split(n: usize, refusing: &[usize], per_node: usize) {
         }
     }
 
-    partition.heal();
+    net.heal();
     let heal_at = t0.elapsed();
     eprintln!("healed at {}", secs(heal_at));
     // Recovery: every node ready and listing all alive, every id answered through every node.

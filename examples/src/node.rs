@@ -1,0 +1,177 @@
+//! The `mesh-node` program: a ready mesh node serving the HTTP API, with the example actors
+//! registered. The `mesh-node` binary is [`run`]; so is the test harness's copy of it (package
+//! `mesh-tests`), which is how tests start the very same program without building this package's
+//! binary themselves.
+
+use std::net::{SocketAddr, TcpListener};
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::Parser;
+use mesh_actix::{LeaseConfig, Mesh, MeshConfig, NodeId, ShardCount};
+use mesh_http::{HttpOptions, ServeOptions};
+
+use crate::LogFormat;
+
+/// A mesh node: owns the shards of its capabilities, activates actors on first use and
+/// serves the mesh HTTP API.
+#[derive(Debug, Parser)]
+#[command(name = "mesh-node", version)]
+struct Args {
+    /// This node's id, unique in the cluster (default: `node@<listen>`)
+    #[arg(long, env = "MESH_NODE_ID")]
+    node_id: Option<String>,
+
+    /// The address to serve HTTP on (host:port; port 0 picks a free one).
+    #[arg(long, env = "MESH_LISTEN", default_value = "127.0.0.1:4000")]
+    listen: String,
+
+    /// Where other nodes reach this node (ip:port), when --listen is not routable, e.g.
+    /// `0.0.0.0:4000` (default: the --listen address).
+    #[arg(long, env = "MESH_ADVERTISE")]
+    advertise: Option<SocketAddr>,
+
+    /// Other nodes' --listen addresses to join (host:port,...).
+    #[arg(long, env = "MESH_SEEDS", value_delimiter = ',')]
+    seeds: Vec<String>,
+
+    /// Capabilities this node registers at start (a,b,...).
+    #[arg(long, env = "MESH_CAPABILITIES", value_delimiter = ',')]
+    capabilities: Vec<String>,
+
+    /// The shard count; every node of a cluster must use the same.
+    #[arg(long, env = "MESH_SHARDS", default_value_t = mesh_actix::ShardCount::default().get())]
+    shards: u32,
+
+    /// A shared secret every request (but /health and /metrics) must carry, as
+    /// `Authorization: Bearer <secret>` (or just the secret) or `x-mesh-secret: <secret>`.
+    #[arg(long, env = "MESH_SECRET", hide_env_values = true, conflicts_with = "secret_file")]
+    secret: Option<String>,
+
+    /// Reads the secret from this file (its first line), so that it does not show in `ps`.
+    #[arg(long, env = "MESH_SECRET_FILE")]
+    secret_file: Option<std::path::PathBuf>,
+
+    /// Seconds a request body may take to arrive completely; a slower one gets 408 and its
+    /// connection is closed.
+    #[arg(long, env = "MESH_BODY_TIMEOUT", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    body_timeout: u64,
+
+    /// Seconds an idle keep-alive connection stays open.
+    #[arg(long, env = "MESH_KEEP_ALIVE", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    keep_alive: u64,
+
+    /// The largest request body accepted, in bytes.
+    #[arg(long, env = "MESH_BODY_LIMIT", default_value_t = mesh_http::DEFAULT_BODY_LIMIT)]
+    body_limit: usize,
+
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "MESH_WORKERS")]
+    workers: Option<NonZeroUsize>,
+
+    /// The ownership lease, in milliseconds: a node serves only while a quorum renewed it
+    /// within this time; a dead node's shards move after about lease + 40 %. Every node of a
+    /// cluster should use the same.
+    #[arg(long, env = "MESH_LEASE_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    lease_ms: u64,
+
+    /// Log lines as `text` or `json` (filter with RUST_LOG, e.g. `RUST_LOG=mesh_actix=debug`).
+    #[arg(long, env = "MESH_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+/// Parses the command line (and `MESH_*` environment variables) and runs a node until SIGTERM or
+/// ctrl-c, then leaves the cluster. Returns an error if the settings are wrong or the node cannot
+/// start.
+pub fn run() -> anyhow::Result<()> {
+    actix_web::rt::System::new().block_on(serve(Args::parse()))
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    crate::init_logging(args.log_format);
+    crate::log_panics_briefly("mesh-node");
+    let listener = TcpListener::bind(&args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let advertise = args.advertise.unwrap_or(listener.local_addr()?);
+    if advertise.ip().is_unspecified() {
+        bail!(
+            "--listen {} is not an address other nodes can dial: add --advertise <ip:port>",
+            args.listen
+        );
+    }
+    // Keep the address as the operator wrote it (e.g. a host name) unless the OS picked the
+    // port or --advertise overrides it.
+    let addr = match args.advertise {
+        None if !args.listen.ends_with(":0") => args.listen.clone(),
+        _ => advertise.to_string(),
+    };
+    let node_id = args
+        .node_id
+        .clone()
+        .unwrap_or_else(|| format!("node@{addr}"));
+    let Some(shards) = ShardCount::new(args.shards) else {
+        bail!("--shards must be at least 1");
+    };
+    let capabilities: Vec<&str> = args
+        .capabilities
+        .iter()
+        .map(|c| c.trim())
+        .filter(|c| !c.is_empty())
+        .collect();
+
+    let mut config = MeshConfig::new(NodeId::new(&node_id)?, addr.clone());
+    config.shards = shards;
+    config.joining = !args.seeds.is_empty();
+    config.lease = LeaseConfig::with_lease(Duration::from_millis(args.lease_ms));
+    let mesh = Mesh::start(config)?;
+    crate::register_examples(&mesh);
+    mesh.register_capabilities(capabilities).await?;
+
+    let secret = match &args.secret_file {
+        Some(path) => Some(read_secret(path)?),
+        None => args.secret.clone().filter(|s| !s.is_empty()),
+    };
+    let options = ServeOptions {
+        seeds: args.seeds.clone(),
+        advertise: Some(advertise),
+        http: HttpOptions {
+            body_limit: args.body_limit,
+            body_timeout: Duration::from_secs(args.body_timeout),
+            secret,
+        },
+        workers: args.workers,
+        keep_alive: Some(Duration::from_secs(args.keep_alive)),
+    };
+    let watched = mesh.clone();
+    let node = mesh_http::serve(mesh, listener, options).await?;
+    eprintln!("mesh-node {node_id} listening on http://{addr}");
+
+    tokio::select! {
+        signal = crate::shutdown_signal() => signal?,
+        reason = watched.router_failure() => {
+            // The node can no longer confirm its ownership and refuses everything: exit, so
+            // that a supervisor restarts it as a new incarnation (EX_SOFTWARE).
+            eprintln!("mesh-node {node_id}: {reason}; exiting");
+            std::process::exit(70);
+        }
+    }
+    eprintln!("mesh-node {node_id} leaving the cluster");
+    node.shutdown().await?;
+    eprintln!("mesh-node {node_id} stopped");
+    Ok(())
+}
+
+/// The secret in `path`: its first line, without surrounding whitespace; never empty.
+fn read_secret(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --secret-file {}", path.display()))?;
+    let secret = text.lines().next().unwrap_or_default().trim();
+    if secret.is_empty() {
+        bail!("--secret-file {} is empty", path.display());
+    }
+    Ok(secret.to_owned())
+}
