@@ -46,7 +46,12 @@ struct Args {
 
     /// A shared secret every request (but /health and /metrics) must carry, as
     /// `Authorization: Bearer <secret>` (or just the secret) or `x-mesh-secret: <secret>`.
-    #[arg(long, env = "MESH_SECRET", hide_env_values = true, conflicts_with = "secret_file")]
+    #[arg(
+        long,
+        env = "MESH_SECRET",
+        hide_env_values = true,
+        conflicts_with = "secret_file"
+    )]
     secret: Option<String>,
 
     /// Reads the secret from this file (its first line), so that it does not show in `ps`.

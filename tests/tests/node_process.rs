@@ -202,3 +202,28 @@ async fn cluster_describes_this_node() {
         "{cluster}"
     );
 }
+
+#[tokio::test]
+async fn the_secret_can_come_from_a_file_and_never_shows_on_the_command_line() {
+    let path = std::env::temp_dir().join(mesh_tests::unique("mesh-secret"));
+    std::fs::write(&path, "from-a-file\n").unwrap();
+    let node = MeshNode::standard()
+        .arg("--secret-file")
+        .arg(path.display().to_string())
+        .start()
+        .await;
+    let cmdline = std::fs::read_to_string(format!("/proc/{}/cmdline", node.pid())).unwrap();
+    assert!(!cmdline.contains("from-a-file"), "{cmdline:?}");
+
+    node.client_without_secret()
+        .call(&counter("filed", json!({})))
+        .await
+        .expect_error(401, "unauthorized");
+    let r = node
+        .client_without_secret()
+        .with_secret("from-a-file")
+        .call(&counter("filed", json!({})))
+        .await;
+    assert_eq!(r.result(), &json!({"ok": 1}), "{r}");
+    let _ = std::fs::remove_file(&path);
+}
