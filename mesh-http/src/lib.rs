@@ -36,6 +36,7 @@ mod membership;
 mod metrics;
 mod routes;
 mod serve;
+mod signing;
 mod transport;
 
 pub use error::HttpError;
@@ -44,4 +45,5 @@ pub use routes::{
     configure, configure_with, not_found, HttpOptions, DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT,
 };
 pub use serve::{serve, ServeError, ServeOptions, ServingNode};
+pub use signing::{ClusterKey, SignatureError, MAX_NONCES, MAX_SKEW, SIGNATURE_HEADER};
 pub use transport::HttpTransport;

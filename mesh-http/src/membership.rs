@@ -53,8 +53,10 @@ impl GossipOptions {
     ) -> GossipOptions {
         let mut cluster_id = format!("mesh-{}", shards.get());
         if let Some(secret) = secret {
-            let digest = xxhash_rust::xxh3::xxh3_64(secret.as_bytes());
-            cluster_id.push_str(&format!("-{digest:016x}"));
+            // It travels in every datagram: a tag of the slow-derived key, not a hash of the
+            // secret that a guess could check cheaply.
+            cluster_id.push('-');
+            cluster_id.push_str(crate::signing::ClusterKey::of(secret).tag());
         }
         GossipOptions {
             listen,
@@ -316,7 +318,9 @@ mod tests {
         assert_ne!(id(64, Some("s3cret")), id(128, Some("s3cret")));
         assert_ne!(id(64, Some("s3cret")), id(64, Some("other")));
         assert_ne!(id(64, Some("s3cret")), id(64, None));
-        // The id travels in the clear: it must not reveal the secret.
+        // The id travels in the clear: it must not reveal the secret, nor a fast hash of it.
         assert!(!id(64, Some("s3cret")).contains("s3cret"));
+        let fast = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(b"s3cret"));
+        assert!(!id(64, Some("s3cret")).contains(&fast));
     }
 }

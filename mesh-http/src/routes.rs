@@ -15,6 +15,7 @@ use crate::auth::carries_secret;
 use crate::body::read_limited;
 use crate::error::{error_body, HttpError, REFUSAL_HEADER};
 use crate::metrics::render;
+use crate::signing::{ClusterKey, Verifier, SIGNATURE_HEADER};
 
 /// The default limit of a request body: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
@@ -49,9 +50,52 @@ impl Default for HttpOptions {
 struct State {
     mesh: Mesh,
     options: HttpOptions,
+    /// Checks the signatures of hops from other nodes, when a secret is configured.
+    hops: Option<Verifier>,
 }
 
 impl State {
+    /// The body of a hop from another node (`/internal/...`): with a secret, its signature
+    /// must hold (the secret itself is never sent between nodes; see [`crate::ClusterKey`]).
+    async fn hop_body(
+        &self,
+        req: &HttpRequest,
+        body: web::Payload,
+    ) -> Result<web::Bytes, HttpError> {
+        let (limit, timeout) = (self.options.body_limit, self.options.body_timeout);
+        let bytes = read_limited(req, body, limit, timeout).await?;
+        if let Some(hops) = &self.hops {
+            let header = req
+                .headers()
+                .get(SIGNATURE_HEADER)
+                .and_then(|v| v.to_str().ok());
+            let (method, path) = (req.method().as_str(), req.path());
+            let now = std::time::SystemTime::now();
+            hops.verify(header, method, path, &bytes, now)
+                .map_err(|e| {
+                    tracing::warn!(path, error = %e, "refused a hop");
+                    MeshError::Unauthorized(e.to_string())
+                })?;
+        }
+        Ok(bytes)
+    }
+
+    /// The request of a forwarded call or cast; a refusal is counted in the metrics.
+    async fn hop_request(
+        &self,
+        req: &HttpRequest,
+        body: web::Payload,
+        delivery: Delivery,
+    ) -> Result<Request, HttpError> {
+        let parsed = async {
+            let bytes = self.hop_body(req, body).await?;
+            Ok(Request::from_json(&bytes)?)
+        };
+        parsed
+            .await
+            .inspect_err(|e: &HttpError| self.mesh.record_rejection(delivery, &e.0))
+    }
+
     fn authorize(&self, req: &HttpRequest) -> Result<(), HttpError> {
         match &self.options.secret {
             Some(secret) if !carries_secret(req.headers(), secret) => {
@@ -96,7 +140,15 @@ pub fn configure(mesh: Mesh) -> impl FnOnce(&mut web::ServiceConfig) {
 
 /// Mounts every mesh route with these options.
 pub fn configure_with(mesh: Mesh, options: HttpOptions) -> impl FnOnce(&mut web::ServiceConfig) {
-    let state: Shared = web::Data::new(Arc::new(State { mesh, options }));
+    let hops = options
+        .secret
+        .as_deref()
+        .map(|secret| Verifier::new(ClusterKey::of(secret)));
+    let state: Shared = web::Data::new(Arc::new(State {
+        mesh,
+        options,
+        hops,
+    }));
     move |cfg| {
         cfg.app_data(state)
             .service(resource("/call").route(web::post().to(call)))
@@ -164,13 +216,13 @@ fn hop_response(result: Result<HttpResponse, HopError>) -> HttpResponse {
 }
 
 async fn forwarded_call(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
-    let request = state.request(&req, body, Delivery::Call).await?;
+    let request = state.hop_request(&req, body, Delivery::Call).await?;
     let reply = state.mesh.forwarded_call(request).await;
     Ok(hop_response(reply.map(|r| HttpResponse::Ok().json(r))))
 }
 
 async fn forwarded_cast(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
-    let request = state.request(&req, body, Delivery::Cast).await?;
+    let request = state.hop_request(&req, body, Delivery::Cast).await?;
     let accepted = state.mesh.forwarded_cast(request).await;
     let accepted = accepted.map(|()| HttpResponse::Accepted().json(json!({"status": "accepted"})));
     Ok(hop_response(accepted))
@@ -178,14 +230,7 @@ async fn forwarded_cast(state: Shared, req: HttpRequest, body: web::Payload) -> 
 
 /// `POST /internal/lease`: another node asks for a grant of its lease.
 async fn renew_lease(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
-    state.authorize(&req)?;
-    let bytes = read_limited(
-        &req,
-        body,
-        state.options.body_limit,
-        state.options.body_timeout,
-    )
-    .await?;
+    let bytes = state.hop_body(&req, body).await?;
     let request: RenewRequest = serde_json::from_slice(&bytes)
         .map_err(|e| MeshError::BadRequest(format!("invalid lease renewal: {e}")))?;
     Ok(HttpResponse::Ok().json(state.mesh.renew_lease(request).await))
@@ -194,14 +239,7 @@ async fn renew_lease(state: Shared, req: HttpRequest, body: web::Payload) -> Htt
 /// `POST /internal/handoff`: the old owner of an identity hands it (and its state) over to
 /// this node, its new owner. 204 once accepted; the body is bounded like every other.
 async fn accept_handoff(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
-    state.authorize(&req)?;
-    let bytes = read_limited(
-        &req,
-        body,
-        state.options.body_limit,
-        state.options.body_timeout,
-    )
-    .await?;
+    let bytes = state.hop_body(&req, body).await?;
     let handoff: Handoff = serde_json::from_slice(&bytes)
         .map_err(|e| MeshError::BadRequest(format!("invalid handoff: {e}")))?;
     let accepted = state.mesh.accept_handoff(handoff);
@@ -540,5 +578,68 @@ mod tests {
         )
         .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    #[actix_web::test]
+    async fn hops_must_be_signed_and_a_signature_serves_once() {
+        let mesh = mesh();
+        let app =
+            init_service(App::new().configure(configure_with(mesh.clone(), with_secret("s3cret"))))
+                .await;
+        let renewal = RenewRequest {
+            from: mesh_actix::Member::alive(NodeId::new("peer").unwrap(), "127.0.0.1:1", ["c"])
+                .unwrap(),
+            round: 1,
+        };
+        let body = serde_json::to_vec(&renewal).unwrap();
+        let signed = |path: &str, signature: String, body: &[u8]| {
+            TestRequest::post()
+                .uri(path)
+                .insert_header((SIGNATURE_HEADER, signature))
+                .set_payload(body.to_vec())
+                .to_request()
+        };
+        let key = ClusterKey::of("s3cret");
+        let signature = key.sign("POST", "/internal/lease", &body);
+        let (status, reply) = send(&app, signed("/internal/lease", signature.clone(), &body)).await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        assert_eq!(reply["from"]["node"], "node-1");
+
+        let refused = [
+            // The same signature again: a replay.
+            ("replayed", signed("/internal/lease", signature, &body)),
+            // A body that is not the one signed.
+            (
+                "tampered",
+                signed(
+                    "/internal/lease",
+                    key.sign("POST", "/internal/lease", b"{}"),
+                    &body,
+                ),
+            ),
+            // Signed with another secret.
+            (
+                "forged",
+                signed(
+                    "/internal/lease",
+                    ClusterKey::of("guess").sign("POST", "/internal/lease", &body),
+                    &body,
+                ),
+            ),
+            // The secret itself opens the public routes, not the node-to-node ones.
+            (
+                "bearer",
+                TestRequest::post()
+                    .uri("/internal/call")
+                    .insert_header(("authorization", "Bearer s3cret"))
+                    .set_payload(r#"{"module":"M","id":"a","capability":"c"}"#)
+                    .to_request(),
+            ),
+        ];
+        for (what, request) in refused {
+            let (status, reply) = send(&app, request).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: {reply}");
+            assert!(error("unauthorized")(&reply), "{what}: {reply}");
+        }
     }
 }

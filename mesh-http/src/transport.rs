@@ -12,19 +12,21 @@ use mesh_actix::{
 };
 use serde::Deserialize;
 
-use crate::auth::SECRET_HEADER;
 use crate::error::REFUSAL_HEADER;
+use crate::signing::{ClusterKey, SIGNATURE_HEADER};
 
 /// Forwards requests to their owner over HTTP/JSON, reusing pooled keep-alive connections.
+/// With a secret, every hop is signed with a key derived from it (see [`ClusterKey`]); the
+/// secret itself is never sent.
 #[derive(Clone)]
 pub struct HttpTransport {
     client: reqwest::Client,
-    secret: Option<String>,
+    key: Option<std::sync::Arc<ClusterKey>>,
     prefix: String,
 }
 
 impl HttpTransport {
-    /// A transport that sends `secret` (if any) to the other nodes, which must share it.
+    /// A transport that signs its hops with `secret` (if any), which the other nodes must share.
     pub fn new(secret: Option<String>) -> Result<HttpTransport, reqwest::Error> {
         HttpTransport::from_address(secret, None)
     }
@@ -43,7 +45,7 @@ impl HttpTransport {
             .build()?;
         Ok(HttpTransport {
             client,
-            secret,
+            key: secret.as_deref().map(ClusterKey::of),
             prefix: String::new(),
         })
     }
@@ -66,11 +68,20 @@ impl HttpTransport {
         body: &impl serde::Serialize,
         remaining: Duration,
     ) -> Result<reqwest::Response, HopError> {
-        let url = format!("http://{}{}{route}", peer.addr, self.prefix);
-        let mut post = self.client.post(&url).json(body).timeout(remaining);
-        if let Some(secret) = &self.secret {
-            post = post.header(SECRET_HEADER, secret);
+        let path = format!("{}{route}", self.prefix);
+        let url = format!("http://{}{path}", peer.addr);
+        let body = serde_json::to_vec(body).map_err(|e| {
+            HopError::Failed(MeshError::BadRequest(format!("unserialisable hop: {e}")))
+        })?;
+        let mut post = self
+            .client
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .timeout(remaining);
+        if let Some(key) = &self.key {
+            post = post.header(SIGNATURE_HEADER, key.sign("POST", &path, &body));
         }
+        let post = post.body(body);
         match post.send().await {
             Ok(response) => Ok(response),
             Err(e) if e.is_connect() => Err(HopError::refused(
@@ -149,7 +160,7 @@ async fn remote_error(owner: &Member, response: reqwest::Response) -> HopError {
             HopError::refused(
                 Refusal::Unreachable,
                 format!(
-                    "node {} refused this node's secret: {}",
+                    "node {} refused this node's signature: {}",
                     owner.node, body.error.message
                 ),
             )
