@@ -13,7 +13,7 @@ use mesh_actix::{Mesh, MeshConfig, NodeId, Request, DEFAULT_MAILBOX_CAPACITY};
 use serde_json::{json, Value};
 
 use crate::figures::{Figure, Name};
-use crate::Sizes;
+use crate::{Side, Sizes};
 
 /// The floor's actor: does what `Counter` does, without mesh.
 pub struct Bare {
@@ -218,7 +218,7 @@ pub fn stop(arbiters: Vec<Arbiter>) {
 
 /// Runs `mesh` and `floor` once per repetition, swapping which goes first every time.
 async fn alternate<M, F, MF, FF>(
-    reps: usize,
+    sizes: &Sizes,
     mut mesh: M,
     mut floor: F,
 ) -> anyhow::Result<(Vec<f64>, Vec<f64>)>
@@ -229,13 +229,16 @@ where
     FF: std::future::Future<Output = anyhow::Result<f64>>,
 {
     let (mut m, mut f) = (Vec::new(), Vec::new());
-    for rep in 0..reps {
-        if rep % 2 == 0 {
-            m.push(mesh(rep).await?);
+    let (with_mesh, with_floor) = (sizes.measures(Side::Mesh), sizes.measures(Side::Floor));
+    for rep in 0..sizes.reps {
+        if rep % 2 == 1 && with_floor {
             f.push(floor(rep).await?);
-        } else {
-            f.push(floor(rep).await?);
+        }
+        if with_mesh {
             m.push(mesh(rep).await?);
+        }
+        if rep % 2 == 0 && with_floor {
+            f.push(floor(rep).await?);
         }
     }
     Ok((m, f))
@@ -265,7 +268,7 @@ pub async fn run(sizes: &Sizes, wanted: &dyn Fn(Name) -> bool) -> anyhow::Result
 
     if wanted(Name::ApiCalls) {
         let (m, f) = alternate(
-            s.reps,
+            &s,
             |_| mesh_rate(&mesh, &spread, s.calls, s.concurrency),
             |_| floor_rate(&spread_actors, s.calls, s.concurrency),
         )
@@ -278,7 +281,7 @@ pub async fn run(sizes: &Sizes, wanted: &dyn Fn(Name) -> bool) -> anyhow::Result
     }
     if wanted(Name::ApiHotCalls) {
         let (m, f) = alternate(
-            s.reps,
+            &s,
             |_| mesh_rate(&mesh, &hot, s.calls, s.concurrency),
             |_| floor_rate(&hot_actor, s.calls, s.concurrency),
         )
@@ -291,7 +294,7 @@ pub async fn run(sizes: &Sizes, wanted: &dyn Fn(Name) -> bool) -> anyhow::Result
     }
     if wanted(Name::ApiSequentialP50Us) {
         let (m, f) = alternate(
-            s.reps,
+            &s,
             |_| {
                 let mesh = mesh.clone();
                 let hot = counter("hot");
@@ -324,7 +327,7 @@ pub async fn run(sizes: &Sizes, wanted: &dyn Fn(Name) -> bool) -> anyhow::Result
         // A fresh node and fresh arbiters each time, so that neither side starts its actors
         // beside the ones of earlier repetitions.
         let (m, f) = alternate(
-            s.reps,
+            &s,
             |rep| async move {
                 let mesh = lone_mesh(&format!("bench-act-{rep}"), s.threads).await?;
                 let rate = mesh_activations(&mesh, "fresh", s.activations, s.concurrency).await;

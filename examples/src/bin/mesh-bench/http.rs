@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::client;
 use crate::figures::{Figure, Name};
-use crate::{off_thread, Sizes};
+use crate::{off_thread, Side, Sizes};
 
 /// A mesh node serving HTTP, as `mesh-node` does, with `Counter` under `counter`.
 struct Node {
@@ -142,19 +142,22 @@ async fn sequential(
     off_thread(move || client::sequential_p50(addr, requests, n)).await
 }
 
-/// Measures `a` and `b` once per repetition, swapping which goes first every time.
+/// Measures `a` (mesh) and `b` (floor) once per repetition, swapping which goes first every time.
 async fn alternate(
-    reps: usize,
+    sizes: &Sizes,
     mut measure: impl AsyncFnMut(bool) -> anyhow::Result<f64>,
 ) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     let (mut a, mut b) = (Vec::new(), Vec::new());
-    for rep in 0..reps {
-        if rep % 2 == 0 {
-            a.push(measure(true).await?);
+    let (with_a, with_b) = (sizes.measures(Side::Mesh), sizes.measures(Side::Floor));
+    for rep in 0..sizes.reps {
+        if rep % 2 == 1 && with_b {
             b.push(measure(false).await?);
-        } else {
-            b.push(measure(false).await?);
+        }
+        if with_a {
             a.push(measure(true).await?);
+        }
+        if rep % 2 == 0 && with_b {
+            b.push(measure(false).await?);
         }
     }
     Ok((a, b))
@@ -178,7 +181,7 @@ pub async fn run_single(
 
     let mut figures = Vec::new();
     if wanted(Name::HttpCall) {
-        let (mesh, floor) = alternate(sizes.reps, async |mesh| {
+        let (mesh, floor) = alternate(sizes, async |mesh| {
             throughput(sizes, if mesh { node.addr } else { floor }, &requests).await
         })
         .await?;
@@ -189,7 +192,7 @@ pub async fn run_single(
         });
     }
     if wanted(Name::HttpCallP50Us) {
-        let (mesh, floor) = alternate(sizes.reps, async |mesh| {
+        let (mesh, floor) = alternate(sizes, async |mesh| {
             sequential(sizes, if mesh { node.addr } else { floor }, &requests).await
         })
         .await?;
@@ -234,7 +237,7 @@ pub async fn run_forwarded(sizes: &Sizes) -> anyhow::Result<Figure> {
         );
     }
 
-    let (forwarded, direct) = alternate(sizes.reps, async |through_a| {
+    let (forwarded, direct) = alternate(sizes, async |through_a| {
         throughput(sizes, if through_a { a.addr } else { b.addr }, &requests).await
     })
     .await?;

@@ -45,6 +45,11 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 
+    /// Measure only one side of every figure (`mesh` or `floor`), e.g. to profile it; the
+    /// other side's figures are then NaN.
+    #[arg(long)]
+    side: Option<Side>,
+
     /// Arbiters of each mesh node, arbiters of the actix floor, and HTTP workers of every
     /// server (default: one per core).
     #[arg(long)]
@@ -60,10 +65,19 @@ struct Args {
     count: usize,
 }
 
+/// Which side of a figure to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Side {
+    Mesh,
+    Floor,
+}
+
 /// The sizes of one run.
 #[derive(Debug, Clone, Copy)]
 pub struct Sizes {
     pub reps: usize,
+    /// Measure mesh, the floor, or (`None`) both.
+    pub side: Option<Side>,
     pub threads: usize,
     /// Actors of `api_calls`.
     pub actors: usize,
@@ -87,6 +101,10 @@ pub struct Sizes {
 }
 
 impl Sizes {
+    pub fn measures(&self, side: Side) -> bool {
+        self.side.is_none_or(|s| s == side)
+    }
+
     fn new(args: &Args) -> Sizes {
         use std::time::Duration;
         let threads = args
@@ -97,6 +115,7 @@ impl Sizes {
         if args.smoke {
             Sizes {
                 reps: reps.unwrap_or(1),
+                side: args.side,
                 threads,
                 actors: 500,
                 calls: 5_000,
@@ -112,6 +131,7 @@ impl Sizes {
         } else {
             Sizes {
                 reps: reps.unwrap_or(5),
+                side: args.side,
                 threads,
                 actors: 10_000,
                 calls: 500_000,

@@ -9,7 +9,7 @@ use anyhow::{bail, Context as _};
 
 use crate::api;
 use crate::figures::{Figure, Name};
-use crate::Sizes;
+use crate::{Side, Sizes};
 
 /// Activations started, and kept, before the baseline: the arbiters' threads, their
 /// allocator arenas and the registry's first tables exist before it is read.
@@ -88,12 +88,15 @@ pub fn run(sizes: &Sizes) -> anyhow::Result<Figure> {
     // Memory barely varies between runs: at most three of each.
     for rep in 0..sizes.reps.min(3) {
         let n = sizes.memory_activations;
-        if rep % 2 == 0 {
-            mesh.push(in_child("mesh", n, sizes.threads)?);
+        let (with_mesh, with_floor) = (sizes.measures(Side::Mesh), sizes.measures(Side::Floor));
+        if rep % 2 == 1 && with_floor {
             floor.push(in_child("floor", n, sizes.threads)?);
-        } else {
-            floor.push(in_child("floor", n, sizes.threads)?);
+        }
+        if with_mesh {
             mesh.push(in_child("mesh", n, sizes.threads)?);
+        }
+        if rep % 2 == 0 && with_floor {
+            floor.push(in_child("floor", n, sizes.threads)?);
         }
     }
     Ok(Figure {
