@@ -197,9 +197,33 @@ pub async fn floor_activations(
     Ok((actors, rate))
 }
 
-/// Time for stopped arbiters to drop `n` actors.
-fn settle(n: usize) -> Duration {
-    Duration::from_millis(20 + (n / 500) as u64)
+/// The CPU time this process has used (user + system), from /proc/self/stat.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) end with `)`.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// Waits (at most 10 s) until this process is idle: a stopped node's arbiters tear their
+/// actors down on their own threads after it is dropped, and that work must not land in the
+/// next measurement.
+pub async fn quiesce() {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let Some(mut before) = cpu_time() else {
+        actix_rt::time::sleep(Duration::from_millis(500)).await;
+        return;
+    };
+    while Instant::now() < deadline {
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+        let Some(now) = cpu_time() else { return };
+        if now.saturating_sub(before) <= Duration::from_millis(10) {
+            return;
+        }
+        before = now;
+    }
 }
 
 /// `count` arbiters for the floor, with handles.
@@ -216,7 +240,8 @@ pub fn stop(arbiters: Vec<Arbiter>) {
     }
 }
 
-/// Runs `mesh` and `floor` once per repetition, swapping which goes first every time.
+/// Runs `mesh` and `floor` once per repetition, swapping which goes first every time, each
+/// once the process is idle.
 async fn alternate<M, F, MF, FF>(
     sizes: &Sizes,
     mut mesh: M,
@@ -232,12 +257,15 @@ where
     let (with_mesh, with_floor) = (sizes.measures(Side::Mesh), sizes.measures(Side::Floor));
     for rep in 0..sizes.reps {
         if rep % 2 == 1 && with_floor {
+            quiesce().await;
             f.push(floor(rep).await?);
         }
         if with_mesh {
+            quiesce().await;
             m.push(mesh(rep).await?);
         }
         if rep % 2 == 0 && with_floor {
+            quiesce().await;
             f.push(floor(rep).await?);
         }
     }
@@ -334,7 +362,7 @@ pub async fn run(sizes: &Sizes, wanted: &dyn Fn(Name) -> bool) -> anyhow::Result
                 // Dropping the node stops its arbiters; let them tear its actors down before
                 // the floor is measured.
                 drop(mesh);
-                actix_rt::time::sleep(settle(s.activations)).await;
+                quiesce().await;
                 rate
             },
             |_| async move {
@@ -343,6 +371,7 @@ pub async fn run(sizes: &Sizes, wanted: &dyn Fn(Name) -> bool) -> anyhow::Result
                     floor_activations(&handles, s.activations, s.concurrency).await?;
                 drop(actors);
                 stop(arbiters);
+                quiesce().await;
                 Ok(rate)
             },
         )

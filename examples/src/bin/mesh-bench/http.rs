@@ -17,6 +17,7 @@ use mesh_actix::{MemberStatus, Mesh, MeshConfig, NodeId, Reply, Request};
 use mesh_http::{ServeOptions, ServingNode};
 use serde_json::json;
 
+use crate::api::quiesce;
 use crate::client;
 use crate::figures::{Figure, Name};
 use crate::{off_thread, Side, Sizes};
@@ -142,7 +143,8 @@ async fn sequential(
     off_thread(move || client::sequential_p50(addr, requests, n)).await
 }
 
-/// Measures `a` (mesh) and `b` (floor) once per repetition, swapping which goes first every time.
+/// Measures `a` (mesh) and `b` (floor) once per repetition, swapping which goes first every
+/// time, each once the process is idle.
 async fn alternate(
     sizes: &Sizes,
     mut measure: impl AsyncFnMut(bool) -> anyhow::Result<f64>,
@@ -151,12 +153,15 @@ async fn alternate(
     let (with_a, with_b) = (sizes.measures(Side::Mesh), sizes.measures(Side::Floor));
     for rep in 0..sizes.reps {
         if rep % 2 == 1 && with_b {
+            quiesce().await;
             b.push(measure(false).await?);
         }
         if with_a {
+            quiesce().await;
             a.push(measure(true).await?);
         }
         if rep % 2 == 0 && with_b {
+            quiesce().await;
             b.push(measure(false).await?);
         }
     }
