@@ -7,6 +7,55 @@ use serde_json::{json, Value};
 
 use crate::counter;
 
+/// The requests tests make of one node's HTTP API, over a socket ([`Client`]) or in process
+/// ([`InProcessNode`](crate::InProcessNode)): a test reads the same either way.
+#[allow(async_fn_in_trait)] // used by this crate's tests only, on one thread
+pub trait Api {
+    /// `GET path`.
+    async fn get(&self, path: &str) -> Resp;
+
+    /// `POST path` with raw bytes and an optional content type.
+    async fn post_raw(
+        &self,
+        path: &str,
+        body: impl Into<Vec<u8>>,
+        content_type: Option<&str>,
+    ) -> Resp;
+
+    /// `GET /owner?id=..&capability=..`, the query encoded.
+    async fn owner(&self, id: &str, capability: &str) -> Resp;
+
+    /// `POST path` with a JSON body (`Content-Type: application/json`).
+    async fn post_json(&self, path: &str, body: &Value) -> Resp {
+        let bytes = serde_json::to_vec(body).expect("serialize JSON");
+        self.post_raw(path, bytes, Some("application/json")).await
+    }
+
+    /// `POST /call`.
+    async fn call(&self, body: &Value) -> Resp {
+        self.post_json("/call", body).await
+    }
+
+    /// `POST /cast`.
+    async fn cast(&self, body: &Value) -> Resp {
+        self.post_json("/cast", body).await
+    }
+
+    /// `GET /cluster`, asserting 200.
+    async fn cluster(&self) -> Value {
+        self.get("/cluster").await.ok().clone()
+    }
+
+    /// `POST /call` to `Counter` with capability `counter` and an empty payload; returns the
+    /// count.
+    async fn count(&self, id: &str) -> i64 {
+        let r = self.call(&counter(id, json!({}))).await;
+        r.result()["ok"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("Counter reply is not {{\"ok\": <int>}}: {r}"))
+    }
+}
+
 /// Timeout applied to every HTTP request made through [`Client`].
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -145,9 +194,11 @@ impl Client {
         self.request(reqwest::Method::POST, path, Some(body.into()), content_type)
             .await
     }
+}
 
+impl Api for Client {
     /// `GET path`.
-    pub async fn get(&self, path: &str) -> Resp {
+    async fn get(&self, path: &str) -> Resp {
         match self.try_get(path).await {
             Ok(r) => r,
             Err(e) => panic!("GET {}{path} failed: {e:?}", self.base),
@@ -155,7 +206,7 @@ impl Client {
     }
 
     /// `POST path` with raw bytes and an optional content type.
-    pub async fn post_raw(
+    async fn post_raw(
         &self,
         path: &str,
         body: impl Into<Vec<u8>>,
@@ -167,24 +218,8 @@ impl Client {
         }
     }
 
-    /// `POST path` with a JSON body (`Content-Type: application/json`).
-    pub async fn post_json(&self, path: &str, body: &Value) -> Resp {
-        let bytes = serde_json::to_vec(body).expect("serialize JSON");
-        self.post_raw(path, bytes, Some("application/json")).await
-    }
-
-    /// `POST /call`.
-    pub async fn call(&self, body: &Value) -> Resp {
-        self.post_json("/call", body).await
-    }
-
-    /// `POST /cast`.
-    pub async fn cast(&self, body: &Value) -> Resp {
-        self.post_json("/cast", body).await
-    }
-
     /// `GET /owner?id=..&capability=..`.
-    pub async fn owner(&self, id: &str, capability: &str) -> Resp {
+    async fn owner(&self, id: &str, capability: &str) -> Resp {
         let query = [("id", id), ("capability", capability)];
         match self
             .request_with(reqwest::Method::GET, "/owner", &query, None, None)
@@ -193,19 +228,6 @@ impl Client {
             Ok(r) => r,
             Err(e) => panic!("GET {}/owner {query:?} failed: {e:?}", self.base),
         }
-    }
-
-    /// `GET /cluster`, asserting 200.
-    pub async fn cluster(&self) -> Value {
-        self.get("/cluster").await.ok().clone()
-    }
-
-    /// `POST /call` to `Counter` with capability `counter` and an empty payload; returns the count.
-    pub async fn count(&self, id: &str) -> i64 {
-        let r = self.call(&counter(id, json!({}))).await;
-        r.result()["ok"]
-            .as_i64()
-            .unwrap_or_else(|| panic!("Counter reply is not {{\"ok\": <int>}}: {r}"))
     }
 }
 

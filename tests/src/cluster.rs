@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::{eventually, strings, Client, MeshNode, NodeBuilder};
+use crate::{eventually, strings, Api, Client, MeshNode, NodeBuilder};
 
 /// Starts `n` nodes, the `i`-th (from 0) built by `node(i)` and every one after the first seeded
 /// with the first's address; returns once they have converged and are ready ([`wait_converged`],

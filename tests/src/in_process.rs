@@ -2,7 +2,7 @@
 //! mounted on an actix-web app that [`actix_web::test`](mod@actix_web::test) serves, with no socket and no process.
 //!
 //! For tests of HTTP shapes, errors and the example actors' behaviour, which need neither signals,
-//! gossip, flags nor a second process. [`InProcessNode`] mirrors the request methods of
+//! gossip, flags nor a second process. [`InProcessNode`] implements [`Api`] like
 //! [`Client`](crate::Client) (`call`, `cast`, `get`, `post_raw`, `owner`, ...) and returns the same
 //! [`Resp`], so a test reads the same whether its node is a process or not. Tests using it run
 //! inside an actix System (`#[actix_rt::test]`).
@@ -19,9 +19,9 @@ use actix_web::http::Method;
 use actix_web::{test, web, App};
 use mesh_actix::{Mesh, MeshConfig, NodeId};
 use mesh_http::HttpOptions;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::{counter, quiet_intentional_panics, unique, Resp, ALL_CAPABILITIES, REQUEST_TIMEOUT};
+use crate::{quiet_intentional_panics, unique, Api, Resp, ALL_CAPABILITIES, REQUEST_TIMEOUT};
 
 type Served = Pin<Box<dyn Future<Output = ServiceResponse<BoxBody>>>>;
 
@@ -194,14 +194,16 @@ impl InProcessNode {
             elapsed: started.elapsed(),
         }
     }
+}
 
+impl Api for InProcessNode {
     /// `GET path`.
-    pub async fn get(&self, path: &str) -> Resp {
+    async fn get(&self, path: &str) -> Resp {
         self.request(Method::GET, path, None, None).await
     }
 
     /// `POST path` with raw bytes and an optional content type.
-    pub async fn post_raw(
+    async fn post_raw(
         &self,
         path: &str,
         body: impl Into<Vec<u8>>,
@@ -211,42 +213,13 @@ impl InProcessNode {
             .await
     }
 
-    /// `POST path` with a JSON body (`Content-Type: application/json`).
-    pub async fn post_json(&self, path: &str, body: &Value) -> Resp {
-        let bytes = serde_json::to_vec(body).expect("serialize JSON");
-        self.post_raw(path, bytes, Some("application/json")).await
-    }
-
-    /// `POST /call`.
-    pub async fn call(&self, body: &Value) -> Resp {
-        self.post_json("/call", body).await
-    }
-
-    /// `POST /cast`.
-    pub async fn cast(&self, body: &Value) -> Resp {
-        self.post_json("/cast", body).await
-    }
-
     /// `GET /owner?id=..&capability=..` (the query encoded by `url`, as reqwest does).
-    pub async fn owner(&self, id: &str, capability: &str) -> Resp {
+    async fn owner(&self, id: &str, capability: &str) -> Resp {
         let mut url = reqwest::Url::parse("http://in-process/owner").expect("a URL");
         url.query_pairs_mut()
             .append_pair("id", id)
             .append_pair("capability", capability);
         let path = format!("{}?{}", url.path(), url.query().unwrap_or(""));
         self.get(&path).await
-    }
-
-    /// `GET /cluster`, asserting 200.
-    pub async fn cluster(&self) -> Value {
-        self.get("/cluster").await.ok().clone()
-    }
-
-    /// `POST /call` to `Counter` with capability `counter` and an empty payload; returns the count.
-    pub async fn count(&self, id: &str) -> i64 {
-        let r = self.call(&counter(id, json!({}))).await;
-        r.result()["ok"]
-            .as_i64()
-            .unwrap_or_else(|| panic!("Counter reply is not {{\"ok\": <int>}}: {r}"))
     }
 }

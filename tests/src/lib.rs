@@ -10,7 +10,8 @@
 //! - [`client`]: [`Client`], an HTTP client bound to one node, with a timeout on every request,
 //!   returning [`Resp`] values that carry assertion helpers.
 //! - [`in_process`]: [`InProcessNode`], a node in the test process behind `actix_web::test`, with
-//!   the same request methods as [`Client`], for tests that need no real process.
+//!   the same request methods as [`Client`] (both implement [`Api`]), for tests that need no real
+//!   process.
 //! - [`cluster`]: [`start_cluster`] and [`wait_converged`] for clusters of real nodes.
 //! - [`netns`]: [`Network`], hosts in network namespaces of their own, to cut apart and heal.
 //! - [`observe`]: `Counter` calls as a client sees them, checked against the contract's "one live
@@ -28,7 +29,7 @@ pub mod observe;
 pub mod util;
 
 pub use bodies::{counter, crasher, game, req, sleeper, with_field, ALL_CAPABILITIES};
-pub use client::{Client, Resp, REQUEST_TIMEOUT};
+pub use client::{Api, Client, Resp, REQUEST_TIMEOUT};
 pub use cluster::{disagreement, member, start_cluster, wait_converged};
 pub use in_process::{InProcessBuilder, InProcessNode};
 pub use netns::{Host, Network};

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use mesh_tests::{
-    counter, crasher, eventually, game, json, sleeper, with_field, InProcessNode, Value,
+    counter, crasher, eventually, game, json, sleeper, with_field, Api, InProcessNode, Value,
 };
 
 fn game_with_init(id: &str, payload: Value, init_arg: Value) -> Value {

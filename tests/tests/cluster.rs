@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use mesh_tests::{
     counter, crasher, eventually, game, json, member, req, sleeper, strings, unique,
-    wait_converged, with_field, Client, MeshNode, Resp, ALL_CAPABILITIES,
+    wait_converged, with_field, Api, Client, MeshNode, Resp, ALL_CAPABILITIES,
 };
 
 /// How long a cluster may take to agree on its members (start, join, capability changes).

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mesh_tests::observe::{listing, tally, Counts, Entry, History, Obs, Outcome};
-use mesh_tests::{eventually, json, serial, unique, wait_converged, Client, MeshNode, Value};
+use mesh_tests::{eventually, json, serial, unique, wait_converged, Api, Client, MeshNode, Value};
 
 /// How long a cluster may take to agree on its members.
 const CONVERGE: Duration = Duration::from_secs(20);

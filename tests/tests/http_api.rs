@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use mesh_tests::{
-    counter, eventually, game, json, metric_value, metrics, req, strings, unique, InProcessNode,
-    ALL_CAPABILITIES,
+    counter, eventually, game, json, metric_value, metrics, req, strings, unique, Api,
+    InProcessNode, ALL_CAPABILITIES,
 };
 
 const POLL: Duration = Duration::from_secs(10);

@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use mesh_tests::{
-    counter, crasher, game, json, req, sleeper, with_field, InProcessNode, Value, ALL_CAPABILITIES,
+    counter, crasher, game, json, req, sleeper, with_field, Api, InProcessNode, Value,
+    ALL_CAPABILITIES,
 };
 
 const JSON: Option<&str> = Some("application/json");

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use mesh_tests::{counter, json, strings, MeshNode, ALL_CAPABILITIES};
+use mesh_tests::{counter, json, strings, Api, MeshNode, ALL_CAPABILITIES};
 
 /// How long a node may take to exit after SIGTERM/SIGINT.
 const EXIT_WITHIN: Duration = Duration::from_secs(10);

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use mesh_tests::netns::tcp_connects;
 use mesh_tests::observe::{self, listing, tally, Entry, Obs};
-use mesh_tests::{disagreement, serial, unique, Client, MeshNode, Network};
+use mesh_tests::{disagreement, serial, unique, Api, Client, MeshNode, Network};
 
 /// How long a cluster may take to agree on its members.
 const CONVERGE: Duration = Duration::from_secs(20);
