@@ -80,22 +80,6 @@ impl State {
         Ok(bytes)
     }
 
-    /// The request of a forwarded call or cast; a refusal is counted in the metrics.
-    async fn hop_request(
-        &self,
-        req: &HttpRequest,
-        body: web::Payload,
-        delivery: Delivery,
-    ) -> Result<Request, HttpError> {
-        let parsed = async {
-            let bytes = self.hop_body(req, body).await?;
-            Ok(Request::from_json(&bytes)?)
-        };
-        parsed
-            .await
-            .inspect_err(|e: &HttpError| self.mesh.record_rejection(delivery, &e.0))
-    }
-
     fn authorize(&self, req: &HttpRequest) -> Result<(), HttpError> {
         match &self.options.secret {
             Some(secret) if !carries_secret(req.headers(), secret) => {
@@ -105,28 +89,37 @@ impl State {
         }
     }
 
-    /// The request of a `/call` or `/cast` body; a refusal is counted in the metrics.
+    /// The request of a call or cast body, from a client (which must carry the secret) or
+    /// from another node (whose hop must be signed); a refusal is counted in the metrics.
     async fn request(
         &self,
         req: &HttpRequest,
         body: web::Payload,
         delivery: Delivery,
+        sender: Sender,
     ) -> Result<Request, HttpError> {
         let parsed = async {
-            self.authorize(req)?;
-            let bytes = read_limited(
-                req,
-                body,
-                self.options.body_limit,
-                self.options.body_timeout,
-            )
-            .await?;
+            let bytes = match sender {
+                Sender::Client => {
+                    self.authorize(req)?;
+                    let (limit, timeout) = (self.options.body_limit, self.options.body_timeout);
+                    read_limited(req, body, limit, timeout).await?
+                }
+                Sender::Node => self.hop_body(req, body).await?,
+            };
             Ok(Request::from_json(&bytes)?)
         };
         parsed
             .await
             .inspect_err(|e: &HttpError| self.mesh.record_rejection(delivery, &e.0))
     }
+}
+
+/// Who sends a call or cast: a client of the public routes or another node (a hop).
+#[derive(Clone, Copy)]
+enum Sender {
+    Client,
+    Node,
 }
 
 type Shared = web::Data<Arc<State>>;
@@ -188,13 +181,17 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
 }
 
 async fn call(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
-    let request = state.request(&req, body, Delivery::Call).await?;
+    let request = state
+        .request(&req, body, Delivery::Call, Sender::Client)
+        .await?;
     let reply = state.mesh.call_from(request, Origin::Client).await?;
     Ok(HttpResponse::Ok().json(reply))
 }
 
 async fn cast(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
-    let request = state.request(&req, body, Delivery::Cast).await?;
+    let request = state
+        .request(&req, body, Delivery::Cast, Sender::Client)
+        .await?;
     state.mesh.cast_from(request, Origin::Client).await?;
     Ok(HttpResponse::Accepted().json(json!({"status": "accepted"})))
 }
@@ -216,13 +213,17 @@ fn hop_response(result: Result<HttpResponse, HopError>) -> HttpResponse {
 }
 
 async fn forwarded_call(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
-    let request = state.hop_request(&req, body, Delivery::Call).await?;
+    let request = state
+        .request(&req, body, Delivery::Call, Sender::Node)
+        .await?;
     let reply = state.mesh.forwarded_call(request).await;
     Ok(hop_response(reply.map(|r| HttpResponse::Ok().json(r))))
 }
 
 async fn forwarded_cast(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
-    let request = state.hop_request(&req, body, Delivery::Cast).await?;
+    let request = state
+        .request(&req, body, Delivery::Cast, Sender::Node)
+        .await?;
     let accepted = state.mesh.forwarded_cast(request).await;
     let accepted = accepted.map(|()| HttpResponse::Accepted().json(json!({"status": "accepted"})));
     Ok(hop_response(accepted))
