@@ -1,7 +1,8 @@
 //! Fenced ownership through the real runtime, on the in-process transport whose links the test
-//! cuts and heals: partitions, an owner fenced while a call is in flight, a leave under load.
-//! (The protocol itself is driven through many more schedules in mesh-core's simulator; real
-//! processes, signals and nftables partitions are in `faults.rs` and `partition.rs`.)
+//! cuts and heals: partitions, an owner fenced while a call is in flight, and a join and a leave
+//! under load whose handoffs lose no count. (The protocol itself is driven through many more
+//! schedules in mesh-core's simulator; real processes, signals and partitions between network
+//! namespaces are in `faults.rs` and `partition.rs`.)
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
