@@ -319,6 +319,7 @@ impl Mesh {
                 acknowledged: None,
                 members: Vec::new(),
                 expired: Vec::new(),
+                established: Vec::new(),
             },
         }
     }

@@ -55,6 +55,11 @@ pub struct RenewRequest {
     pub from: Member,
     /// The asker's round number; the reply echoes it.
     pub round: u64,
+    /// The asker is an established member: it was admitted once, so every member that was
+    /// not fenced acknowledged it and counts it in quorums. A new member is a learner until
+    /// then.
+    #[serde(default)]
+    pub established: bool,
 }
 
 /// The answer to a [`RenewRequest`].
@@ -76,6 +81,10 @@ pub struct RenewReply {
     pub members: Vec<Member>,
     /// The incarnations this node has stopped granting for good: `(node, incarnation)`.
     pub expired: Vec<(NodeId, u64)>,
+    /// The incarnations this node knows to be established members (itself included, if it
+    /// is one): `(node, incarnation)`.
+    #[serde(default)]
+    pub established: Vec<(NodeId, u64)>,
 }
 
 /// What changed in a node's standing, for logs and for the runtime to act on.
@@ -146,6 +155,35 @@ struct Peer {
     /// own report follows from the usual timer, once its last grant has surely expired) and
     /// does not wait for its reply to catch up.
     fenced_elsewhere: bool,
+    /// This incarnation is known to be established (see [`Standing`]).
+    established: bool,
+}
+
+/// How a member counts toward quorums in one node's eyes.
+///
+/// Membership changes are not agreed through a log, so two nodes can count quorums over bases
+/// that differ by a member that just joined, and quorums of different bases need not
+/// intersect (with the tie rule, `{a, b}` of `{a, b, c, d}` and `{c, d, e}` of
+/// `{a, b, c, d, e}` do not). A member therefore enters the count in steps, in the manner of
+/// Raft's learners and joint consensus:
+///
+/// - **`Joint`**: counted both ways. A lease is valid only if its grants are a quorum with and
+///   without the member; a fencing holds only if it holds with and without it. This is how a
+///   node counts every member it does not know to be established: a new node, a new process of
+///   a known node id (it cannot tell whether it was admitted before), a node id that left
+///   gracefully and came back. Counting both ways is safe against any other node's count;
+///   not counting a member at all is not, since the member (or a node that knows it) may
+///   count this node.
+/// - **`In`**: established, i.e. this incarnation was admitted, hence acknowledged by every
+///   member it did not fence, each of which knew it and so counts it both ways or for sure:
+///   it is counted for sure.
+/// - **`Left`**: it announced a graceful leave; see [`Peer::left_recently`] for how fencing
+///   still counts it for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    Left,
+    Joint,
+    In,
 }
 
 impl Peer {
@@ -163,6 +201,17 @@ impl Peer {
             replied: false,
             left_at: None,
             fenced_elsewhere: false,
+            established: false,
+        }
+    }
+
+    fn standing(&self) -> Standing {
+        if self.member.leaving {
+            Standing::Left
+        } else if self.established {
+            Standing::In
+        } else {
+            Standing::Joint
         }
     }
 
@@ -172,11 +221,12 @@ impl Peer {
         !self.fenced && !self.member.leaving
     }
 
-    /// Whether the member counts toward quorums: every member that has not left, fenced ones
-    /// included. A fenced member may still grant others (it need not know it is fenced), and
-    /// two nodes that fenced different members would otherwise count quorums of different
-    /// bases that need not intersect: each could fence the other and serve alone.
-    fn in_quorum(&self) -> bool {
+    /// Whether the member has not left: it is asked for grants and, by its [`Standing`],
+    /// counts toward quorums, fenced or not. A fenced member may still grant others (it need
+    /// not know it is fenced), and two nodes that fenced different members would otherwise
+    /// count quorums of different bases that need not intersect: each could fence the other
+    /// and serve alone.
+    fn not_left(&self) -> bool {
         !self.member.leaving
     }
 
@@ -224,6 +274,12 @@ struct Round {
 ///   stopped serving before it announced the leave); a fenced member stays in it: it may still
 ///   grant others, and two nodes that dropped different fenced members would count quorums
 ///   that need not intersect.
+/// - **Joins.** Two nodes that count quorums over bases differing by a new member need not
+///   have intersecting quorums, so a member that is not known to be established is counted
+///   both ways: a lease must be a quorum, and a fencing must hold, with and
+///   without it. Every lease is re-checked against the base whenever the base changes, and a
+///   node that is a quorum on its own counts a lease without grants only if it has been so
+///   since it last held one.
 /// - **Restarts.** A refusal is a promise a restarted process does not remember: a new process
 ///   grants nothing until every live member it knows has replied (and it learned whom they
 ///   fenced), and acknowledges nobody until whatever its predecessor served has surely stopped.
@@ -260,6 +316,15 @@ pub struct Fencing {
     /// A member's new incarnation voided the reports of its previous one, or a member left:
     /// fencings are weighed again.
     reweigh: bool,
+    /// This node id is an established member (see [`Standing`]): it founded the cluster, or
+    /// an incarnation of it was admitted. Until then it counts itself both ways.
+    established: bool,
+    /// This node is a quorum on its own (it is alone, or wins the tie of a base of two), and
+    /// has been since it started alone or since it last held a lease. Only then does it count
+    /// a lease without any other member's grant: one that lost its lease before the others
+    /// left may have been fenced meanwhile, and a member it does not know of (a node id that
+    /// left and came back while it was cut off) may count it.
+    sole: bool,
     next_round_at: Duration,
     view: MembershipView,
     events: Vec<FencingEvent>,
@@ -284,6 +349,8 @@ impl Fencing {
             caught_up: None,
             predecessor_gone: false,
             reweigh: false,
+            established: !expect_cluster,
+            sole: !expect_cluster,
             next_round_at: now,
             view: MembershipView::default(),
             events: Vec::new(),
@@ -364,7 +431,10 @@ impl Fencing {
                 format!(
                     "this node cannot confirm its ownership: no quorum of the {} members granted \
                      its lease within {} ms",
-                    self.base().len(),
+                    {
+                        let (sure, both) = self.base();
+                        sure.len() + both.len()
+                    },
                     self.config.lease.as_millis()
                 ),
             )),
@@ -378,6 +448,7 @@ impl Fencing {
             self.expect_cluster = true;
             if !self.peers.values().any(|p| p.heard_at.is_some()) {
                 self.admitted_version = None;
+                self.established = false;
             }
             self.refresh(now);
         }
@@ -438,10 +509,6 @@ impl Fencing {
         if self.refused_me && !self.draining && !self.is_serving(now) {
             self.reincarnate(now);
         }
-        if self.base_is_only_me() {
-            // Alone (or every other member left): this node is its own quorum.
-            self.lease_until = Some(now + self.config.lease);
-        }
         let mut requests = Vec::new();
         let lease = self.config.lease;
         self.rounds.retain(|_, round| round.sent_at + lease > now);
@@ -456,13 +523,14 @@ impl Fencing {
             let request = RenewRequest {
                 from: self.me.clone(),
                 round: self.last_round,
+                established: self.established,
             };
             // Fenced members are asked too: they count toward quorums, and the answer of a
             // new process at their address is how this node learns their new incarnation.
             requests = self
                 .peers
                 .values()
-                .filter(|p| p.in_quorum())
+                .filter(|p| p.not_left())
                 .map(|p| (p.member.clone(), request.clone()))
                 .collect();
         }
@@ -481,6 +549,11 @@ impl Fencing {
     ) -> RenewReply {
         let asker = request.from.clone();
         self.merge(request.from, now);
+        if let Some(peer) = self.peers.get_mut(asker.node.as_str()) {
+            if request.established && peer.member.incarnation == asker.incarnation {
+                peer.established = true;
+            }
+        }
         self.refresh(now);
         let expiry = self.config.expiry();
         let mut reply = RenewReply {
@@ -491,6 +564,7 @@ impl Fencing {
             acknowledged: None,
             members: self.view.members().cloned().collect(),
             expired: self.expired(),
+            established: self.established_members(),
         };
         let Some(peer) = self.peers.get_mut(asker.node.as_str()) else {
             return reply; // the asker claims to be this node
@@ -543,6 +617,13 @@ impl Fencing {
             // a newer descriptor.
             peer.acknowledged = peer.acknowledged.max(reply.acknowledged);
         }
+        for (node, incarnation) in reply.established {
+            if let Some(peer) = self.peers.get_mut(node.as_str()) {
+                if peer.member.incarnation == incarnation {
+                    peer.established = true;
+                }
+            }
+        }
         for (node, incarnation) in reply.expired {
             if let Some(peer) = self.peers.get_mut(node.as_str()) {
                 if peer.member.incarnation == incarnation && node != from {
@@ -561,13 +642,6 @@ impl Fencing {
             if reply.granted {
                 round.granted.insert(from);
             }
-            let mut granted = round.granted.clone();
-            let sent_at = round.sent_at;
-            granted.insert(self.me.node.clone());
-            if self.is_quorum(&granted) {
-                let until = sent_at + self.config.lease;
-                self.lease_until = Some(self.lease_until.map_or(until, |u| u.max(until)));
-            }
         }
         self.refresh(now);
     }
@@ -581,6 +655,19 @@ impl Fencing {
             .collect()
     }
 
+    /// `(node, incarnation)` of every established member this node knows, itself included.
+    fn established_members(&self) -> Vec<(NodeId, u64)> {
+        let me = self
+            .established
+            .then(|| (self.me.node.clone(), self.me.incarnation));
+        self.peers
+            .values()
+            .filter(|p| p.standing() == Standing::In)
+            .map(|p| (p.member.node.clone(), p.member.incarnation))
+            .chain(me)
+            .collect()
+    }
+
     fn lease_valid(&self, now: Duration) -> bool {
         self.lease_until.is_some_and(|until| now < until)
     }
@@ -588,6 +675,16 @@ impl Fencing {
     fn merge(&mut self, member: Member, now: Duration) {
         if member.node == self.me.node {
             return;
+        }
+        // A member counted from now on may make this node's lease need its grant: ask at once
+        // rather than at the next round.
+        if !member.leaving
+            && self
+                .peers
+                .get(member.node.as_str())
+                .is_none_or(|p| member.incarnation > p.member.incarnation)
+        {
+            self.next_round_at = self.next_round_at.min(now);
         }
         match self.peers.get_mut(member.node.as_str()) {
             None => {
@@ -605,6 +702,7 @@ impl Fencing {
                 });
                 let superseded_grant = peer.granted_at.max(peer.superseded_grant);
                 let node = member.node.clone();
+                // Counted both ways until this incarnation is known to be established.
                 *peer = Peer::new(member, now);
                 peer.superseded_grant = superseded_grant;
                 // The old process's reports were promises that died with it: fencings that
@@ -643,24 +741,52 @@ impl Fencing {
         self.next_round_at = now;
     }
 
-    /// The members that count toward quorums, this node included.
-    fn base(&self) -> BTreeSet<NodeId> {
-        let mut base: BTreeSet<NodeId> = self
-            .peers
-            .values()
-            .filter(|p| p.in_quorum())
-            .map(|p| p.member.node.clone())
-            .collect();
-        base.insert(self.me.node.clone());
-        base
+    /// The members that count toward quorums for sure, and those that count both ways (see
+    /// [`Standing`]), this node included.
+    fn base(&self) -> (BTreeSet<NodeId>, BTreeSet<NodeId>) {
+        let (mut sure, mut both) = (BTreeSet::new(), BTreeSet::new());
+        for peer in self.peers.values() {
+            match peer.standing() {
+                Standing::In => sure.insert(peer.member.node.clone()),
+                Standing::Joint => both.insert(peer.member.node.clone()),
+                Standing::Left => false,
+            };
+        }
+        let me = self.me.node.clone();
+        if self.established {
+            sure.insert(me);
+        } else {
+            both.insert(me);
+        }
+        (sure, both)
     }
 
     fn base_is_only_me(&self) -> bool {
-        !self.peers.values().any(Peer::in_quorum)
+        self.peers.values().all(|p| p.standing() == Standing::Left)
     }
 
-    fn is_quorum(&self, set: &BTreeSet<NodeId>) -> bool {
-        is_quorum(&self.base(), set)
+    /// Whether `granted` (this node included) is a quorum however the members counted both
+    /// ways count: the worst base holds every one of them that did not grant.
+    fn is_lease_quorum(&self, granted: &BTreeSet<NodeId>) -> bool {
+        let (mut base, both) = self.base();
+        base.extend(both.difference(granted).cloned());
+        is_quorum(&base, granted)
+    }
+
+    /// Until when the grants of the rounds still kept make a lease in the base as it is now,
+    /// which a join can make stricter than when the grants came in.
+    fn lease_end(&self, now: Duration) -> Option<Duration> {
+        let alone = (self.sole && self.base_is_only_me()).then(|| now + self.config.lease);
+        self.rounds
+            .values()
+            .filter(|round| {
+                let mut granted = round.granted.clone();
+                granted.insert(self.me.node.clone());
+                (self.sole || granted.len() > 1) && self.is_lease_quorum(&granted)
+            })
+            .map(|round| round.sent_at + self.config.lease)
+            .chain(alone)
+            .max()
     }
 
     /// Re-derives fencing, admission, lease events and the view after any change.
@@ -682,14 +808,15 @@ impl Fencing {
             .filter(|p| p.left_recently(now, expiry))
             .map(|p| p.member.node.clone())
             .collect();
-        let mut base = self.base();
-        base.extend(recent.iter().cloned());
+        let (mut sure, both) = self.base();
+        sure.extend(recent.iter().cloned());
+        // A fencing must hold however the members counted both ways count: the most lenient
+        // base holds every one of them that did not report.
         let blocked = |p: &Peer| {
-            let rest: BTreeSet<NodeId> = base
-                .iter()
-                .filter(|n| !p.expired_by.contains(*n) || recent.contains(*n))
-                .cloned()
-                .collect();
+            let may_grant = |n: &NodeId| !p.expired_by.contains(n) || recent.contains(n);
+            let mut base = sure.clone();
+            base.extend(both.iter().filter(|n| may_grant(n)).cloned());
+            let rest: BTreeSet<NodeId> = base.iter().filter(|n| may_grant(n)).cloned().collect();
             !is_quorum(&base, &rest)
         };
         if std::mem::take(&mut self.reweigh) {
@@ -749,8 +876,22 @@ impl Fencing {
         if admitted.is_some() && self.admitted_version != admitted {
             self.events.push(FencingEvent::Admitted { version });
         }
+        if admitted.is_some() {
+            self.established = true;
+        }
         self.admitted_version = admitted.or(self.admitted_version.filter(|v| *v == version));
 
+        let me = BTreeSet::from([self.me.node.clone()]);
+        self.sole = self.is_lease_quorum(&me) && (self.sole || self.lease_valid(now));
+        // A lease that ran out is lost even if the grants at hand make a new one at once (a
+        // node that was paused past its lease and now counts a round of its own): whatever
+        // it held across the gap must be dropped before it serves again, unless it is the
+        // whole cluster.
+        if self.had_lease && !self.lease_valid(now) && !(self.sole && self.base_is_only_me()) {
+            self.events.push(FencingEvent::LeaseLost);
+            self.had_lease = false;
+        }
+        self.lease_until = self.lease_end(now);
         let valid = self.lease_valid(now);
         if valid && !self.had_lease {
             self.events.push(FencingEvent::LeaseAcquired);

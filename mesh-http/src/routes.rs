@@ -576,6 +576,7 @@ mod tests {
             from: mesh_actix::Member::alive(NodeId::new("peer").unwrap(), "127.0.0.1:1", ["c"])
                 .unwrap(),
             round: 1,
+            established: false,
         };
         let body = serde_json::to_vec(&renewal).unwrap();
         let signed = |path: &str, signature: String, body: &[u8]| {

@@ -69,6 +69,12 @@ impl Cluster {
         }
         cluster.sync_views().await;
         cluster.formed = true;
+        // Each node started as a cluster of its own; counting the others, its lease needs
+        // their grants before it serves again.
+        eventually("every node of the new cluster serves", || {
+            cluster.nodes.iter().all(|n| n.mesh.readiness().is_ok())
+        })
+        .await;
         cluster
     }
 
