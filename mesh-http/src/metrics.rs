@@ -4,11 +4,14 @@ use std::fmt::Write;
 
 use mesh_actix::{Delivery, MemberStatus, Mesh};
 
+use crate::sealing::GossipStats;
+
 /// Renders this node's counters. Names: `mesh_calls_total{outcome}`,
 /// `mesh_casts_total{outcome}`, `mesh_call_duration_seconds` (histogram),
 /// `mesh_activations`, `mesh_activations_started_total`, `mesh_restarts_total`,
-/// `mesh_handoffs_total{outcome}`, `mesh_handoffs_waiting`, `mesh_members{status}`.
-pub(crate) fn render(mesh: &Mesh) -> String {
+/// `mesh_handoffs_total{outcome}`, `mesh_handoffs_waiting`, `mesh_members{status}`, and with
+/// sealed gossip `mesh_gossip_datagrams_refused_total{reason}`.
+pub(crate) fn render(mesh: &Mesh, gossip: Option<&GossipStats>) -> String {
     let requests = mesh.request_stats();
     let activations = mesh.activation_stats();
     let mut out = String::with_capacity(4096);
@@ -117,6 +120,21 @@ pub(crate) fn render(mesh: &Mesh) -> String {
             .filter(|m| m.status == status)
             .count();
         let _ = writeln!(out, "{name}{{status=\"{label}\"}} {count}");
+    }
+
+    if let Some(gossip) = gossip {
+        let name = "mesh_gossip_datagrams_refused_total";
+        header(
+            &mut out,
+            name,
+            "Gossip datagrams dropped unopened: forged (not sealed with this cluster's key, or \
+             tampered), stale (sealed too far from this node's clock), replayed (seen before), \
+             busy (too many recent datagrams to remember).",
+            "counter",
+        );
+        for (reason, count) in gossip.refused() {
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {count}");
+        }
     }
     out
 }

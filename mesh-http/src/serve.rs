@@ -11,7 +11,7 @@ use actix_web::{web, App, HttpServer};
 use mesh_actix::Mesh;
 
 use crate::membership::{GossipOptions, Membership, MembershipError};
-use crate::routes::{configure_with, not_found, HttpOptions};
+use crate::routes::{mount, not_found, shared_state, HttpOptions};
 use crate::transport::HttpTransport;
 
 /// How [`serve`] runs a node.
@@ -74,11 +74,13 @@ pub async fn serve(
     gossip.advertise = options.advertise.unwrap_or(listen);
     let membership = Membership::join(mesh.clone(), gossip).await?;
 
-    let http = options.http;
     let serving_mesh = mesh.clone();
+    // One state for every worker: a hop's nonce is refused as a replay whichever worker it
+    // reaches.
+    let routes = mount(shared_state(mesh, options.http, membership.gossip_stats()));
     let mut server = HttpServer::new(move || {
         App::new()
-            .configure(configure_with(mesh.clone(), http.clone()))
+            .configure(routes.clone())
             .default_service(web::to(not_found))
     })
     .disable_signals()
