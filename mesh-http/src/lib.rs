@@ -31,6 +31,7 @@
 
 mod auth;
 mod body;
+mod connections;
 mod error;
 mod membership;
 mod metrics;
@@ -40,6 +41,7 @@ mod serve;
 mod signing;
 mod transport;
 
+pub use connections::{default_max_connections, fd_limits, raise_fd_limit, FD_RESERVE};
 pub use error::HttpError;
 pub use membership::{GossipOptions, Membership, MembershipError};
 pub use routes::{

@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::auth::carries_secret;
 use crate::body::read_limited;
+use crate::connections::Connections;
 use crate::error::{error_body, HttpError, REFUSAL_HEADER};
 use crate::metrics::render;
 use crate::sealing::GossipStats;
@@ -55,6 +56,8 @@ pub(crate) struct State {
     hops: Option<Verifier>,
     /// Refused gossip datagrams, when gossip is sealed, for `/metrics`.
     gossip: Option<Arc<GossipStats>>,
+    /// The connections of the node, when [`crate::serve`] bounds them, for `/metrics`.
+    connections: Option<Arc<Connections>>,
 }
 
 impl State {
@@ -143,7 +146,7 @@ pub fn configure_with(
     mesh: Mesh,
     options: HttpOptions,
 ) -> impl Fn(&mut web::ServiceConfig) + Clone {
-    mount(shared_state(mesh, options, None))
+    mount(shared_state(mesh, options, None, None))
 }
 
 /// The state of the routes: build it once per node and [`mount`] it in every worker.
@@ -151,6 +154,7 @@ pub(crate) fn shared_state(
     mesh: Mesh,
     options: HttpOptions,
     gossip: Option<Arc<GossipStats>>,
+    connections: Option<Arc<Connections>>,
 ) -> Shared {
     let hops = options
         .secret
@@ -161,6 +165,7 @@ pub(crate) fn shared_state(
         options,
         hops,
         gossip,
+        connections,
     }))
 }
 
@@ -340,7 +345,11 @@ async fn health() -> HttpResponse {
 async fn metrics(state: Shared) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(render(&state.mesh, state.gossip.as_deref()))
+        .body(render(
+            &state.mesh,
+            state.gossip.as_deref(),
+            state.connections.as_deref(),
+        ))
 }
 
 #[cfg(test)]
