@@ -639,4 +639,84 @@ mod tests {
         const DIGEST: usize = 200 * 80;
         const { assert!(DELTA + DIGEST + SEAL_OVERHEAD <= MAX_DATAGRAM) };
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// `len` pseudo-random bytes from `seed`: cheaper than a vector strategy at 64 KB.
+        fn bytes(len: usize, seed: u64) -> Vec<u8> {
+            let mut x = seed | 1;
+            (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 64,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn any_bytes_are_refused_as_forged_without_a_panic(
+                junk in prop::collection::vec(any::<u8>(), 0..512),
+                versioned in any::<bool>(),
+            ) {
+                let mut junk = junk;
+                if versioned && !junk.is_empty() {
+                    // Past the version check, into the cipher.
+                    junk[0] = VERSION;
+                }
+                let mut opener = Opener::new(&ClusterKey::of("s3cret"));
+                prop_assert_eq!(opener.open(from(), &junk, SystemTime::now()), Err(Refusal::Forged));
+            }
+
+            #[test]
+            fn every_datagram_chitchat_may_send_opens_as_sent(
+                len in prop_oneof![0..2048usize, (MAX_FRAGMENT - 2)..=MAX_DATAGRAM],
+                seed in any::<u64>(),
+                reversed in any::<bool>(),
+            ) {
+                let key = ClusterKey::of("s3cret");
+                let now = SystemTime::now();
+                let datagram = bytes(len, seed);
+                let mut sealed = key.seal_gossip(&datagram, now);
+                prop_assert!(sealed.iter().all(|d| d.len() <= MAX_DATAGRAM));
+                prop_assert_eq!(sealed.len(), if len > MAX_FRAGMENT { 2 } else { 1 });
+                if reversed {
+                    sealed.reverse();
+                }
+                let mut opener = Opener::new(&key);
+                let last = sealed.pop().unwrap();
+                for fragment in &sealed {
+                    prop_assert_eq!(opener.open(from(), fragment, now), Ok(None));
+                }
+                prop_assert_eq!(opener.open(from(), &last, now), Ok(Some(datagram)));
+            }
+
+            #[test]
+            fn any_flipped_bit_makes_a_datagram_forged(
+                len in 0..256usize,
+                seed in any::<u64>(),
+                at in any::<prop::sample::Index>(),
+                bit in 0..8u8,
+            ) {
+                let key = ClusterKey::of("s3cret");
+                let now = SystemTime::now();
+                let mut sealed = key.seal_gossip(&bytes(len, seed), now).remove(0);
+                let at = at.index(sealed.len());
+                sealed[at] ^= 1 << bit;
+                let mut opener = Opener::new(&key);
+                prop_assert_eq!(opener.open(from(), &sealed, now), Err(Refusal::Forged));
+            }
+        }
+    }
 }

@@ -310,4 +310,55 @@ mod tests {
         }
         assert_ne!(ClusterKey::of("other").tag(), key.tag());
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn any_header_is_refused_without_a_panic(
+                header in prop_oneof![
+                    ".{0,200}",
+                    "t=[0-9]{0,21},n=[0-9a-f]{0,70},s=[0-9a-f]{60,68}",
+                ],
+                body in prop::collection::vec(any::<u8>(), 0..64),
+            ) {
+                let v = verifier("s3cret");
+                let now = SystemTime::now();
+                let verdict = v.verify(Some(&header), "POST", "/internal/call", &body, now);
+                prop_assert!(verdict.is_err());
+            }
+
+            #[test]
+            fn a_signature_holds_for_its_request_only(
+                method in "[A-Z]{1,8}",
+                path in "/[ -~]{0,64}",
+                body in prop::collection::vec(any::<u8>(), 0..512),
+                flip in any::<prop::sample::Index>(),
+            ) {
+                let key = ClusterKey::of("s3cret");
+                let header = key.sign(&method, &path, &body);
+                let now = SystemTime::now();
+                if !body.is_empty() {
+                    let mut other = body.clone();
+                    other[flip.index(body.len())] ^= 1;
+                    let verdict = verifier("s3cret").verify(Some(&header), &method, &path, &other, now);
+                    prop_assert_eq!(verdict, Err(SignatureError::Wrong));
+                }
+                let v = verifier("s3cret");
+                prop_assert_eq!(v.verify(Some(&header), &method, &path, &body, now), Ok(()));
+                prop_assert_eq!(
+                    v.verify(Some(&header), &method, &path, &body, now),
+                    Err(SignatureError::Replayed)
+                );
+            }
+        }
+    }
 }
