@@ -73,6 +73,12 @@ struct Args {
     #[arg(long, env = "MESH_BODY_LIMIT", default_value_t = mesh_http::DEFAULT_BODY_LIMIT)]
     body_limit: usize,
 
+    /// The most HTTP connections held at once; each new one beyond closes the oldest (default:
+    /// what the file-descriptor limit allows, two per connection and 128 kept free, at most
+    /// 25,000).
+    #[arg(long, env = "MESH_MAX_CONNECTIONS")]
+    max_connections: Option<NonZeroUsize>,
+
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "MESH_WORKERS")]
     workers: Option<NonZeroUsize>,
@@ -99,6 +105,11 @@ pub fn run() -> anyhow::Result<()> {
 async fn serve(args: Args) -> anyhow::Result<()> {
     crate::init_logging(args.log_format);
     crate::log_panics_briefly("mesh-node");
+    // As many connections as the system lets this process hold, before sizing the bound.
+    match mesh_http::raise_fd_limit() {
+        Ok(limit) => tracing::debug!(limit, "file descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
+    }
     let listener = TcpListener::bind(&args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let advertise = args.advertise.unwrap_or(listener.local_addr()?);
@@ -150,6 +161,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         },
         workers: args.workers,
         keep_alive: Some(Duration::from_secs(args.keep_alive)),
+        max_connections: args.max_connections.map(NonZeroUsize::get),
     };
     let watched = mesh.clone();
     let node = mesh_http::serve(mesh, listener, options).await?;

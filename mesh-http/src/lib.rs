@@ -31,19 +31,23 @@
 
 mod auth;
 mod body;
+mod connections;
 mod error;
 mod membership;
 mod metrics;
 mod routes;
+mod sealing;
 mod serve;
 mod signing;
 mod transport;
 
+pub use connections::{default_max_connections, fd_limits, raise_fd_limit, FD_RESERVE};
 pub use error::HttpError;
 pub use membership::{GossipOptions, Membership, MembershipError};
 pub use routes::{
     configure, configure_with, not_found, HttpOptions, DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT,
 };
+pub use sealing::{GossipStats, MAX_DATAGRAM, MAX_SEEN_DATAGRAMS, SEAL_OVERHEAD};
 pub use serve::{serve, ServeError, ServeOptions, ServingNode};
 pub use signing::{ClusterKey, SignatureError, MAX_NONCES, MAX_SKEW, SIGNATURE_HEADER};
 pub use transport::HttpTransport;

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chitchat::transport::UdpTransport;
@@ -18,6 +19,9 @@ use chitchat::{
     spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState,
 };
 use mesh_actix::{Member, MemberStatus, Mesh, NodeId, ShardCount};
+
+use crate::sealing::{GossipStats, SealedTransport};
+use crate::signing::ClusterKey;
 
 const KEY_ADDR: &str = "addr";
 const KEY_CAPABILITIES: &str = "capabilities";
@@ -39,6 +43,9 @@ pub struct GossipOptions {
     pub cluster_id: String,
     /// How often a node gossips with a few others.
     pub interval: Duration,
+    /// With a key, every datagram is sealed with it (see [`GossipStats`] for what is refused);
+    /// without, gossip is plain chitchat: readable and forgeable by anyone on the network.
+    pub key: Option<Arc<ClusterKey>>,
 }
 
 impl GossipOptions {
@@ -52,11 +59,12 @@ impl GossipOptions {
         secret: Option<&str>,
     ) -> GossipOptions {
         let mut cluster_id = format!("mesh-{}", shards.get());
-        if let Some(secret) = secret {
-            // It travels in every datagram: a tag of the slow-derived key, not a hash of the
-            // secret that a guess could check cheaply.
+        let key = secret.map(ClusterKey::of);
+        if let Some(key) = &key {
+            // Sealed datagrams never open under another secret; the tag keeps clusters apart
+            // even so, and (a tag of the slow-derived key) says nothing about the secret.
             cluster_id.push('-');
-            cluster_id.push_str(crate::signing::ClusterKey::of(secret).tag());
+            cluster_id.push_str(key.tag());
         }
         GossipOptions {
             listen,
@@ -64,6 +72,7 @@ impl GossipOptions {
             seeds,
             cluster_id,
             interval: Duration::from_millis(100),
+            key,
         }
     }
 }
@@ -81,6 +90,7 @@ pub struct Membership {
     handle: ChitchatHandle,
     sync: actix_web::rt::task::JoinHandle<()>,
     interval: Duration,
+    sealed: Option<Arc<GossipStats>>,
 }
 
 impl Membership {
@@ -114,18 +124,33 @@ impl Membership {
             protocol_version: chitchat::ProtocolVersion::V0,
         };
         let keys = descriptor_keys(&mesh.local_member());
-        let handle = spawn_chitchat(config, keys, &UdpTransport)
-            .await
-            .map_err(|e| MembershipError {
-                listen: options.listen,
-                reason: e.to_string(),
-            })?;
+        let sealed = options
+            .key
+            .as_ref()
+            .map(|_| Arc::new(GossipStats::default()));
+        let spawned = match (&options.key, &sealed) {
+            (Some(key), Some(stats)) => {
+                let transport = SealedTransport::new(key.clone(), stats.clone());
+                spawn_chitchat(config, keys, &transport).await
+            }
+            _ => spawn_chitchat(config, keys, &UdpTransport).await,
+        };
+        let handle = spawned.map_err(|e| MembershipError {
+            listen: options.listen,
+            reason: format!("{e:#}"),
+        })?;
         let sync = actix_web::rt::spawn(sync_forever(mesh, handle.chitchat()));
         Ok(Membership {
             handle,
             sync,
             interval: options.interval,
+            sealed,
         })
+    }
+
+    /// The counts of refused datagrams when gossip is sealed (a key in [`GossipOptions`]).
+    pub fn gossip_stats(&self) -> Option<Arc<GossipStats>> {
+        self.sealed.clone()
     }
 
     /// Gives the news of this node's leave (announced by [`Mesh::drain`]) a few gossip rounds

@@ -4,11 +4,20 @@ use std::fmt::Write;
 
 use mesh_actix::{Delivery, MemberStatus, Mesh};
 
+use crate::connections::Connections;
+use crate::sealing::GossipStats;
+
 /// Renders this node's counters. Names: `mesh_calls_total{outcome}`,
 /// `mesh_casts_total{outcome}`, `mesh_call_duration_seconds` (histogram),
 /// `mesh_activations`, `mesh_activations_started_total`, `mesh_restarts_total`,
-/// `mesh_handoffs_total{outcome}`, `mesh_handoffs_waiting`, `mesh_members{status}`.
-pub(crate) fn render(mesh: &Mesh) -> String {
+/// `mesh_handoffs_total{outcome}`, `mesh_handoffs_waiting`, `mesh_members{status}`, and with
+/// sealed gossip `mesh_gossip_datagrams_refused_total{reason}`, and when served by
+/// [`crate::serve`] `mesh_connections`, `mesh_connections_max` and `mesh_connections_shed_total`.
+pub(crate) fn render(
+    mesh: &Mesh,
+    gossip: Option<&GossipStats>,
+    connections: Option<&Connections>,
+) -> String {
     let requests = mesh.request_stats();
     let activations = mesh.activation_stats();
     let mut out = String::with_capacity(4096);
@@ -117,6 +126,48 @@ pub(crate) fn render(mesh: &Mesh) -> String {
             .filter(|m| m.status == status)
             .count();
         let _ = writeln!(out, "{name}{{status=\"{label}\"}} {count}");
+    }
+
+    if let Some(gossip) = gossip {
+        let name = "mesh_gossip_datagrams_refused_total";
+        header(
+            &mut out,
+            name,
+            "Gossip datagrams dropped unopened: forged (not sealed with this cluster's key, or \
+             tampered), stale (sealed too far from this node's clock), replayed (seen before), \
+             busy (too many recent datagrams to remember).",
+            "counter",
+        );
+        for (reason, count) in gossip.refused() {
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {count}");
+        }
+    }
+
+    if let Some(connections) = connections {
+        let (live, shed) = connections.stats();
+        for (name, help, kind, value) in [
+            (
+                "mesh_connections",
+                "HTTP connections open on this node.",
+                "gauge",
+                live as u64,
+            ),
+            (
+                "mesh_connections_max",
+                "The most HTTP connections this node holds; each one beyond closes the oldest.",
+                "gauge",
+                connections.bound() as u64,
+            ),
+            (
+                "mesh_connections_shed_total",
+                "HTTP connections closed to make room for newer ones.",
+                "counter",
+                shed,
+            ),
+        ] {
+            header(&mut out, name, help, kind);
+            let _ = writeln!(out, "{name} {value}");
+        }
     }
     out
 }

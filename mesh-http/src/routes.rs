@@ -13,8 +13,10 @@ use serde_json::json;
 
 use crate::auth::carries_secret;
 use crate::body::read_limited;
+use crate::connections::Connections;
 use crate::error::{error_body, HttpError, REFUSAL_HEADER};
 use crate::metrics::render;
+use crate::sealing::GossipStats;
 use crate::signing::{ClusterKey, Verifier, SIGNATURE_HEADER};
 
 /// The default limit of a request body: 1 MiB.
@@ -47,11 +49,15 @@ impl Default for HttpOptions {
     }
 }
 
-struct State {
+pub(crate) struct State {
     mesh: Mesh,
     options: HttpOptions,
     /// Checks the signatures of hops from other nodes, when a secret is configured.
     hops: Option<Verifier>,
+    /// Refused gossip datagrams, when gossip is sealed, for `/metrics`.
+    gossip: Option<Arc<GossipStats>>,
+    /// The connections of the node, when [`crate::serve`] bounds them, for `/metrics`.
+    connections: Option<Arc<Connections>>,
 }
 
 impl State {
@@ -122,28 +128,51 @@ enum Sender {
     Node,
 }
 
-type Shared = web::Data<Arc<State>>;
+pub(crate) type Shared = web::Data<Arc<State>>;
 type HttpResult = Result<HttpResponse, HttpError>;
 
 /// Mounts every mesh route with default [`HttpOptions`]:
 /// `App::new().configure(mesh_http::configure(mesh.clone()))`.
-pub fn configure(mesh: Mesh) -> impl FnOnce(&mut web::ServiceConfig) {
+pub fn configure(mesh: Mesh) -> impl Fn(&mut web::ServiceConfig) + Clone {
     configure_with(mesh, HttpOptions::default())
 }
 
 /// Mounts every mesh route with these options.
-pub fn configure_with(mesh: Mesh, options: HttpOptions) -> impl FnOnce(&mut web::ServiceConfig) {
+///
+/// An `HttpServer` calls its app factory once per worker. Call this once, outside the factory,
+/// and clone the result into it: the workers then share one record of recent hop nonces, so a
+/// hop replayed to another worker is refused as well.
+pub fn configure_with(
+    mesh: Mesh,
+    options: HttpOptions,
+) -> impl Fn(&mut web::ServiceConfig) + Clone {
+    mount(shared_state(mesh, options, None, None))
+}
+
+/// The state of the routes: build it once per node and [`mount`] it in every worker.
+pub(crate) fn shared_state(
+    mesh: Mesh,
+    options: HttpOptions,
+    gossip: Option<Arc<GossipStats>>,
+    connections: Option<Arc<Connections>>,
+) -> Shared {
     let hops = options
         .secret
         .as_deref()
         .map(|secret| Verifier::new(ClusterKey::of(secret)));
-    let state: Shared = web::Data::new(Arc::new(State {
+    web::Data::new(Arc::new(State {
         mesh,
         options,
         hops,
-    }));
+        gossip,
+        connections,
+    }))
+}
+
+/// Mounts every mesh route on `state`.
+pub(crate) fn mount(state: Shared) -> impl Fn(&mut web::ServiceConfig) + Clone {
     move |cfg| {
-        cfg.app_data(state)
+        cfg.app_data(state.clone())
             .service(resource("/call").route(web::post().to(call)))
             .service(resource("/cast").route(web::post().to(cast)))
             .service(resource("/internal/call").route(web::post().to(forwarded_call)))
@@ -316,7 +345,11 @@ async fn health() -> HttpResponse {
 async fn metrics(state: Shared) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(render(&state.mesh))
+        .body(render(
+            &state.mesh,
+            state.gossip.as_deref(),
+            state.connections.as_deref(),
+        ))
 }
 
 #[cfg(test)]

@@ -10,8 +10,9 @@ use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 use mesh_actix::Mesh;
 
+use crate::connections::{default_max_connections, Connections};
 use crate::membership::{GossipOptions, Membership, MembershipError};
-use crate::routes::{configure_with, not_found, HttpOptions};
+use crate::routes::{mount, not_found, shared_state, HttpOptions};
 use crate::transport::HttpTransport;
 
 /// How [`serve`] runs a node.
@@ -28,6 +29,9 @@ pub struct ServeOptions {
     pub workers: Option<NonZeroUsize>,
     /// How long an idle keep-alive connection stays open; 5 s when `None`.
     pub keep_alive: Option<Duration>,
+    /// The most connections held at once; beyond it each new connection closes the oldest
+    /// one. [`default_max_connections`] when `None` (what the fd limit allows).
+    pub max_connections: Option<usize>,
 }
 
 /// Why a node could not start serving.
@@ -74,11 +78,20 @@ pub async fn serve(
     gossip.advertise = options.advertise.unwrap_or(listen);
     let membership = Membership::join(mesh.clone(), gossip).await?;
 
-    let http = options.http;
     let serving_mesh = mesh.clone();
+    // One state for every worker: a hop's nonce is refused as a replay whichever worker it
+    // reaches.
+    let bound = options
+        .max_connections
+        .unwrap_or_else(default_max_connections);
+    let connections = Connections::new(bound);
+    tracing::info!(max_connections = bound, "connections bounded");
+    let observed = Some(connections.clone());
+    let state = shared_state(mesh, options.http, membership.gossip_stats(), observed);
+    let routes = mount(state);
     let mut server = HttpServer::new(move || {
         App::new()
-            .configure(configure_with(mesh.clone(), http.clone()))
+            .configure(routes.clone())
             .default_service(web::to(not_found))
     })
     .disable_signals()
@@ -87,10 +100,17 @@ pub async fn serve(
     // and an idle connection closes after the keep-alive: no connection is held for ever.
     .client_request_timeout(Duration::from_secs(10))
     .keep_alive(options.keep_alive.unwrap_or(Duration::from_secs(5)))
+    .on_connect(move |connection, data| connections.on_connect(connection, data))
     .listen(listener)?;
-    if let Some(workers) = options.workers {
-        server = server.workers(workers.get());
-    }
+    let workers = options
+        .workers
+        .or_else(|| std::thread::available_parallelism().ok())
+        .map_or(1, NonZeroUsize::get);
+    // Twice the bound across the workers (see `crate::connections`): room for connections
+    // shed but not yet closed, without running out of descriptors.
+    server = server
+        .workers(workers)
+        .max_connections((2 * bound).div_ceil(workers));
     let server = server.run();
     let http = server.handle();
     let serving = actix_web::rt::spawn(server);

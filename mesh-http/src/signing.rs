@@ -2,9 +2,10 @@
 //! derived from the secret, and refused if its signature is wrong, stale or seen before.
 //!
 //! - **Keys.** The secret goes through PBKDF2-HMAC-SHA256 (100,000 rounds, a fixed salt) once
-//!   per process: [`ClusterKey`]. The hop key and the gossip cluster id are HMACs of that key,
-//!   so what a node sends reveals neither the secret nor a fast hash of it; an offline guess of
-//!   a weak secret costs 100,000 HMAC rounds per guess.
+//!   per process: [`ClusterKey`]. The hop key, the gossip sealing key and the gossip cluster id
+//!   are HMACs of that key under distinct labels, so what a node sends reveals neither the
+//!   secret nor a fast hash of it, no subkey reveals another, and an offline guess of a weak
+//!   secret costs 100,000 HMAC rounds per guess.
 //! - **Signature.** `x-mesh-signature: t=<unix ms>,n=<nonce>,s=<hmac>` where the HMAC-SHA256
 //!   (hop key) covers the method, the path, `t`, `n` and the SHA-256 of the body. A tampered
 //!   method, path or body fails it.
@@ -40,6 +41,7 @@ type HmacSha256 = Hmac<Sha256>;
 #[derive(Clone)]
 pub struct ClusterKey {
     hop: [u8; 32],
+    gossip: [u8; 32],
     tag: String,
 }
 
@@ -73,6 +75,7 @@ impl ClusterKey {
         let tag = hex(&sub(b"gossip cluster id")[..8]);
         ClusterKey {
             hop: sub(b"hop signing"),
+            gossip: sub(b"gossip sealing"),
             tag,
         }
     }
@@ -81,6 +84,11 @@ impl ClusterKey {
     /// merge, and the tag says nothing about the secret that a guess could check cheaply.
     pub fn tag(&self) -> &str {
         &self.tag
+    }
+
+    /// The key that seals gossip datagrams ([`crate::sealing`]).
+    pub(crate) fn gossip_key(&self) -> &[u8; 32] {
+        &self.gossip
     }
 
     /// The signature header value of a hop: `method` and `path` as sent, `body` as sent.
@@ -205,7 +213,7 @@ fn parse(header: &str) -> Result<(u64, &str, &str), SignatureError> {
     Ok((t, nonce, s))
 }
 
-fn unix_ms(at: SystemTime) -> u64 {
+pub(crate) fn unix_ms(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
@@ -301,5 +309,56 @@ mod tests {
             assert!(!sent.contains(&sha[..16]));
         }
         assert_ne!(ClusterKey::of("other").tag(), key.tag());
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn any_header_is_refused_without_a_panic(
+                header in prop_oneof![
+                    ".{0,200}",
+                    "t=[0-9]{0,21},n=[0-9a-f]{0,70},s=[0-9a-f]{60,68}",
+                ],
+                body in prop::collection::vec(any::<u8>(), 0..64),
+            ) {
+                let v = verifier("s3cret");
+                let now = SystemTime::now();
+                let verdict = v.verify(Some(&header), "POST", "/internal/call", &body, now);
+                prop_assert!(verdict.is_err());
+            }
+
+            #[test]
+            fn a_signature_holds_for_its_request_only(
+                method in "[A-Z]{1,8}",
+                path in "/[ -~]{0,64}",
+                body in prop::collection::vec(any::<u8>(), 0..512),
+                flip in any::<prop::sample::Index>(),
+            ) {
+                let key = ClusterKey::of("s3cret");
+                let header = key.sign(&method, &path, &body);
+                let now = SystemTime::now();
+                if !body.is_empty() {
+                    let mut other = body.clone();
+                    other[flip.index(body.len())] ^= 1;
+                    let verdict = verifier("s3cret").verify(Some(&header), &method, &path, &other, now);
+                    prop_assert_eq!(verdict, Err(SignatureError::Wrong));
+                }
+                let v = verifier("s3cret");
+                prop_assert_eq!(v.verify(Some(&header), &method, &path, &body, now), Ok(()));
+                prop_assert_eq!(
+                    v.verify(Some(&header), &method, &path, &body, now),
+                    Err(SignatureError::Replayed)
+                );
+            }
+        }
     }
 }

@@ -75,6 +75,7 @@ pub struct NodeBuilder {
     via_env: bool,
     ready_timeout: Duration,
     host: Option<Host>,
+    fd_limit: Option<u64>,
 }
 
 impl NodeBuilder {
@@ -128,6 +129,13 @@ impl NodeBuilder {
         self
     }
 
+    /// Start the node with this `RLIMIT_NOFILE`, soft and hard (through `prlimit`, which execs
+    /// the node in place).
+    pub fn fd_limit(mut self, limit: u64) -> Self {
+        self.fd_limit = Some(limit);
+        self
+    }
+
     /// Pass the settings as `MESH_*` environment variables instead of flags.
     pub fn via_env(mut self) -> Self {
         self.via_env = true;
@@ -177,6 +185,14 @@ impl NodeBuilder {
             }
             None => Command::new(node_bin()),
         };
+        if let Some(limit) = self.fd_limit {
+            let mut limited = Command::new("prlimit");
+            limited
+                .arg(format!("--nofile={limit}:{limit}"))
+                .arg(cmd.get_program())
+                .args(cmd.get_args());
+            cmd = limited;
+        }
         for var in NODE_ENV_VARS {
             cmd.env_remove(var);
         }
@@ -242,7 +258,7 @@ impl NodeBuilder {
             print_log_on_panic: true,
         };
         match node.wait_ready(self.ready_timeout).await {
-            Ok(()) if self.host.is_some() => match node.check_exec() {
+            Ok(()) if self.host.is_some() || self.fd_limit.is_some() => match node.check_exec() {
                 Ok(()) => Ok(node),
                 Err(e) => Err((e, node.log())),
             },
@@ -286,6 +302,7 @@ impl MeshNode {
             via_env: false,
             ready_timeout: READY_TIMEOUT,
             host: None,
+            fd_limit: None,
         }
     }
 
@@ -422,7 +439,7 @@ impl MeshNode {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// Checks that the process is the node itself, as `ip netns exec` execs the program in place
+    /// Checks that the process is the node itself, as `ip netns exec` and `prlimit` exec the program in place
     /// (rather than waiting for it as a parent): killing [`MeshNode::pid`] must kill the node.
     fn check_exec(&self) -> anyhow::Result<()> {
         let exe = fs::read_link(format!("/proc/{}/exe", self.pid())).context("reading /proc")?;

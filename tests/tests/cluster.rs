@@ -861,6 +861,57 @@ async fn nodes_with_another_shard_count_or_secret_never_join_the_cluster() {
     }
 }
 
+/// Refused gossip datagrams of `reason` counted by `node`.
+async fn gossip_refused(node: &MeshNode, reason: &str) -> f64 {
+    let r = node.client().get("/metrics").await;
+    let samples = mesh_tests::metrics(&r.text);
+    samples
+        .iter()
+        .find(|s| {
+            s.metric == "mesh_gossip_datagrams_refused_total"
+                && s.labels.get("reason") == Some(reason)
+        })
+        .and_then(mesh_tests::metric_value)
+        .unwrap_or_else(|| panic!("no refused {reason} gossip in {}", r.text))
+}
+
+#[tokio::test]
+async fn a_cluster_with_a_secret_forms_over_sealed_gossip_and_nodes_without_it_stay_out() {
+    let secret = "sealed-cluster-secret";
+    let nodes = mesh_tests::start_cluster(3, CONVERGE, |_| {
+        MeshNode::builder().capabilities(["counter"]).secret(secret)
+    })
+    .await;
+    // Forwarded (signed) through every node to the one activation.
+    let id = unique("sealed");
+    for (n, node) in nodes.iter().enumerate() {
+        let r = node.client().call(&counter(&id, json!({}))).await;
+        assert_eq!(r.result(), &json!({"ok": n + 1}), "{r}");
+    }
+
+    let before = gossip_refused(&nodes[0], "forged").await;
+    let outsider = MeshNode::builder()
+        .capabilities(["counter"])
+        .seeds([nodes[0].addr().to_string()])
+        .start()
+        .await;
+    eventually(
+        "the outsider's plain gossip to be refused as forged",
+        CONVERGE,
+        || async { (gossip_refused(&nodes[0], "forged").await > before).then_some(()) },
+    )
+    .await;
+    let view = nodes[0].client().cluster().await;
+    assert!(member(&view, outsider.id()).is_none(), "{view}");
+    let alone = outsider.client().cluster().await;
+    assert_eq!(
+        alone["members"].as_array().map(Vec::len),
+        Some(1),
+        "{alone}"
+    );
+    assert_eq!(gossip_refused(&nodes[1], "replayed").await, 0.0);
+}
+
 #[test]
 fn repeated_fragment_spots_a_message_wrapped_in_itself() {
     let once = "actor panicked while handling the call (boom!); it has been restarted";
