@@ -49,6 +49,7 @@ async fn a_hop_replayed_to_another_worker_is_refused() {
     let renewal = RenewRequest {
         from: Member::alive(NodeId::new("peer").unwrap(), "127.0.0.1:1", ["c"]).unwrap(),
         round: 1,
+        established: false,
     };
     let body = serde_json::to_vec(&renewal).unwrap();
     let signature = ClusterKey::of("s3cret").sign("POST", "/internal/lease", &body);
