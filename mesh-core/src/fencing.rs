@@ -519,7 +519,14 @@ impl Fencing {
                 granted: BTreeSet::new(),
             };
             self.rounds.insert(self.last_round, round);
-            self.next_round_at = now + self.config.renew_interval;
+            // A node waiting for admission asks four times as often: its acknowledgements
+            // arrive in the replies, and every round it waits is a round a join takes.
+            let interval = if self.is_admitted() {
+                self.config.renew_interval
+            } else {
+                self.config.renew_interval / 4
+            };
+            self.next_round_at = now + interval;
             let request = RenewRequest {
                 from: self.me.clone(),
                 round: self.last_round,
