@@ -179,10 +179,13 @@ pub async fn run_single(
     let (floor, floor_server) = start_floor(sizes.threads)?;
     let ids: Vec<String> = (0..sizes.http_ids).map(|i| format!("http-{i}")).collect();
     let requests = client::call_requests(&ids);
-    // Every id is activated (and every connection path warm) before the first measurement.
+    // Every id is activated (and every connection path warm) before the first measurement,
+    // by as many connections as the throughput load has: with `Placement::CallerThread` an
+    // id stays on the worker that took its first call, and one connection would put them all
+    // on one worker.
     for addr in [node.addr, floor] {
-        let requests = requests.clone();
-        off_thread(move || client::sequential_p50(addr, requests.clone(), requests.len())).await?;
+        let (requests, connections) = (requests.clone(), sizes.concurrency);
+        off_thread(move || client::each_once(addr, requests, connections)).await?;
     }
 
     let mut figures = Vec::new();
@@ -231,8 +234,8 @@ pub async fn run_forwarded(sizes: &Sizes) -> anyhow::Result<Figure> {
         .collect();
     let requests = client::call_requests(&ids);
     {
-        let (requests, addr) = (requests.clone(), a.addr);
-        off_thread(move || client::sequential_p50(addr, requests.clone(), requests.len())).await?;
+        let (requests, addr, connections) = (requests.clone(), a.addr, sizes.concurrency);
+        off_thread(move || client::each_once(addr, requests, connections)).await?;
     }
     if a.mesh.activations() != 0 || b.mesh.activations() != ids.len() {
         bail!(
