@@ -4,6 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::dev::SendError;
@@ -15,6 +16,7 @@ use mesh_core::{
     Refusal, RenewReply, RenewRequest, Reply, Request, RoutingTable, ShardCount, ShardId,
 };
 use parking_lot::RwLock;
+use tokio::time::error::Elapsed;
 
 use crate::activation::{
     ActivationCell, Activator, Delivered, Envelope, Host, Identity, TypedActivator, Undelivered,
@@ -891,7 +893,7 @@ impl Mesh {
             }
         };
         let deadline = deadline.unwrap_or_else(|| tokio::time::Instant::now() + timeout);
-        let handled = match tokio::time::timeout_at(deadline, pending).await {
+        let handled = match reply_by(deadline, pending).await {
             Err(_) | Ok(Err(MailboxError::Timeout)) => {
                 return Err(HopError::Failed(MeshError::timeout(timeout)))
             }
@@ -1036,6 +1038,37 @@ enum Attempt {
     /// Not delivered because routing changed under it (an activation retired, the gate
     /// opened): route again at once.
     Again,
+}
+
+/// Waits for a local activation's reply until `deadline`, arming a timer only if the reply is
+/// not there after one turn of this thread's task queue.
+///
+/// An activation on the caller's own thread has handled the message by then (the send woke
+/// its task before this one yields, and the queue runs in order), so most local calls finish
+/// without registering a timer in the runtime's timer wheel and removing it again, which
+/// was one of the few costs left on that path. Every other reply (another thread's
+/// activation, an async handler, a full mailbox) gets the timer one turn later: the deadline
+/// holds either way, since a timer armed after its deadline fires at once.
+async fn reply_by<F: std::future::Future>(
+    deadline: tokio::time::Instant,
+    reply: F,
+) -> Result<F::Output, Elapsed> {
+    let mut reply = std::pin::pin!(reply);
+    let mut yielded = false;
+    let first_turn = std::future::poll_fn(|cx| match reply.as_mut().poll(cx) {
+        Poll::Ready(output) => Poll::Ready(Some(output)),
+        Poll::Pending if !yielded => {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await;
+    match first_turn {
+        Some(output) => Ok(output),
+        None => tokio::time::timeout_at(deadline, reply).await,
+    }
 }
 
 fn churn(request: &Request) -> String {
