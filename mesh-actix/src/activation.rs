@@ -4,10 +4,11 @@
 //! Lifecycle of an activation, and where each step happens:
 //! - **activate**: [`TypedActivator`] runs the user's `init` on the caller's thread (so a
 //!   rejected `init_arg` fails the call synchronously) and starts the actor under an actix
-//!   [`Supervisor`] on an arbiter of the pool. A *sentinel* future, stamped with the
-//!   incarnation, is spawned into the actor's context: actix drops context futures exactly
-//!   when an incarnation ends, so the sentinel's drop is how mesh learns that an actor
-//!   stopped, whatever stopped it (a handler, a timer, a shutdown).
+//!   [`Supervisor`] on the arbiter [`Placement`](crate::Placement) picks (the caller's, or
+//!   one of the pool). A *sentinel* future, stamped with the incarnation, is spawned into the
+//!   actor's context: actix drops context futures exactly when an incarnation ends, so the
+//!   sentinel's drop is how mesh learns that an actor stopped, whatever stopped it (a
+//!   handler, a timer, a shutdown, its arbiter's end).
 //! - **crash**: [`handle_envelope`] runs the handler inside `catch_unwind`. On a panic it
 //!   replaces the (possibly inconsistent) state with a fresh `init`, bumps the incarnation (a
 //!   new pid), posts itself a `Rearm` for the new incarnation and calls `ctx.stop()`; the
@@ -139,8 +140,8 @@ impl ActivationCell {
         }
     }
 
-    /// The actor has stopped for good: no handler of it runs any more.
-    fn mark_stopped(self: &Arc<Self>) {
+    /// The actor has stopped for good: no handler of it runs any more. Idempotent.
+    pub(crate) fn mark_stopped(self: &Arc<Self>) {
         self.deactivate();
         if !self.stopped.swap(true, Ordering::AcqRel) {
             if let Some(registry) = self.host.registry.upgrade() {

@@ -6,8 +6,9 @@
 //!   immutable routing snapshot that the `ShardRouter` actor publishes (no lock, no message
 //!   on the hot path);
 //! - on the owner, finds the activation in the `ActivationRegistry` (lock
-//!   striped by shard) or starts it under an actix `Supervisor` on one arbiter of a pool
-//!   spread over all cores;
+//!   striped by shard) or starts it under an actix `Supervisor` on the caller's own arbiter
+//!   (an actix-web worker, say: later calls from there never cross threads) or, for callers
+//!   outside actix, on one arbiter of a pool spread over all cores ([`Placement`]);
 //! - delivers the payload by message, with no JSON encoding, through a guard that catches a
 //!   panic: the call fails with `actor_crashed`, the supervisor restarts the actor in place
 //!   with fresh state from `init` and a new pid, and nothing else on the node notices;
@@ -36,7 +37,7 @@ mod router;
 mod transport;
 
 pub use actor::{Delivery, InitError, MeshActor, MeshInit, Payload, Snapshot};
-pub use mesh::{Mesh, MeshConfig, Origin, StartError, DEFAULT_MAILBOX_CAPACITY};
+pub use mesh::{Mesh, MeshConfig, Origin, Placement, StartError, DEFAULT_MAILBOX_CAPACITY};
 pub use mesh_core::{
     ActorId, Capability, ErrorCode, Handoff, HopError, LeaseConfig, Member, MemberStatus,
     MeshError, Module, NodeId, Refusal, RenewReply, RenewRequest, Reply, Request, RoutingTable,

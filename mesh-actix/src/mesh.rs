@@ -4,6 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::dev::SendError;
@@ -15,6 +16,7 @@ use mesh_core::{
     Refusal, RenewReply, RenewRequest, Reply, Request, RoutingTable, ShardCount, ShardId,
 };
 use parking_lot::RwLock;
+use tokio::time::error::Elapsed;
 
 use crate::activation::{
     ActivationCell, Activator, Delivered, Envelope, Host, Identity, TypedActivator, Undelivered,
@@ -53,6 +55,41 @@ const FENCED_HOP_GRACE: Duration = Duration::from_millis(100);
 /// (logged; the identity then starts afresh there).
 const HANDOFF_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Which thread a new activation runs on.
+///
+/// A local call is a message to the activation's actor: when the actor lives on the caller's
+/// thread, the call is a queue push and a poll on that thread; when it lives on another, every
+/// call wakes that thread and, for the reply, the caller's (an eventfd write, an epoll wake-up
+/// and a context switch each way, most of a local call's cost and nearly all of its latency on
+/// an idle machine).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// Start an activation on the actix arbiter of the thread whose call activates it (an
+    /// actix-web worker, an actor's arbiter, the `System` thread), so that later calls from
+    /// that thread stay on it; a caller outside actix (a plain thread, another runtime) gets
+    /// the pool. The default: it made the Rust API's calls 2.5-5× faster and a lone HTTP
+    /// call's latency 1.4-3× lower (BENCHMARKS.md, "Thread-affine activations").
+    ///
+    /// The trade-offs: an activation shares its thread with whatever else runs there, so a
+    /// handler that blocks or computes for long delays that thread's other work (an HTTP
+    /// worker's other requests, its other activations); activations spread over threads
+    /// only as their first calls do (all on one worker if one worker took every first call);
+    /// calls from other threads still cross (with several HTTP workers, an id called through
+    /// connections of several workers is local to one of them). Activations are not moved
+    /// afterwards. Use [`Placement::Pool`] for actors that block or run long.
+    ///
+    /// Placement changes nothing about lifecycle: an activation on a thread mesh does not own
+    /// still stops with its node (the `Mesh` dropped, a lost lease, a moved shard, a drain), a
+    /// crash restarts it on the same thread, and if that thread's arbiter stops first (an
+    /// HTTP server shut down) its activations end with it and the next call starts the
+    /// identity afresh.
+    #[default]
+    CallerThread,
+    /// Start every activation on [`MeshConfig::arbiters`]' pool, round-robin: every local
+    /// call crosses threads, and the node's HTTP workers never run a handler.
+    Pool,
+}
+
 /// How to start a node's [`Mesh`].
 #[derive(Debug, Clone)]
 pub struct MeshConfig {
@@ -62,8 +99,11 @@ pub struct MeshConfig {
     pub addr: String,
     /// The shard count; every node of a cluster must use the same.
     pub shards: ShardCount,
-    /// How many arbiters (threads) host activations; defaults to the number of cores.
+    /// How many arbiters (threads) host activations that are not placed on their caller's
+    /// thread (see [`Placement`]); defaults to the number of cores.
     pub arbiters: NonZeroUsize,
+    /// Which thread a new activation runs on; [`Placement::CallerThread`] by default.
+    pub placement: Placement,
     /// The bound of each activation's mailbox. A call waits (within its timeout) for room in a
     /// full mailbox; a cast to a full mailbox fails at once with `owner_unavailable`.
     pub mailbox_capacity: usize,
@@ -86,6 +126,7 @@ impl MeshConfig {
             addr: addr.into(),
             shards: ShardCount::default(),
             arbiters: std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
+            placement: Placement::default(),
             mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
             lease: LeaseConfig::default(),
             joining: false,
@@ -106,8 +147,9 @@ pub enum StartError {
 
 /// The handle to this node's mesh: register actor types and capabilities, call and cast.
 ///
-/// Cheap to clone; all clones share one node. Dropping the last clone stops the node's
-/// arbiters and with them every activation.
+/// Cheap to clone; all clones share one node. Dropping the last clone stops every activation
+/// of the node (those on its own arbiters and those placed on callers' threads) and its
+/// arbiters.
 ///
 /// ```
 /// use mesh_actix::{Mesh, MeshConfig, NodeId, Request};
@@ -185,6 +227,9 @@ struct MeshInner {
 impl Drop for MeshInner {
     fn drop(&mut self) {
         self.router_health.shut_down();
+        // Activations on threads this node does not own (see `Placement::CallerThread`) do
+        // not end with its arbiters: tell each to stop.
+        self.registry.stop_unwanted(|_| false, |_| None);
         self.router_arbiter.stop();
         for arbiter in &self.arbiters {
             arbiter.stop();
@@ -831,12 +876,25 @@ impl Mesh {
         timeout: Duration,
     ) -> Result<Result<Reply, Payload>, HopError> {
         let deadline = payload.deadline.map(tokio::time::Instant::from_std);
-        let (cell, pending) = self.with_activation(request, shard, |entry| {
+        let sent = self.with_activation(request, shard, |entry| {
+            if !entry.recipient.connected() {
+                return Err((entry.cell.clone(), payload));
+            }
             let envelope = Envelope::deliver(entry.cell.clone(), payload);
-            (entry.cell.clone(), entry.recipient.send(envelope))
+            Ok((entry.cell.clone(), entry.recipient.send(envelope)))
         })?;
+        let (cell, pending) = match sent {
+            Ok(sent) => sent,
+            // Its actor is gone without having deactivated itself: the arbiter it ran on
+            // stopped (an HTTP worker that shut down, with `Placement::CallerThread`).
+            // Nothing was sent; the next attempt activates the identity afresh.
+            Err((cell, payload)) => {
+                cell.mark_stopped();
+                return Ok(Err(payload));
+            }
+        };
         let deadline = deadline.unwrap_or_else(|| tokio::time::Instant::now() + timeout);
-        let handled = match tokio::time::timeout_at(deadline, pending).await {
+        let handled = match reply_by(deadline, pending).await {
             Err(_) | Ok(Err(MailboxError::Timeout)) => {
                 return Err(HopError::Failed(MeshError::timeout(timeout)))
             }
@@ -891,7 +949,8 @@ impl Mesh {
                 ),
             )),
             Err((cell, SendError::Closed(envelope))) => {
-                cell.deactivate();
+                // Closed mailboxes belong to actors that have ended (see `call_local`).
+                cell.mark_stopped();
                 Ok(Err(envelope.into_payload().expect("a delivery envelope")))
             }
         }
@@ -943,14 +1002,22 @@ impl Mesh {
         };
         let serial = inner.next_serial.fetch_add(1, Ordering::Relaxed);
         let cell = Arc::new(ActivationCell::new(identity, serial, inner.host.clone()));
-        let next = inner.next_arbiter.fetch_add(1, Ordering::Relaxed) % inner.arbiters.len();
-        let recipient = activator.start(
-            cell.clone(),
-            &inner.arbiters[next].handle(),
-            inner.config.mailbox_capacity,
-            state,
-        )?;
+        let arbiter = self.arbiter_for_activation();
+        let recipient =
+            activator.start(cell.clone(), &arbiter, inner.config.mailbox_capacity, state)?;
         Ok(Entry { cell, recipient })
+    }
+
+    /// The arbiter a new activation starts on, following [`MeshConfig::placement`].
+    fn arbiter_for_activation(&self) -> ArbiterHandle {
+        let inner = &self.inner;
+        if inner.config.placement == Placement::CallerThread {
+            if let Some(current) = Arbiter::try_current() {
+                return current;
+            }
+        }
+        let next = inner.next_arbiter.fetch_add(1, Ordering::Relaxed) % inner.arbiters.len();
+        inner.arbiters[next].handle()
     }
 }
 
@@ -972,6 +1039,37 @@ enum Attempt {
     /// Not delivered because routing changed under it (an activation retired, the gate
     /// opened): route again at once.
     Again,
+}
+
+/// Waits for a local activation's reply until `deadline`, arming a timer only if the reply is
+/// not there after one turn of this thread's task queue.
+///
+/// An activation on the caller's own thread has handled the message by then (the send woke
+/// its task before this one yields, and the queue runs in order), so most local calls finish
+/// without registering a timer in the runtime's timer wheel and removing it again, which
+/// was one of the few costs left on that path. Every other reply (another thread's
+/// activation, an async handler, a full mailbox) gets the timer one turn later: the deadline
+/// holds either way, since a timer armed after its deadline fires at once.
+async fn reply_by<F: std::future::Future>(
+    deadline: tokio::time::Instant,
+    reply: F,
+) -> Result<F::Output, Elapsed> {
+    let mut reply = std::pin::pin!(reply);
+    let mut yielded = false;
+    let first_turn = std::future::poll_fn(|cx| match reply.as_mut().poll(cx) {
+        Poll::Ready(output) => Poll::Ready(Some(output)),
+        Poll::Pending if !yielded => {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await;
+    match first_turn {
+        Some(output) => Ok(output),
+        None => tokio::time::timeout_at(deadline, reply).await,
+    }
 }
 
 fn churn(request: &Request) -> String {

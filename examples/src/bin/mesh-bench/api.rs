@@ -1,6 +1,8 @@
-//! The Rust API figures, each against raw actix on the same thread layout: callers are tasks
-//! on the System thread; mesh's activations live on its arbiter pool, the floor's actors on
-//! as many arbiters of their own, spread round-robin as mesh spreads activations.
+//! The Rust API figures, each against raw actix on the same thread layout. Callers are tasks
+//! on the System thread. With `--placement caller-thread` (mesh's default) mesh starts the
+//! activations on that thread, and the floor's actors live there too; with `--placement pool`
+//! mesh's activations live on its arbiter pool, the floor's actors on as many arbiters of
+//! their own, spread round-robin as mesh spreads activations.
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -9,7 +11,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use anyhow::Context as _;
 use futures_util::future::join_all;
-use mesh_actix::{Mesh, MeshConfig, NodeId, Request, DEFAULT_MAILBOX_CAPACITY};
+use mesh_actix::{Mesh, MeshConfig, NodeId, Placement, Request, DEFAULT_MAILBOX_CAPACITY};
 use serde_json::{json, Value};
 
 use crate::figures::{Figure, Name};
@@ -61,9 +63,10 @@ pub fn start_bare(arbiter: &ArbiterHandle) -> Addr<Bare> {
 }
 
 /// A lone mesh node (no HTTP) with the example actors and `counter` registered.
-pub async fn lone_mesh(name: &str, threads: usize) -> anyhow::Result<Mesh> {
+pub async fn lone_mesh(name: &str, threads: usize, placement: Placement) -> anyhow::Result<Mesh> {
     let mut config = MeshConfig::new(NodeId::new(name)?, "127.0.0.1:1");
     config.arbiters = NonZeroUsize::new(threads).context("at least one thread")?;
+    config.placement = placement;
     let mesh = Mesh::start(config)?;
     mesh_examples::register_examples(&mesh);
     mesh.register_capabilities(["counter"]).await?;
@@ -226,8 +229,12 @@ pub async fn quiesce() {
     }
 }
 
-/// `count` arbiters for the floor, with handles.
-pub fn arbiters(count: usize) -> (Vec<Arbiter>, Vec<ArbiterHandle>) {
+/// Where the floor's actors start, laid out as mesh places its activations: on the caller's
+/// (this) thread, or on `count` arbiters of their own (with the arbiters, to stop).
+pub fn arbiters(placement: Placement, count: usize) -> (Vec<Arbiter>, Vec<ArbiterHandle>) {
+    if placement == Placement::CallerThread {
+        return (Vec::new(), vec![Arbiter::current()]);
+    }
     let arbiters: Vec<Arbiter> = (0..count).map(|_| Arbiter::new()).collect();
     let handles = arbiters.iter().map(Arbiter::handle).collect();
     (arbiters, handles)
@@ -275,8 +282,8 @@ where
 pub async fn run(sizes: &Sizes, wanted: &dyn Fn(Name) -> bool) -> anyhow::Result<Vec<Figure>> {
     let mut figures = Vec::new();
     let s = *sizes;
-    let mesh = lone_mesh("bench-api", s.threads).await?;
-    let (floor_arbiters, handles) = arbiters(s.threads);
+    let mesh = lone_mesh("bench-api", s.threads, s.placement).await?;
+    let (floor_arbiters, handles) = arbiters(s.placement, s.threads);
 
     // Every actor of api_calls exists before it is measured, on both sides.
     let spread: Arc<Vec<Request>> = Arc::new(
@@ -357,7 +364,7 @@ pub async fn run(sizes: &Sizes, wanted: &dyn Fn(Name) -> bool) -> anyhow::Result
         let (m, f) = alternate(
             &s,
             |rep| async move {
-                let mesh = lone_mesh(&format!("bench-act-{rep}"), s.threads).await?;
+                let mesh = lone_mesh(&format!("bench-act-{rep}"), s.threads, s.placement).await?;
                 let rate = mesh_activations(&mesh, "fresh", s.activations, s.concurrency).await;
                 // Dropping the node stops its arbiters; let them tear its actors down before
                 // the floor is measured.
@@ -366,7 +373,7 @@ pub async fn run(sizes: &Sizes, wanted: &dyn Fn(Name) -> bool) -> anyhow::Result
                 rate
             },
             |_| async move {
-                let (arbiters, handles) = arbiters(s.threads);
+                let (arbiters, handles) = arbiters(s.placement, s.threads);
                 let (actors, rate) =
                     floor_activations(&handles, s.activations, s.concurrency).await?;
                 drop(actors);

@@ -164,3 +164,31 @@ pub fn sequential_p50(
         Ok(crate::api::p50_us(latencies))
     })
 }
+
+/// Sends every request once, spread over `connections` keep-alive connections (connection `c`
+/// sends requests `c`, `c + connections`, ...) as the throughput load does: the warm-up that
+/// activates the ids, so that their first calls reach the server's workers the way the
+/// measured calls will. Blocking: run it off the System thread.
+pub fn each_once(
+    addr: SocketAddr,
+    requests: Arc<Vec<Vec<u8>>>,
+    connections: usize,
+) -> anyhow::Result<()> {
+    runtime()?.block_on(async move {
+        let mut tasks = Vec::with_capacity(connections);
+        for c in 0..connections {
+            let mut connection = Connection::open(addr).await?;
+            let requests = requests.clone();
+            tasks.push(tokio::spawn(async move {
+                for request in requests.iter().skip(c).step_by(connections) {
+                    connection.call(request).await?;
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for task in tasks {
+            task.await??;
+        }
+        Ok(())
+    })
+}

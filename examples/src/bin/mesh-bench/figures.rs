@@ -72,7 +72,7 @@ impl Name {
     pub fn floor(self) -> &'static str {
         match self {
             Name::ApiCalls | Name::ApiHotCalls | Name::ApiSequentialP50Us => {
-                "actix Addr::send, same arbiters"
+                "actix Addr::send, same thread layout"
             }
             Name::Activations => "actix actor start + first message",
             Name::MemoryPerActivationBytes => "bare actix actor, same mailbox",

@@ -29,12 +29,13 @@ struct Node {
     serving: ServingNode,
 }
 
-async fn start_node(name: &str, seeds: Vec<String>, threads: usize) -> anyhow::Result<Node> {
+async fn start_node(name: &str, seeds: Vec<String>, sizes: &Sizes) -> anyhow::Result<Node> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
-    let threads = NonZeroUsize::new(threads).context("at least one thread")?;
+    let threads = NonZeroUsize::new(sizes.threads).context("at least one thread")?;
     let mut config = MeshConfig::new(NodeId::new(name)?, addr.to_string());
     config.arbiters = threads;
+    config.placement = sizes.placement;
     config.joining = !seeds.is_empty();
     let mesh = Mesh::start(config)?;
     mesh_examples::register_examples(&mesh);
@@ -173,15 +174,18 @@ pub async fn run_single(
     sizes: &Sizes,
     wanted: &dyn Fn(Name) -> bool,
 ) -> anyhow::Result<Vec<Figure>> {
-    let node = start_node("bench-http", Vec::new(), sizes.threads).await?;
+    let node = start_node("bench-http", Vec::new(), sizes).await?;
     converge(&[&node]).await?;
     let (floor, floor_server) = start_floor(sizes.threads)?;
     let ids: Vec<String> = (0..sizes.http_ids).map(|i| format!("http-{i}")).collect();
     let requests = client::call_requests(&ids);
-    // Every id is activated (and every connection path warm) before the first measurement.
+    // Every id is activated (and every connection path warm) before the first measurement,
+    // by as many connections as the throughput load has: with `Placement::CallerThread` an
+    // id stays on the worker that took its first call, and one connection would put them all
+    // on one worker.
     for addr in [node.addr, floor] {
-        let requests = requests.clone();
-        off_thread(move || client::sequential_p50(addr, requests.clone(), requests.len())).await?;
+        let (requests, connections) = (requests.clone(), sizes.concurrency);
+        off_thread(move || client::each_once(addr, requests, connections)).await?;
     }
 
     let mut figures = Vec::new();
@@ -215,8 +219,8 @@ pub async fn run_single(
 /// `http_forwarded`: two mesh nodes gossiping and forwarding over HTTP; calls for ids that
 /// node B owns, sent to node A (one hop) against the same calls sent to B.
 pub async fn run_forwarded(sizes: &Sizes) -> anyhow::Result<Figure> {
-    let b = start_node("bench-b", Vec::new(), sizes.threads).await?;
-    let a = start_node("bench-a", vec![b.addr.to_string()], sizes.threads).await?;
+    let b = start_node("bench-b", Vec::new(), sizes).await?;
+    let a = start_node("bench-a", vec![b.addr.to_string()], sizes).await?;
     converge(&[&a, &b]).await?;
     let owned_by_b = |id: &str| {
         [&a, &b].iter().all(|n| {
@@ -230,8 +234,8 @@ pub async fn run_forwarded(sizes: &Sizes) -> anyhow::Result<Figure> {
         .collect();
     let requests = client::call_requests(&ids);
     {
-        let (requests, addr) = (requests.clone(), a.addr);
-        off_thread(move || client::sequential_p50(addr, requests.clone(), requests.len())).await?;
+        let (requests, addr, connections) = (requests.clone(), a.addr, sizes.concurrency);
+        off_thread(move || client::each_once(addr, requests, connections)).await?;
     }
     if a.mesh.activations() != 0 || b.mesh.activations() != ids.len() {
         bail!(

@@ -3,7 +3,8 @@
 //! `cargo run --release --bin mesh-bench [-- --json] [--reps N] [--only a,b] [--smoke]`
 //!
 //! A floor is real code doing the same work without mesh, on the same thread layout: raw actix
-//! `Addr::send` to actors spread over as many arbiters as mesh has; a raw actix actor start and
+//! `Addr::send` to actors where mesh places its activations (`--placement`: on the caller's
+//! thread, or spread over as many arbiters as mesh has); a raw actix actor start and
 //! its first message; a bare actix-web endpoint that parses the same JSON body and renders a
 //! reply of the same shape. Each figure is measured `--reps` times, mesh and floor alternating
 //! (the first of the pair swaps every repetition); the table shows medians and mesh/floor.
@@ -22,6 +23,7 @@ use std::num::NonZeroUsize;
 
 use anyhow::Context as _;
 use clap::Parser;
+use mesh_actix::Placement;
 
 use figures::{Figure, Name};
 
@@ -50,6 +52,11 @@ struct Args {
     #[arg(long)]
     side: Option<Side>,
 
+    /// Where mesh starts activations, and so where the actix floor's actors live:
+    /// `caller-thread` (mesh's default: on the caller's arbiter) or `pool`.
+    #[arg(long, value_enum, default_value_t = PlacementArg::from(Placement::default()))]
+    placement: PlacementArg,
+
     /// Arbiters of each mesh node, arbiters of the actix floor, and HTTP workers of every
     /// server (default: one per core).
     #[arg(long)]
@@ -63,6 +70,40 @@ struct Args {
     /// Internal: how many activations the memory child starts.
     #[arg(long, hide = true, default_value_t = 0)]
     count: usize,
+}
+
+/// `--placement`: [`Placement`] on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlacementArg {
+    CallerThread,
+    Pool,
+}
+
+impl PlacementArg {
+    pub fn name(self) -> &'static str {
+        match self {
+            PlacementArg::CallerThread => "caller-thread",
+            PlacementArg::Pool => "pool",
+        }
+    }
+}
+
+impl From<Placement> for PlacementArg {
+    fn from(placement: Placement) -> PlacementArg {
+        match placement {
+            Placement::CallerThread => PlacementArg::CallerThread,
+            Placement::Pool => PlacementArg::Pool,
+        }
+    }
+}
+
+impl From<PlacementArg> for Placement {
+    fn from(placement: PlacementArg) -> Placement {
+        match placement {
+            PlacementArg::CallerThread => Placement::CallerThread,
+            PlacementArg::Pool => Placement::Pool,
+        }
+    }
 }
 
 /// Which side of a figure to measure.
@@ -79,6 +120,8 @@ pub struct Sizes {
     /// Measure mesh, the floor, or (`None`) both.
     pub side: Option<Side>,
     pub threads: usize,
+    /// Where mesh starts activations (and the API floors their actors).
+    pub placement: Placement,
     /// Actors of `api_calls`.
     pub actors: usize,
     /// Calls per measurement of `api_calls` and `api_hot_calls`.
@@ -117,6 +160,7 @@ impl Sizes {
                 reps: reps.unwrap_or(1),
                 side: args.side,
                 threads,
+                placement: args.placement.into(),
                 actors: 500,
                 calls: 5_000,
                 concurrency: 64,
@@ -133,6 +177,7 @@ impl Sizes {
                 reps: reps.unwrap_or(5),
                 side: args.side,
                 threads,
+                placement: args.placement.into(),
                 actors: 10_000,
                 calls: 500_000,
                 concurrency: 64,
@@ -153,7 +198,7 @@ fn main() -> anyhow::Result<()> {
     mesh_examples::log_panics_briefly("mesh-bench");
     let sizes = Sizes::new(&args);
     if let Some(kind) = &args.memory_child {
-        let per_activation = memory::child(kind, args.count, sizes.threads)?;
+        let per_activation = memory::child(kind, args.count, sizes.threads, sizes.placement)?;
         println!("{per_activation}");
         return Ok(());
     }
@@ -166,8 +211,9 @@ fn main() -> anyhow::Result<()> {
     let wanted = |name: Name| only.is_empty() || only.contains(&name);
     let json = args.json;
     eprintln!(
-        "mesh-bench: {} repetition(s), {} thread(s) per pool, {} core(s){}",
+        "mesh-bench: {} repetition(s), placement {}, {} thread(s) per pool, {} core(s){}",
         sizes.reps,
+        args.placement.name(),
         sizes.threads,
         std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
         if args.smoke { ", smoke sizes" } else { "" }

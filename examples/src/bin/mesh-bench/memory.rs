@@ -6,10 +6,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use mesh_actix::Placement;
 
 use crate::api;
 use crate::figures::{Figure, Name};
-use crate::{Side, Sizes};
+use crate::{PlacementArg, Side, Sizes};
 
 /// Activations started, and kept, before the baseline: the arbiters' threads, their
 /// allocator arenas and the registry's first tables exist before it is read.
@@ -31,13 +32,18 @@ fn rss() -> anyhow::Result<f64> {
 
 /// In the child: starts `count` activations of `kind` (`mesh` or `floor`) after [`WARM`] ones,
 /// keeps them alive, and returns the RSS growth per activation.
-pub fn child(kind: &str, count: usize, threads: usize) -> anyhow::Result<f64> {
+pub fn child(
+    kind: &str,
+    count: usize,
+    threads: usize,
+    placement: Placement,
+) -> anyhow::Result<f64> {
     let kind = kind.to_owned();
     actix_rt::System::new().block_on(async move {
         let pause = || actix_rt::time::sleep(Duration::from_millis(200));
         match kind.as_str() {
             "mesh" => {
-                let mesh = api::lone_mesh("bench-memory", threads).await?;
+                let mesh = api::lone_mesh("bench-memory", threads, placement).await?;
                 api::mesh_activations(&mesh, "warm", WARM, 64).await?;
                 pause().await;
                 let before = rss()?;
@@ -48,7 +54,7 @@ pub fn child(kind: &str, count: usize, threads: usize) -> anyhow::Result<f64> {
                 Ok((after - before) / count as f64)
             }
             "floor" => {
-                let (arbiters, handles) = api::arbiters(threads);
+                let (arbiters, handles) = api::arbiters(placement, threads);
                 let (warm, _) = api::floor_activations(&handles, WARM, 64).await?;
                 pause().await;
                 let before = rss()?;
@@ -64,11 +70,12 @@ pub fn child(kind: &str, count: usize, threads: usize) -> anyhow::Result<f64> {
     })
 }
 
-fn in_child(kind: &str, count: usize, threads: usize) -> anyhow::Result<f64> {
+fn in_child(kind: &str, count: usize, sizes: &Sizes) -> anyhow::Result<f64> {
     let exe = std::env::current_exe()?;
     let output = Command::new(exe)
         .args(["--memory-child", kind, "--count", &count.to_string()])
-        .args(["--threads", &threads.to_string()])
+        .args(["--threads", &sizes.threads.to_string()])
+        .args(["--placement", PlacementArg::from(sizes.placement).name()])
         .output()
         .context("running the memory child")?;
     if !output.status.success() {
@@ -90,13 +97,13 @@ pub fn run(sizes: &Sizes) -> anyhow::Result<Figure> {
         let n = sizes.memory_activations;
         let (with_mesh, with_floor) = (sizes.measures(Side::Mesh), sizes.measures(Side::Floor));
         if rep % 2 == 1 && with_floor {
-            floor.push(in_child("floor", n, sizes.threads)?);
+            floor.push(in_child("floor", n, sizes)?);
         }
         if with_mesh {
-            mesh.push(in_child("mesh", n, sizes.threads)?);
+            mesh.push(in_child("mesh", n, sizes)?);
         }
         if rep % 2 == 0 && with_floor {
-            floor.push(in_child("floor", n, sizes.threads)?);
+            floor.push(in_child("floor", n, sizes)?);
         }
     }
     Ok(Figure {
