@@ -90,6 +90,20 @@ struct Args {
           value_parser = clap::value_parser!(u64).range(100..=60_000))]
     lease_ms: u64,
 
+    /// Serve HTTPS only, with this PEM certificate chain (needs --tls-key); hops then go over
+    /// HTTPS too. The certificate must name the address others dial (--advertise or --listen).
+    #[arg(long, env = "MESH_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "MESH_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+
+    /// PEM certificates hops trust as roots (the cluster's CA); default: those of --tls-cert,
+    /// enough for a cluster sharing one self-signed certificate.
+    #[arg(long, env = "MESH_TLS_CA", requires = "tls_cert")]
+    tls_ca: Option<std::path::PathBuf>,
+
     /// Log lines as `text` or `json` (filter with RUST_LOG, e.g. `RUST_LOG=mesh_actix=debug`).
     #[arg(long, env = "MESH_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -110,6 +124,15 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         Ok(limit) => tracing::debug!(limit, "file descriptor limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
     }
+    // Before anything binds or joins: a wrong file fails the start at once.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            mesh_http::TlsConfig::from_pem_files(cert, key, args.tls_ca.as_deref())
+                .context("cannot serve TLS (--tls-cert, --tls-key, --tls-ca)")?,
+        ),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = TcpListener::bind(&args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let advertise = args.advertise.unwrap_or(listener.local_addr()?);
@@ -162,10 +185,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         workers: args.workers,
         keep_alive: Some(Duration::from_secs(args.keep_alive)),
         max_connections: args.max_connections.map(NonZeroUsize::get),
+        tls,
     };
     let watched = mesh.clone();
     let node = mesh_http::serve(mesh, listener, options).await?;
-    eprintln!("mesh-node {node_id} listening on http://{addr}");
+    eprintln!("mesh-node {node_id} listening on {scheme}://{addr}");
 
     tokio::select! {
         signal = crate::shutdown_signal() => signal?,

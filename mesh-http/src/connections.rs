@@ -12,7 +12,9 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use actix_tls::accept::rustls_0_23::TlsStream;
 use actix_web::dev::Extensions;
+use actix_web::rt::net::TcpStream;
 
 /// File descriptors kept free beside the connections: listener, gossip sockets, epoll and
 /// event fds of the runtime, outgoing hops, the store, logs.
@@ -105,7 +107,14 @@ impl Connections {
     /// For `HttpServer::on_connect`: tracks the new connection and sheds the oldest ones
     /// beyond the bound.
     pub(crate) fn on_connect(self: &Arc<Self>, connection: &dyn Any, data: &mut Extensions) {
-        let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() else {
+        // The socket under a TLS connection is shed the same way (shutting it down ends the
+        // TLS session with it).
+        let stream = connection.downcast_ref::<TcpStream>().or_else(|| {
+            connection
+                .downcast_ref::<TlsStream<TcpStream>>()
+                .map(|tls| tls.get_ref().0)
+        });
+        let Some(stream) = stream else {
             return;
         };
         let Ok(duplicate) = stream.as_fd().try_clone_to_owned() else {

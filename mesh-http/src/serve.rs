@@ -13,7 +13,12 @@ use mesh_actix::Mesh;
 use crate::connections::{default_max_connections, Connections};
 use crate::membership::{GossipOptions, Membership, MembershipError};
 use crate::routes::{mount, not_found, shared_state, HttpOptions};
+use crate::tls::TlsConfig;
 use crate::transport::HttpTransport;
+
+/// How long a TLS handshake may take before its connection is closed (actix-web's default,
+/// named here because the README documents it).
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How [`serve`] runs a node.
 #[derive(Debug, Clone, Default)]
@@ -32,6 +37,8 @@ pub struct ServeOptions {
     /// The most connections held at once; beyond it each new connection closes the oldest
     /// one. [`default_max_connections`] when `None` (what the fd limit allows).
     pub max_connections: Option<usize>,
+    /// Serve HTTPS only, and make hops over HTTPS trusting its roots; plain HTTP when `None`.
+    pub tls: Option<TlsConfig>,
 }
 
 /// Why a node could not start serving.
@@ -71,7 +78,10 @@ pub async fn serve(
     let secret = options.http.secret.clone();
     // Hops leave from the address this node listens on, when it names one.
     let local = Some(listen.ip()).filter(|ip| !ip.is_unspecified());
-    let transport = HttpTransport::from_address(secret.clone(), local)?;
+    let transport = match &options.tls {
+        Some(tls) => HttpTransport::over_tls(secret.clone(), local, tls)?,
+        None => HttpTransport::from_address(secret.clone(), local)?,
+    };
     mesh.set_transport(Arc::new(transport))?;
     let shards = mesh.config().shards;
     let mut gossip = GossipOptions::new(listen, options.seeds, shards, secret.as_deref());
@@ -89,7 +99,7 @@ pub async fn serve(
     let observed = Some(connections.clone());
     let state = shared_state(mesh, options.http, membership.gossip_stats(), observed);
     let routes = mount(state);
-    let mut server = HttpServer::new(move || {
+    let server = HttpServer::new(move || {
         App::new()
             .configure(routes.clone())
             .default_service(web::to(not_found))
@@ -100,8 +110,13 @@ pub async fn serve(
     // and an idle connection closes after the keep-alive: no connection is held for ever.
     .client_request_timeout(Duration::from_secs(10))
     .keep_alive(options.keep_alive.unwrap_or(Duration::from_secs(5)))
-    .on_connect(move |connection, data| connections.on_connect(connection, data))
-    .listen(listener)?;
+    // With TLS, the handshake (before the head) must end within its own timeout.
+    .tls_handshake_timeout(TLS_HANDSHAKE_TIMEOUT)
+    .on_connect(move |connection, data| connections.on_connect(connection, data));
+    let mut server = match options.tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls.server().clone())?,
+        None => server.listen(listener)?,
+    };
     let workers = options
         .workers
         .or_else(|| std::thread::available_parallelism().ok())

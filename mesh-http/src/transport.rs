@@ -14,21 +14,23 @@ use serde::Deserialize;
 
 use crate::error::REFUSAL_HEADER;
 use crate::signing::{ClusterKey, SIGNATURE_HEADER};
+use crate::tls::TlsConfig;
 
 /// Forwards requests to their owner over HTTP/JSON, reusing pooled keep-alive connections.
 /// With a secret, every hop is signed with a key derived from it (see [`ClusterKey`]); the
-/// secret itself is never sent.
+/// secret itself is never sent. With TLS ([`HttpTransport::over_tls`]), hops are HTTPS.
 #[derive(Clone)]
 pub struct HttpTransport {
     client: reqwest::Client,
     key: Option<std::sync::Arc<ClusterKey>>,
+    scheme: &'static str,
     prefix: String,
 }
 
 impl HttpTransport {
     /// A transport that signs its hops with `secret` (if any), which the other nodes must share.
     pub fn new(secret: Option<String>) -> Result<HttpTransport, reqwest::Error> {
-        HttpTransport::from_address(secret, None)
+        HttpTransport::build(secret, None, None)
     }
 
     /// A transport whose connections leave from `local` (the node's own listen address), so
@@ -37,15 +39,42 @@ impl HttpTransport {
         secret: Option<String>,
         local: Option<std::net::IpAddr>,
     ) -> Result<HttpTransport, reqwest::Error> {
-        let client = reqwest::Client::builder()
+        HttpTransport::build(secret, local, None)
+    }
+
+    /// As [`HttpTransport::from_address`], over HTTPS: the other nodes must serve TLS with
+    /// certificates that chain to `tls`'s roots (only those: not the system's) and name the
+    /// addresses they advertise.
+    pub fn over_tls(
+        secret: Option<String>,
+        local: Option<std::net::IpAddr>,
+        tls: &TlsConfig,
+    ) -> Result<HttpTransport, reqwest::Error> {
+        HttpTransport::build(secret, local, Some(tls))
+    }
+
+    fn build(
+        secret: Option<String>,
+        local: Option<std::net::IpAddr>,
+        tls: Option<&TlsConfig>,
+    ) -> Result<HttpTransport, reqwest::Error> {
+        // The connect timeout covers the TLS handshake too.
+        let mut client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(1))
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
-            .local_address(local)
-            .build()?;
+            .local_address(local);
+        let scheme = match tls {
+            Some(tls) => {
+                client = client.tls_certs_only(tls.roots()?).https_only(true);
+                "https"
+            }
+            None => "http",
+        };
         Ok(HttpTransport {
-            client,
+            client: client.build()?,
             key: secret.as_deref().map(ClusterKey::of),
+            scheme,
             prefix: String::new(),
         })
     }
@@ -69,7 +98,7 @@ impl HttpTransport {
         remaining: Duration,
     ) -> Result<reqwest::Response, HopError> {
         let path = format!("{}{route}", self.prefix);
-        let url = format!("http://{}{path}", peer.addr);
+        let url = format!("{}://{}{path}", self.scheme, peer.addr);
         let body = serde_json::to_vec(body).map_err(|e| {
             HopError::Failed(MeshError::BadRequest(format!("unserialisable hop: {e}")))
         })?;

@@ -70,19 +70,20 @@ pub struct Client {
     base: String,
     timeout: Duration,
     headers: Vec<(String, String)>,
+    pool_idle: Option<Duration>,
+    roots: Vec<reqwest::Certificate>,
 }
 
 impl Client {
     /// A client for `base` (e.g. `http://127.0.0.1:1234`).
     pub fn new(base: impl Into<String>) -> Client {
         Client {
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .build()
-                .expect("building reqwest client"),
+            http: http_client(None, &[]),
             base: base.into(),
             timeout: REQUEST_TIMEOUT,
             headers: Vec::new(),
+            pool_idle: None,
+            roots: Vec::new(),
         }
     }
 
@@ -93,11 +94,16 @@ impl Client {
     /// reply (`IncompleteMessage`). Tests that count every reply as meaningful should keep
     /// `idle` well under 5 s.
     pub fn with_pool_idle_timeout(mut self, idle: Duration) -> Client {
-        self.http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(idle)
-            .build()
-            .expect("building reqwest client");
+        self.pool_idle = Some(idle);
+        self.http = http_client(self.pool_idle, &self.roots);
+        self
+    }
+
+    /// The same client, trusting only the PEM certificates in `pem` for HTTPS (the
+    /// certificates a test generated, not the system's).
+    pub fn with_roots(mut self, pem: &[u8]) -> Client {
+        self.roots = reqwest::Certificate::from_pem_bundle(pem).expect("PEM certificates");
+        self.http = http_client(self.pool_idle, &self.roots);
         self
     }
 
@@ -229,6 +235,19 @@ impl Api for Client {
             Err(e) => panic!("GET {}/owner {query:?} failed: {e:?}", self.base),
         }
     }
+}
+
+/// A reqwest client with a connect timeout, this pool idle timeout and, if any, only these
+/// roots.
+fn http_client(pool_idle: Option<Duration>, roots: &[reqwest::Certificate]) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+    if let Some(idle) = pool_idle {
+        builder = builder.pool_idle_timeout(idle);
+    }
+    if !roots.is_empty() {
+        builder = builder.tls_certs_only(roots.iter().cloned());
+    }
+    builder.build().expect("building reqwest client")
 }
 
 /// A response: status, body as JSON (`Value::Null` if it is not JSON), raw text, timing.

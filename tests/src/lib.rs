@@ -14,6 +14,8 @@
 //!   process.
 //! - [`cluster`]: [`start_cluster`] and [`wait_converged`] for clusters of real nodes.
 //! - [`netns`]: [`Network`], hosts in network namespaces of their own, to cut apart and heal.
+//! - [`tls`]: [`Certs`], certificates a test generates (self-signed, or from a [`TestCa`]) for
+//!   nodes serving TLS ([`NodeBuilder::tls`]).
 //! - [`observe`]: `Counter` calls as a client sees them, checked against the contract's "one live
 //!   activation" rule.
 //! - [`bodies`] and [`util`]: request bodies for the example actors, [`eventually`] (polling
@@ -26,6 +28,7 @@ pub mod in_process;
 pub mod netns;
 pub mod node;
 pub mod observe;
+pub mod tls;
 pub mod util;
 
 pub use bodies::{counter, crasher, game, req, sleeper, with_field, ALL_CAPABILITIES};
@@ -35,6 +38,7 @@ pub use in_process::{InProcessBuilder, InProcessNode};
 pub use netns::{Host, Network};
 pub use node::{node_bin, MeshNode, NodeBuilder, READY_TIMEOUT};
 pub use serde_json::{json, Value};
+pub use tls::{Certs, NodeTls, TestCa};
 pub use util::{
     eventually, free_port, metric_value, metrics, quiet_intentional_panics, serial, strings,
     unique, EXAMPLE_CRASH,

@@ -24,6 +24,7 @@ use anyhow::{bail, Context as _};
 
 use crate::client::Client;
 use crate::netns::Host;
+use crate::tls::NodeTls;
 use crate::{unique, ALL_CAPABILITIES};
 
 /// How long a node may take from spawn to answering `GET /health`.
@@ -31,17 +32,21 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Environment variables `mesh-node` reads; removed from the inherited environment of every node so
 /// that the caller's environment cannot change what a test starts.
-const NODE_ENV_VARS: [&str; 6] = [
+const NODE_ENV_VARS: [&str; 9] = [
     "MESH_NODE_ID",
     "MESH_LISTEN",
     "MESH_SEEDS",
     "MESH_CAPABILITIES",
     "MESH_SHARDS",
     "MESH_SECRET",
+    "MESH_TLS_CERT",
+    "MESH_TLS_KEY",
+    "MESH_TLS_CA",
 ];
 
-/// What a node prints once it serves: `mesh-node <id> listening on http://<addr>`.
-const LISTENING: &str = " listening on http://";
+/// What a node prints once it serves: `mesh-node <id> listening on http://<addr>` (`https://`
+/// with TLS).
+const LISTENING: &str = " listening on ";
 
 /// Path of the `mesh-node-under-test` executable, which cargo builds with this package's tests and
 /// names in `CARGO_BIN_EXE_mesh-node-under-test` while it runs them (as `cargo nextest` does).
@@ -76,6 +81,7 @@ pub struct NodeBuilder {
     ready_timeout: Duration,
     host: Option<Host>,
     fd_limit: Option<u64>,
+    tls: Option<NodeTls>,
 }
 
 impl NodeBuilder {
@@ -133,6 +139,13 @@ impl NodeBuilder {
     /// the node in place).
     pub fn fd_limit(mut self, limit: u64) -> Self {
         self.fd_limit = Some(limit);
+        self
+    }
+
+    /// Serve TLS with these files (`--tls-cert`, `--tls-key`, and `--tls-ca` if it has one);
+    /// the node's [`Client`]s then use `https://` and trust `tls.trust`.
+    pub fn tls(mut self, tls: &NodeTls) -> Self {
+        self.tls = Some(tls.clone());
         self
     }
 
@@ -199,6 +212,15 @@ impl NodeBuilder {
         let caps = self.capabilities.join(",");
         let seeds = self.seeds.join(",");
         let shards = self.shards.map(|s| s.to_string());
+        let mut tls_files: Vec<(&str, &str, String)> = Vec::new();
+        if let Some(tls) = &self.tls {
+            let path = |p: &std::path::Path| p.display().to_string();
+            tls_files.push(("--tls-cert", "MESH_TLS_CERT", path(&tls.cert)));
+            tls_files.push(("--tls-key", "MESH_TLS_KEY", path(&tls.key)));
+            if let Some(ca) = &tls.ca {
+                tls_files.push(("--tls-ca", "MESH_TLS_CA", path(ca)));
+            }
+        }
         let mut settings: Vec<(&str, &str, &str)> = vec![
             ("--node-id", "MESH_NODE_ID", &self.node_id),
             ("--listen", "MESH_LISTEN", listen),
@@ -214,6 +236,9 @@ impl NodeBuilder {
         }
         if let Some(secret) = &self.secret {
             settings.push(("--secret", "MESH_SECRET", secret));
+        }
+        for (flag, var, path) in &tls_files {
+            settings.push((flag, var, path.as_str()));
         }
         for (flag, var, value) in settings {
             if self.via_env {
@@ -251,6 +276,7 @@ impl NodeBuilder {
             // Until the node says where it listens.
             addr: SocketAddr::new(IpAddr::V4(ip), 0),
             secret: self.secret.clone(),
+            trust: self.tls.as_ref().map(|tls| tls.trust.clone()),
             capabilities: self.capabilities.clone(),
             child,
             _lifeline: stdin,
@@ -280,6 +306,8 @@ pub struct MeshNode {
     id: String,
     addr: SocketAddr,
     secret: Option<String>,
+    /// With TLS: the PEM roots its clients trust.
+    trust: Option<Vec<u8>>,
     capabilities: Vec<String>,
     child: Child,
     /// The write end of the node's standard input: the node exits when it closes.
@@ -303,6 +331,7 @@ impl MeshNode {
             ready_timeout: READY_TIMEOUT,
             host: None,
             fd_limit: None,
+            tls: None,
         }
     }
 
@@ -326,9 +355,18 @@ impl MeshNode {
         self.addr
     }
 
-    /// `http://<host>:<port>`.
+    /// `http://<host>:<port>`, or `https://` for a node serving TLS.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme(), self.addr)
+    }
+
+    /// `https` for a node serving TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.trust.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// The capabilities given at start.
@@ -343,16 +381,20 @@ impl MeshNode {
 
     /// A client that sends this node's secret, if it has one.
     pub fn client(&self) -> Client {
-        let c = Client::new(self.base_url());
+        let c = self.client_without_secret();
         match &self.secret {
             Some(s) => c.with_secret(s),
             None => c,
         }
     }
 
-    /// A client that sends no secret.
+    /// A client that sends no secret (and trusts the node's certificates, with TLS).
     pub fn client_without_secret(&self) -> Client {
-        Client::new(self.base_url())
+        let c = Client::new(self.base_url());
+        match &self.trust {
+            Some(pem) => c.with_roots(pem),
+            None => c,
+        }
     }
 
     /// Everything the node printed so far (stdout and stderr).
@@ -453,13 +495,18 @@ impl MeshNode {
         Ok(())
     }
 
-    /// The address in the node's `listening on http://<addr>` line, once it has printed it.
+    /// The address in the node's `listening on http://<addr>` line (`https://` with TLS), once
+    /// it has printed it.
     fn printed_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
         let log = self.log();
         let Some(line) = log.lines().find(|l| l.contains(LISTENING)) else {
             return Ok(None);
         };
-        let addr = line.split(LISTENING).nth(1).unwrap_or("").trim();
+        let url = line.split(LISTENING).nth(1).unwrap_or("").trim();
+        let scheme = format!("{}://", self.scheme());
+        let Some(addr) = url.strip_prefix(&scheme) else {
+            bail!("node printed {line:?}, not an address starting {scheme}");
+        };
         addr.parse()
             .map(Some)
             .with_context(|| format!("node printed an unreadable address: {line}"))
