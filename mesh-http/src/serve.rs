@@ -28,7 +28,8 @@ pub struct ServeOptions {
     /// Where other nodes reach this one, when the listener's address is not routable
     /// (`0.0.0.0`, NAT). Must match the mesh's `MeshConfig::addr`.
     pub advertise: Option<SocketAddr>,
-    /// Body limit and secret of the routes; the secret is also sent on every hop.
+    /// Body limit and secret of the routes; the secret also keys the signatures of hops and the
+    /// sealing of gossip (it is never sent).
     pub http: HttpOptions,
     /// HTTP worker threads; one per core when `None`.
     pub workers: Option<NonZeroUsize>,

@@ -1,6 +1,7 @@
 //! Raw-socket tests of the connection limits of a served node (`mesh_http::serve`): a body
 //! that stalls is answered 408 and its connection closed, within the body timeout; an idle
-//! keep-alive connection is closed; neither holds the node's other connections up.
+//! keep-alive connection is closed; a request head trickled a byte at a time is cut off after
+//! the header timeout (10 s); none holds the node's other connections up.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -93,5 +94,52 @@ async fn an_idle_keep_alive_connection_is_closed() {
     });
     let reply = idle.await.unwrap();
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    node.shutdown().await.unwrap();
+}
+
+#[actix_web::test]
+async fn trickled_headers_do_not_hold_their_connection() {
+    let (node, addr) = node().await;
+    let trickled = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nX-Trickle: ")
+            .unwrap();
+        // One byte of a never-ending header value every 100 ms: the server must give up on the
+        // request head after its header timeout (10 s) however steadily bytes arrive. A
+        // write fails, or a read sees the close, once it has.
+        let started = std::time::Instant::now();
+        let (mut closed, mut received) = (false, Vec::new());
+        while started.elapsed() < Duration::from_secs(30) {
+            if stream.write_all(b"a").is_err() {
+                closed = true;
+                break;
+            }
+            stream
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let mut buf = [0; 512];
+            match stream.read(&mut buf) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        (closed, started.elapsed(), health_answers(addr))
+    });
+    let (closed, after, healthy) = trickled.await.unwrap();
+    assert!(
+        closed,
+        "a trickling request head kept its connection for {after:?}"
+    );
+    assert!(healthy, "the node answers on a fresh connection");
     node.shutdown().await.unwrap();
 }
