@@ -772,10 +772,14 @@ impl Fencing {
         self.peers.values().all(|p| p.standing() == Standing::Left)
     }
 
-    /// Whether `granted` (this node included) is a quorum however the members counted both
-    /// ways count: the worst base holds every one of them that did not grant.
-    fn is_lease_quorum(&self, granted: &BTreeSet<NodeId>) -> bool {
-        let (mut base, both) = self.base();
+    /// Whether `granted` (this node included) is a quorum of the base `(sure, both)` however
+    /// the members counted both ways count: the worst base holds every one of them that did
+    /// not grant.
+    fn is_lease_quorum(
+        (sure, both): &(BTreeSet<NodeId>, BTreeSet<NodeId>),
+        granted: &BTreeSet<NodeId>,
+    ) -> bool {
+        let mut base = sure.clone();
         base.extend(both.difference(granted).cloned());
         is_quorum(&base, granted)
     }
@@ -784,12 +788,13 @@ impl Fencing {
     /// which a join can make stricter than when the grants came in.
     fn lease_end(&self, now: Duration) -> Option<Duration> {
         let alone = (self.sole && self.base_is_only_me()).then(|| now + self.config.lease);
+        let base = self.base();
         self.rounds
             .values()
             .filter(|round| {
                 let mut granted = round.granted.clone();
                 granted.insert(self.me.node.clone());
-                (self.sole || granted.len() > 1) && self.is_lease_quorum(&granted)
+                (self.sole || granted.len() > 1) && Self::is_lease_quorum(&base, &granted)
             })
             .map(|round| round.sent_at + self.config.lease)
             .chain(alone)
@@ -889,7 +894,8 @@ impl Fencing {
         self.admitted_version = admitted.or(self.admitted_version.filter(|v| *v == version));
 
         let me = BTreeSet::from([self.me.node.clone()]);
-        self.sole = self.is_lease_quorum(&me) && (self.sole || self.lease_valid(now));
+        self.sole =
+            Self::is_lease_quorum(&self.base(), &me) && (self.sole || self.lease_valid(now));
         // A lease that ran out is lost even if the grants at hand make a new one at once (a
         // node that was paused past its lease and now counts a round of its own): whatever
         // it held across the gap must be dropped before it serves again, unless it is the
