@@ -34,6 +34,7 @@ mod mesh;
 mod metrics;
 mod registry;
 mod router;
+pub mod store;
 mod transport;
 
 pub use actor::{Delivery, InitError, MeshActor, MeshInit, Payload, Snapshot};
