@@ -1,11 +1,11 @@
 //! The example actors of the mesh contract, registered by `mesh-node`:
-//! [`Counter`], [`GameActor`], [`Crasher`] and [`Sleeper`]. Each lives in its own module and
+//! [`Counter`], [`GameActor`], [`Crasher`], [`Sleeper`] and the durable [`Account`]. Each lives in its own module and
 //! is an ordinary actix actor with `#[derive(MeshActor)]`.
 
 mod actors;
 pub mod node;
 
-pub use actors::{Counter, Crasher, GameActor, Sleeper};
+pub use actors::{Account, Counter, Crasher, GameActor, Sleeper};
 
 use mesh_actix::Mesh;
 
@@ -76,5 +76,6 @@ pub fn register_examples(mesh: &Mesh) {
     mesh.register::<Counter>()
         .register::<GameActor>()
         .register::<Crasher>()
-        .register::<Sleeper>();
+        .register::<Sleeper>()
+        .register::<Account>();
 }

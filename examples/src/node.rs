@@ -5,10 +5,12 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
+use mesh_actix::store::{EmbeddedStore, StateStore};
 use mesh_actix::{LeaseConfig, Mesh, MeshConfig, NodeId, ShardCount};
 use mesh_http::{HttpOptions, ServeOptions};
 
@@ -104,6 +106,23 @@ struct Args {
     #[arg(long, env = "MESH_TLS_CA", requires = "tls_cert")]
     tls_ca: Option<std::path::PathBuf>,
 
+    /// The directory of this node's embedded state store, where durable actors (`Account`)
+    /// keep their state (default: `mesh-data/<node-id>` under the working directory). Not
+    /// used with --store.
+    #[arg(long, env = "MESH_DATA_DIR")]
+    data_dir: Option<std::path::PathBuf>,
+
+    /// A state store shared by the whole cluster instead of the embedded one, so that durable
+    /// state survives the death of any node: `postgres://user:pass@host:port/db`.
+    #[arg(long, env = "MESH_STORE", hide_env_values = true)]
+    store: Option<String>,
+
+    /// Seconds a durable activation may stay idle before it is passivated (its state is in
+    /// the store; the next call activates it again), for actor types that set no timeout of
+    /// their own; 0: never.
+    #[arg(long, env = "MESH_IDLE_TIMEOUT", default_value_t = 600)]
+    idle_timeout: u64,
+
     /// Log lines as `text` or `json` (filter with RUST_LOG, e.g. `RUST_LOG=mesh_actix=debug`).
     #[arg(long, env = "MESH_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -166,6 +185,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     config.shards = shards;
     config.joining = !args.seeds.is_empty();
     config.lease = LeaseConfig::with_lease(Duration::from_millis(args.lease_ms));
+    config.idle_timeout = Some(Duration::from_secs(args.idle_timeout)).filter(|t| !t.is_zero());
+    config.store = Some(open_store(&args, &node_id)?);
     let mesh = Mesh::start(config)?;
     crate::register_examples(&mesh);
     mesh.register_capabilities(capabilities).await?;
@@ -204,6 +225,31 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     node.shutdown().await?;
     eprintln!("mesh-node {node_id} stopped");
     Ok(())
+}
+
+/// The node's state store: the shared one of `--store`, else the embedded one in
+/// `--data-dir` (default `mesh-data/<node-id>`).
+fn open_store(args: &Args, node_id: &str) -> anyhow::Result<Arc<dyn StateStore>> {
+    if let Some(url) = &args.store {
+        let scheme = url.split("://").next().unwrap_or_default();
+        if scheme != "postgres" && scheme != "postgresql" {
+            bail!("--store must be a postgres://user:pass@host:port/db URL");
+        }
+        bail!("--store {scheme}:// is not supported by this build yet");
+    }
+    let dir = match &args.data_dir {
+        Some(dir) => dir.clone(),
+        // A node id may hold characters a file name cannot.
+        None => std::path::Path::new("mesh-data").join(node_id.replace(['/', '\0'], "_")),
+    };
+    let store = EmbeddedStore::open(&dir).with_context(|| {
+        format!(
+            "cannot open the state store in --data-dir {}",
+            dir.display()
+        )
+    })?;
+    tracing::info!(path = %store.path().display(), "embedded state store");
+    Ok(Arc::new(store))
 }
 
 /// The secret in `path`: its first line, without surrounding whitespace; never empty.

@@ -42,6 +42,7 @@ use crate::actor::{Delivery, MeshActor, MeshResponse, Payload};
 use crate::gate::Gate;
 use crate::mesh::WeakMesh;
 use crate::registry::ActivationRegistry;
+use crate::store::{StateKey, StateStore, StoreError, StoredState};
 
 /// What every activation of one node shares: the node's id, registry, serving gate, and the
 /// way back to its `Mesh` (to route again a cast that its activation could not execute).
@@ -50,6 +51,11 @@ pub(crate) struct Host {
     pub(crate) registry: Weak<ActivationRegistry>,
     pub(crate) gate: Arc<Gate>,
     pub(crate) mesh: WeakMesh,
+    /// Where durable actors keep their state.
+    pub(crate) store: Option<Arc<dyn StateStore>>,
+    /// Milliseconds since the node started, as of the idle sweeper's last tick: a clock a
+    /// delivery reads without a system call to note when its activation was last used.
+    pub(crate) clock_ms: AtomicU64,
 }
 
 impl Host {
@@ -66,7 +72,17 @@ impl Host {
             registry: Weak::new(),
             gate,
             mesh: WeakMesh::detached(),
+            store: None,
+            clock_ms: AtomicU64::new(0),
         })
+    }
+}
+
+impl Host {
+    fn record_save(&self, outcome: Result<(), &StoreError>) {
+        if let Some(registry) = self.registry.upgrade() {
+            registry.record_save(outcome);
+        }
     }
 }
 
@@ -77,6 +93,8 @@ pub(crate) struct Identity {
     pub(crate) capability: Capability,
     pub(crate) shard: ShardId,
     pub(crate) init_arg: Option<Value>,
+    /// Passivate the activation after this many idle milliseconds; 0: never.
+    pub(crate) idle_after_ms: u64,
 }
 
 /// Everything mesh knows about one activation, shared by the registry entry and every
@@ -92,6 +110,14 @@ pub(crate) struct ActivationCell {
     incarnation: AtomicU64,
     retired: AtomicBool,
     stopped: AtomicBool,
+    /// The host clock when the activation last got a payload.
+    last_used: AtomicU64,
+    idle_after_ms: u64,
+    /// Durable types: the version in the store this activation's state was read from or last
+    /// saved as (0: none yet), and a hash of those bytes, so that a call that changed nothing
+    /// writes nothing. Only the actor's own thread writes them.
+    stored_version: AtomicU64,
+    stored_hash: AtomicU64,
 }
 
 impl ActivationCell {
@@ -102,7 +128,9 @@ impl ActivationCell {
             capability,
             shard,
             init_arg,
+            idle_after_ms,
         } = identity;
+        let now = host.clock_ms.load(Ordering::Relaxed);
         ActivationCell {
             module,
             id,
@@ -114,7 +142,40 @@ impl ActivationCell {
             incarnation: AtomicU64::new(0),
             retired: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
+            last_used: AtomicU64::new(now),
+            idle_after_ms,
+            stored_version: AtomicU64::new(0),
+            stored_hash: AtomicU64::new(0),
         }
+    }
+
+    /// The identity's key in the state store.
+    pub(crate) fn state_key(&self) -> StateKey {
+        StateKey {
+            capability: self.capability.clone(),
+            module: self.module.clone(),
+            id: self.id.clone(),
+        }
+    }
+
+    fn touch(&self) {
+        let now = self.host.clock_ms.load(Ordering::Relaxed);
+        self.last_used.store(now, Ordering::Relaxed);
+    }
+
+    /// Whether the activation has been idle for longer than its idle timeout as of `now`
+    /// (host clock), counting `slack` for the clock's coarseness so that none is passivated
+    /// early.
+    pub(crate) fn is_idle(&self, now: u64, slack: u64) -> bool {
+        self.idle_after_ms != 0
+            && now.saturating_sub(self.last_used.load(Ordering::Relaxed))
+                > self.idle_after_ms.saturating_add(slack)
+    }
+
+    fn note_stored(&self, version: u64, state: &[u8]) {
+        self.stored_version.store(version, Ordering::Relaxed);
+        self.stored_hash
+            .store(xxhash_rust::xxh3::xxh3_64(state), Ordering::Relaxed);
     }
 
     /// The pid of one incarnation: node, activation serial, incarnation. A restart after a
@@ -275,6 +336,9 @@ pub enum Undelivered {
     Refused(Refusal, String),
     /// The request's deadline passed while it was queued: dropped, not executed.
     Expired,
+    /// A durable actor handled the payload but its new state could not be saved; the
+    /// activation was discarded with it, so the call had no lasting effect.
+    NotSaved(String),
 }
 
 /// The result of the guarded handler: ready now or after the user's future.
@@ -282,6 +346,8 @@ pub enum Undelivered {
 pub enum EnvelopeResponse<A: MeshActor> {
     Ready(Result<Delivered, Undelivered>),
     Later(Guarded<A>),
+    /// A durable actor's reply, sent once its new state is saved.
+    Saving(PendingSave),
 }
 
 impl<A: MeshActor> MessageResponse<A, Envelope> for EnvelopeResponse<A> {
@@ -301,10 +367,122 @@ impl<A: MeshActor> MessageResponse<A, Envelope> for EnvelopeResponse<A> {
             // Like actix's own `ResponseActFuture`: the actor keeps serving its mailbox while
             // the future waits.
             EnvelopeResponse::Later(fut) => {
-                ctx.spawn(fut.map(move |result, _, _| reply(result)));
+                let cell = fut.cell.clone();
+                ctx.spawn(fut.map(move |result, act, ctx| match result {
+                    Ok(delivered) if A::DURABLE => {
+                        finish_save(PendingSave::after(act, cell, delivered), ctx, reply)
+                    }
+                    result => reply(result),
+                }));
             }
+            EnvelopeResponse::Saving(pending) => finish_save(pending, ctx, reply),
         }
     }
+}
+
+/// A durable actor's reply waiting for its state to be saved.
+#[doc(hidden)]
+pub struct PendingSave {
+    cell: Arc<ActivationCell>,
+    delivered: Delivered,
+    save: Result<Option<Save>, String>,
+}
+
+struct Save {
+    write: futures_util::future::BoxFuture<'static, Result<u64, StoreError>>,
+    hash: u64,
+}
+
+impl PendingSave {
+    /// Serialises `act`'s state after a call and starts saving it, unless it is what the
+    /// store already holds.
+    fn after<A: MeshActor>(act: &A, cell: Arc<ActivationCell>, delivered: Delivered) -> Self {
+        let save = (|| {
+            let state = match act.save_state() {
+                Some(Ok(state)) => state,
+                Some(Err(error)) => return Err(format!("the state did not serialise: {error}")),
+                None => return Ok(None),
+            };
+            let hash = xxhash_rust::xxh3::xxh3_64(&state);
+            if hash == cell.stored_hash.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
+            let store = cell
+                .host
+                .store
+                .as_ref()
+                .ok_or("this node has no state store")?;
+            let expected = cell.stored_version.load(Ordering::Relaxed);
+            let write = store.save(&cell.state_key(), state, expected);
+            Ok(Some(Save { write, hash }))
+        })();
+        PendingSave {
+            cell,
+            delivered,
+            save,
+        }
+    }
+}
+
+/// Replies once the state is saved (write-through: the reply says the state is durable).
+/// While the save runs the actor handles nothing else, so that saves happen in the order of
+/// the calls. A save that fails discards the activation, whose state is now ahead of the
+/// store: the call had no lasting effect, and the next one starts from the stored state.
+fn finish_save<A: MeshActor>(
+    pending: PendingSave,
+    ctx: &mut Context<A>,
+    reply: impl FnOnce(Result<Delivered, Undelivered>) + 'static,
+) {
+    let PendingSave {
+        cell,
+        delivered,
+        save,
+    } = pending;
+    let Save { write, hash } = match save {
+        Ok(None) => return reply(Ok(delivered)),
+        Ok(Some(save)) => save,
+        Err(reason) => {
+            discard(&cell, ctx, &reason);
+            return reply(Err(Undelivered::NotSaved(reason)));
+        }
+    };
+    let saved = move |result: Result<u64, StoreError>| match result {
+        Ok(version) => {
+            cell.stored_version.store(version, Ordering::Relaxed);
+            cell.stored_hash.store(hash, Ordering::Relaxed);
+            cell.host.record_save(Ok(()));
+            reply(Ok(delivered));
+            None
+        }
+        Err(error) => {
+            cell.host.record_save(Err(&error));
+            let outcome = match &error {
+                // A newer activation saved since this one loaded: this one is stale. Route
+                // the call again, to an activation that starts from the newer state.
+                StoreError::Conflict { .. } => Undelivered::Retired(None),
+                StoreError::Unavailable(reason) => Undelivered::NotSaved(reason.clone()),
+            };
+            reply(Err(outcome));
+            Some((cell, error))
+        }
+    };
+    if ctx.state() == ActorState::Stopping {
+        // A stopping actor polls no `wait` future: save on the side (the activation is
+        // deactivated already, so nothing else can be handled meanwhile).
+        actix_rt::spawn(async move {
+            if let Some((cell, error)) = saved(write.await) {
+                log_discard(&cell, &error.to_string());
+            }
+        });
+        return;
+    }
+    ctx.wait(
+        actix::fut::wrap_future(write).map(move |result, _: &mut A, ctx| {
+            if let Some((cell, error)) = saved(result) {
+                discard(&cell, ctx, &error.to_string());
+            }
+        }),
+    );
 }
 
 /// The guarded handler every derived `MeshActor` delivers through.
@@ -364,12 +542,17 @@ pub fn handle_envelope<A: MeshActor>(
             EnvelopeResponse::Ready(Err(Undelivered::Expired))
         }
         EnvelopeKind::Deliver(payload) => {
+            cell.touch();
             let incarnation = cell.incarnation.load(Ordering::Acquire);
             let handled = catch_unwind(AssertUnwindSafe(|| act.handle_payload(payload, ctx)));
             match handled {
                 Ok(MeshResponse::Ready(value)) => {
                     deactivate_if_stopping(&cell, ctx);
-                    EnvelopeResponse::Ready(Ok(Delivered { incarnation, value }))
+                    let delivered = Delivered { incarnation, value };
+                    if A::DURABLE {
+                        return EnvelopeResponse::Saving(PendingSave::after(act, cell, delivered));
+                    }
+                    EnvelopeResponse::Ready(Ok(delivered))
                 }
                 Ok(MeshResponse::Later(inner)) => {
                     deactivate_if_stopping(&cell, ctx);
@@ -404,6 +587,21 @@ fn retire<A: MeshActor>(cell: &Arc<ActivationCell>, ctx: &mut Context<A>) {
     actix_rt::spawn(async move { drop(address) });
 }
 
+/// Ends a durable activation whose state could not be saved: its state is ahead of the
+/// store, so it must never answer again; the next call starts from the stored state.
+fn discard<A: MeshActor>(cell: &Arc<ActivationCell>, ctx: &mut Context<A>, reason: &str) {
+    log_discard(cell, reason);
+    retire(cell, ctx);
+    ctx.stop();
+}
+
+fn log_discard(cell: &ActivationCell, reason: &str) {
+    tracing::warn!(node = %cell.host.node, module = %cell.module, id = %cell.id,
+        version = cell.stored_version.load(Ordering::Relaxed), %reason,
+        "a durable activation's state was not saved; the activation is discarded and the call \
+         has no lasting effect");
+}
+
 /// Handles a panic caught in `act`: fresh state, new incarnation, restart by the supervisor.
 fn crash<A: MeshActor>(
     act: &mut A,
@@ -413,6 +611,16 @@ fn crash<A: MeshActor>(
 ) -> Undelivered {
     let reason = panic_message(&panic);
     cell.record_restart();
+    if A::DURABLE {
+        // Its last saved state is the one to continue from, and it is in the store: the
+        // next call activates the identity from there (a new pid, as after any restart).
+        tracing::info!(node = %cell.host.node, module = %cell.module, id = %cell.id,
+            shard = cell.shard.0, reason = %reason,
+            "durable actor panicked; the next call restarts it from its last saved state");
+        retire(cell, ctx);
+        ctx.stop();
+        return Undelivered::Crashed(reason);
+    }
     tracing::info!(node = %cell.host.node, module = %cell.module, id = %cell.id, shard = cell.shard.0,
         reason = %reason, "actor panicked; its supervisor restarts it with fresh state");
     match init::<A>(cell) {
@@ -474,15 +682,46 @@ impl<A: MeshActor> ActorFuture<A> for Guarded<A> {
     }
 }
 
+/// What a new activation starts from.
+pub(crate) enum Start {
+    /// `init` with the cell's `init_arg`.
+    Init,
+    /// A state handed over by the old owner (types that snapshot but keep no store).
+    Handoff(Value),
+    /// What the store holds for a durable type (`None`: nothing yet, so `init`).
+    Stored(Option<StoredState>),
+}
+
+/// Builds the actor for a new activation from `start`.
+fn build<A: MeshActor>(cell: &ActivationCell, start: Start) -> Result<A, MeshError> {
+    match start {
+        Start::Init | Start::Stored(None) => init(cell),
+        Start::Handoff(state) => restore_or_init(cell, state),
+        Start::Stored(Some(stored)) => {
+            let loaded = catch_unwind(AssertUnwindSafe(|| A::load_state(&cell.id, &stored.state)));
+            let failure = match loaded {
+                Ok(Some(Ok(actor))) => {
+                    cell.note_stored(stored.version, &stored.state);
+                    return Ok(actor);
+                }
+                Ok(Some(Err(error))) => error.0,
+                Ok(None) => "this node's actor type keeps no durable state".to_owned(),
+                Err(panic) => format!("restoring it panicked: {}", panic_message(&panic)),
+            };
+            // Never start afresh over a stored state: that would lose it at the next save.
+            tracing::error!(node = %cell.host.node, module = %cell.module, id = %cell.id,
+                version = stored.version, error = %failure, "the stored state does not restore");
+            Err(MeshError::init_failed(&format!(
+                "the stored state of {}/{} (version {}) does not restore: {failure}",
+                cell.module, cell.id, stored.version
+            )))
+        }
+    }
+}
+
 /// Rebuilds the actor from a handed-over state if its type can, else (or if that fails, which
 /// is logged) runs its init.
-fn restore_or_init<A: MeshActor>(
-    cell: &ActivationCell,
-    state: Option<Value>,
-) -> Result<A, MeshError> {
-    let Some(state) = state else {
-        return init(cell);
-    };
+fn restore_or_init<A: MeshActor>(cell: &ActivationCell, state: Value) -> Result<A, MeshError> {
     match catch_unwind(AssertUnwindSafe(|| A::restore_state(&cell.id, state))) {
         Ok(Some(Ok(actor))) => return Ok(actor),
         Ok(None) => tracing::warn!(node = %cell.host.node, module = %cell.module, id = %cell.id,
@@ -541,8 +780,14 @@ pub(crate) trait Activator: Send + Sync + 'static {
         cell: Arc<ActivationCell>,
         arbiter: &ArbiterHandle,
         mailbox_capacity: usize,
-        state: Option<Value>,
+        start: Start,
     ) -> Result<Recipient<Envelope>, MeshError>;
+
+    /// Whether the type keeps its state in the store (`#[mesh(durable)]`).
+    fn is_durable(&self) -> bool;
+
+    /// The type's own idle timeout, if it declares one (`Some(ZERO)`: never passivate).
+    fn idle_timeout(&self) -> Option<std::time::Duration>;
 }
 
 pub(crate) struct TypedActivator<A>(std::marker::PhantomData<fn() -> A>);
@@ -559,15 +804,23 @@ impl<A: MeshActor> Activator for TypedActivator<A> {
         cell: Arc<ActivationCell>,
         arbiter: &ArbiterHandle,
         mailbox_capacity: usize,
-        state: Option<Value>,
+        start: Start,
     ) -> Result<Recipient<Envelope>, MeshError> {
-        let actor = restore_or_init::<A>(&cell, state)?;
+        let actor = build::<A>(&cell, start)?;
         let addr = Supervisor::start_in_arbiter(arbiter, move |ctx: &mut Context<A>| {
             ctx.set_mailbox_capacity(mailbox_capacity);
             arm_sentinel(ctx, cell, 0);
             actor
         });
         Ok(addr.recipient())
+    }
+
+    fn is_durable(&self) -> bool {
+        A::DURABLE
+    }
+
+    fn idle_timeout(&self) -> Option<std::time::Duration> {
+        A::IDLE_TIMEOUT_SECS.map(std::time::Duration::from_secs)
     }
 }
 
@@ -590,6 +843,7 @@ mod tests {
             capability: Capability::new("counter").unwrap(),
             shard: ShardId(3),
             init_arg: None,
+            idle_after_ms: 0,
         };
         Arc::new(ActivationCell::new(identity, serial, Host::detached(node)))
     }

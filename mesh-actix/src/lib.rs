@@ -38,7 +38,9 @@ pub mod store;
 mod transport;
 
 pub use actor::{Delivery, InitError, MeshActor, MeshInit, Payload, Snapshot};
-pub use mesh::{Mesh, MeshConfig, Origin, Placement, StartError, DEFAULT_MAILBOX_CAPACITY};
+pub use mesh::{
+    Mesh, MeshConfig, Origin, Placement, StartError, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAILBOX_CAPACITY,
+};
 pub use mesh_core::{
     ActorId, Capability, ErrorCode, Handoff, HopError, LeaseConfig, Member, MemberStatus,
     MeshError, Module, NodeId, Refusal, RenewReply, RenewRequest, Reply, Request, RoutingTable,
@@ -54,7 +56,10 @@ pub use transport::{InProcessTransport, RemoteTransport};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::activation::{handle_envelope, Envelope, EnvelopeResponse};
-    pub use crate::actor::{restore_from_value, snapshot_to_value, IntoMeshResponse, MeshResponse};
+    pub use crate::actor::{
+        restore_from_value, snapshot_to_value, state_from_bytes, state_to_bytes, IntoMeshResponse,
+        MeshResponse,
+    };
     pub use actix;
     pub use serde_json;
 }

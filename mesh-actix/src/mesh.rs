@@ -19,7 +19,8 @@ use parking_lot::RwLock;
 use tokio::time::error::Elapsed;
 
 use crate::activation::{
-    ActivationCell, Activator, Delivered, Envelope, Host, Identity, TypedActivator, Undelivered,
+    ActivationCell, Activator, Delivered, Envelope, Host, Identity, Start, TypedActivator,
+    Undelivered,
 };
 use crate::actor::{Delivery, MeshActor, Payload};
 use crate::gate::Gate;
@@ -29,6 +30,7 @@ use crate::router::{
     AwaitCluster, Drain, Leave, RegisterCapabilities, Renew, RouterHealth, RouterLinks,
     RoutingSnapshot, ShardRouter, UpdateMembers,
 };
+use crate::store::{StateStore, StoredState};
 use crate::transport::RemoteTransport;
 
 /// The default bound of each activation's mailbox.
@@ -116,7 +118,26 @@ pub struct MeshConfig {
     /// This life of the node, unique among its restarts: defaults to the start time in
     /// nanoseconds since the Unix epoch.
     pub incarnation: u64,
+    /// Where durable actor types (`#[mesh(durable)]`) keep their state; none by default,
+    /// and a durable type then fails to activate (`init_failed`) rather than pretend.
+    /// `mesh-node` uses an [`EmbeddedStore`](crate::store::EmbeddedStore) in its data
+    /// directory, or the shared store of `--store`.
+    pub store: Option<Arc<dyn StateStore>>,
+    /// How long a durable activation may stay idle before it is passivated (stopped; its
+    /// state is in the store already), for types that do not set their own
+    /// (`#[mesh(idle_timeout_secs = n)]`); `None`: never. [`DEFAULT_IDLE_TIMEOUT`] by
+    /// default. Types that keep no store are passivated only if they set their own.
+    pub idle_timeout: Option<Duration>,
 }
+
+/// The default idle timeout of durable activations (`mesh-node --idle-timeout`).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Bounds of the idle sweeper's period: a tenth of the shortest idle timeout in use, so that
+/// an activation is passivated at most about 20 % after its timeout (never before), and a
+/// sweep of a large registry runs at most a few times a second.
+const MIN_IDLE_SWEEP: Duration = Duration::from_millis(50);
+const MAX_IDLE_SWEEP: Duration = Duration::from_secs(5);
 
 impl MeshConfig {
     /// A config with default shards, one arbiter per core and default mailboxes.
@@ -133,6 +154,8 @@ impl MeshConfig {
             incarnation: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64),
+            store: None,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
         }
     }
 }
@@ -279,6 +302,8 @@ impl Mesh {
                     registry: Arc::downgrade(&registry),
                     gate: gate.clone(),
                     mesh: WeakMesh(weak.clone()),
+                    store: config.store.clone(),
+                    clock_ms: AtomicU64::new(0),
                 }),
                 config,
                 routing,
@@ -296,13 +321,36 @@ impl Mesh {
                 transport,
             }
         });
+        inner
+            .router_arbiter
+            .spawn(sweep_idle(WeakMesh(Arc::downgrade(&inner))));
         Ok(Mesh { inner })
+    }
+
+    /// How often the idle sweeper runs: see [`MIN_IDLE_SWEEP`].
+    fn idle_sweep_period(&self) -> Duration {
+        let default = self.inner.config.idle_timeout;
+        let shortest = self
+            .inner
+            .modules
+            .read()
+            .values()
+            .filter_map(|activator| idle_timeout_of(activator.as_ref(), default))
+            .min();
+        shortest.map_or(MAX_IDLE_SWEEP, |t| {
+            (t / 10).clamp(MIN_IDLE_SWEEP, MAX_IDLE_SWEEP)
+        })
     }
 
     /// Registers actor type `A` under its module name ([`MeshActor::MODULE`]). Registering a
     /// type again replaces the earlier registration for new activations.
     pub fn register<A: MeshActor>(&self) -> &Mesh {
         let module = Module::new(A::MODULE).expect("the derive rejects empty module names");
+        if A::DURABLE && self.inner.config.store.is_none() {
+            tracing::error!(node = %self.node_id(), %module,
+                "a durable actor type was registered on a node without a state store \
+                 (MeshConfig::store); its activations will fail with init_failed");
+        }
         self.inner
             .modules
             .write()
@@ -475,18 +523,22 @@ impl Mesh {
 
     /// Accepts an identity handed over by its old owner (the receiving end of a transport):
     /// kept until the identity's first call here, which starts it from the handed-over state.
-    pub fn accept_handoff(&self, handoff: Handoff) -> Result<(), HopError> {
-        if !self
-            .inner
-            .modules
-            .read()
-            .contains_key(handoff.module.as_str())
-        {
+    ///
+    /// A durable type's state goes into this node's store before the handoff is accepted
+    /// (a node-local store: what it may hold for the identity is older), or is already there
+    /// (a shared store); its first call here loads it.
+    pub async fn accept_handoff(&self, handoff: Handoff) -> Result<(), HopError> {
+        let Some(activator) = self.activator(&handoff.module) else {
             return Err(HopError::Failed(MeshError::unknown_module(
                 handoff.module.as_str(),
             )));
-        }
+        };
         let shard = self.shard_for(handoff.id.as_str());
+        if let (true, Some(store)) = (activator.is_durable(), &self.inner.config.store) {
+            return self
+                .accept_durable_handoff(store.as_ref(), shard, handoff)
+                .await;
+        }
         tracing::debug!(node = %self.node_id(), module = %handoff.module, id = %handoff.id,
             shard = shard.0, from = %handoff.from, "handoff received");
         match self.inner.registry.put_handoff(shard, handoff) {
@@ -509,6 +561,53 @@ impl Mesh {
         }
     }
 
+    async fn accept_durable_handoff(
+        &self,
+        store: &dyn StateStore,
+        shard: ShardId,
+        handoff: Handoff,
+    ) -> Result<(), HopError> {
+        let registry = &self.inner.registry;
+        if store.is_shared() {
+            registry.record_handoff_received();
+            return Ok(());
+        }
+        let Some(state) = handoff.state else {
+            // The old owner could not serialise it: nothing to take; the identity starts
+            // from what this node's store holds.
+            registry.record_handoff_received();
+            return Ok(());
+        };
+        if registry.is_live(shard, handoff.module.as_str(), handoff.id.as_str()) {
+            return Err(HopError::Failed(MeshError::OwnerUnavailable(format!(
+                "{}/{} is already active on this node; its state is the newer one",
+                handoff.module, handoff.id
+            ))));
+        }
+        let key = crate::store::StateKey {
+            capability: handoff.capability,
+            module: handoff.module,
+            id: handoff.id,
+        };
+        let bytes = serde_json::to_vec(&state).expect("a JSON value serialises");
+        match store.overwrite(&key, bytes).await {
+            Ok(version) => {
+                tracing::debug!(node = %self.node_id(), %key, version, from = %handoff.from,
+                    "handed-over state stored");
+                registry.record_handoff_received();
+                Ok(())
+            }
+            Err(error) => Err(HopError::Failed(MeshError::OwnerUnavailable(format!(
+                "the handed-over state of {key} could not be stored here: {error}"
+            )))),
+        }
+    }
+
+    /// The activator registered for `module`.
+    fn activator(&self, module: &Module) -> Option<Arc<dyn Activator>> {
+        self.inner.modules.read().get(module.as_str()).cloned()
+    }
+
     /// Sends `handoff` to `to`, the identity's new owner, in the background. Until it is
     /// answered this node counts as unsettled, so it acknowledges no change that would let the
     /// new owner serve the identity without it.
@@ -517,9 +616,14 @@ impl Mesh {
         registry.record_handoff_sending();
         let mesh = self.clone();
         actix_rt::spawn(async move {
-            let (module, id) = (handoff.module.clone(), handoff.id.clone());
+            let key = crate::store::StateKey {
+                capability: handoff.capability.clone(),
+                module: handoff.module.clone(),
+                id: handoff.id.clone(),
+            };
+            let (module, id) = (&key.module, &key.id);
             let result = if to.node == *mesh.node_id() {
-                mesh.accept_handoff(handoff)
+                mesh.accept_handoff(handoff).await
             } else if let Some(transport) = mesh.inner.transport.get() {
                 transport.handoff(&to, handoff, HANDOFF_TIMEOUT).await
             } else {
@@ -534,8 +638,27 @@ impl Mesh {
                     error = %error.clone().into_error(),
                     "handoff failed; the identity starts afresh on its new owner"),
             }
+            if result.is_ok() && to.node != *mesh.node_id() {
+                mesh.forget_handed_over(&key).await;
+            }
             registry.record_handoff_done(result.is_ok());
         });
+    }
+
+    /// Drops a handed-over durable state from a node-local store: the new owner holds it now,
+    /// and a copy left here would be stale if the identity ever came back without a handoff
+    /// (after the new owner's death). A failed handoff keeps it.
+    async fn forget_handed_over(&self, key: &crate::store::StateKey) {
+        let Some(store) = &self.inner.config.store else {
+            return;
+        };
+        let durable = self.activator(&key.module).is_some_and(|a| a.is_durable());
+        if durable && !store.is_shared() {
+            if let Err(error) = store.remove(key).await {
+                tracing::warn!(node = %self.node_id(), %key, %error,
+                    "a handed-over state could not be removed from this node's store");
+            }
+        }
     }
 
     async fn timed(
@@ -737,7 +860,8 @@ impl Mesh {
             }
             Delivery::Cast => {
                 let payload = Payload::cast(body).until(deadline.into_std());
-                self.cast_local(request, shard, payload)
+                self.cast_local(request, shard, payload, deadline, timeout)
+                    .await
                     .map(|r| r.map(|()| None))
             }
         };
@@ -876,13 +1000,18 @@ impl Mesh {
         timeout: Duration,
     ) -> Result<Result<Reply, Payload>, HopError> {
         let deadline = payload.deadline.map(tokio::time::Instant::from_std);
-        let sent = self.with_activation(request, shard, |entry| {
-            if !entry.recipient.connected() {
-                return Err((entry.cell.clone(), payload));
-            }
-            let envelope = Envelope::deliver(entry.cell.clone(), payload);
-            Ok((entry.cell.clone(), entry.recipient.send(envelope)))
-        })?;
+        let deadline = deadline.unwrap_or_else(|| tokio::time::Instant::now() + timeout);
+        let mut payload = Some(payload);
+        let sent = self
+            .with_activation(request, shard, deadline, timeout, |entry| {
+                let payload = payload.take().expect("sent once");
+                if !entry.recipient.connected() {
+                    return Err((entry.cell.clone(), payload));
+                }
+                let envelope = Envelope::deliver(entry.cell.clone(), payload);
+                Ok((entry.cell.clone(), entry.recipient.send(envelope)))
+            })
+            .await?;
         let (cell, pending) = match sent {
             Ok(sent) => sent,
             // Its actor is gone without having deactivated itself: the arbiter it ran on
@@ -893,7 +1022,6 @@ impl Mesh {
                 return Ok(Err(payload));
             }
         };
-        let deadline = deadline.unwrap_or_else(|| tokio::time::Instant::now() + timeout);
         let handled = match reply_by(deadline, pending).await {
             Err(_) | Ok(Err(MailboxError::Timeout)) => {
                 return Err(HopError::Failed(MeshError::timeout(timeout)))
@@ -921,24 +1049,37 @@ impl Mesh {
             }
             Err(Undelivered::Refused(refusal, reason)) => Err(HopError::refused(refusal, reason)),
             Err(Undelivered::Expired) => Err(HopError::Failed(MeshError::timeout(timeout))),
+            Err(Undelivered::NotSaved(reason)) => {
+                Err(HopError::Failed(MeshError::OwnerUnavailable(format!(
+                    "the new state of {}/{} could not be saved ({reason}); the call has no \
+                     lasting effect",
+                    request.module, request.id
+                ))))
+            }
         }
     }
 
     /// Enqueues a cast on the local activation. `Ok(Err(payload))`: its mailbox had closed;
     /// route it again.
-    fn cast_local(
+    async fn cast_local(
         &self,
         request: &Request,
         shard: ShardId,
         payload: Payload,
+        deadline: tokio::time::Instant,
+        timeout: Duration,
     ) -> Result<Result<(), Payload>, HopError> {
-        let sent = self.with_activation(request, shard, |entry| {
-            let envelope = Envelope::deliver(entry.cell.clone(), payload);
-            entry
-                .recipient
-                .try_send(envelope)
-                .map_err(|e| (entry.cell.clone(), e))
-        })?;
+        let mut payload = Some(payload);
+        let sent = self
+            .with_activation(request, shard, deadline, timeout, |entry| {
+                let envelope =
+                    Envelope::deliver(entry.cell.clone(), payload.take().expect("sent once"));
+                entry
+                    .recipient
+                    .try_send(envelope)
+                    .map_err(|e| (entry.cell.clone(), e))
+            })
+            .await?;
         match sent {
             Ok(()) => Ok(Ok(())),
             Err((_, SendError::Full(_))) => Err(HopError::refused(
@@ -957,54 +1098,113 @@ impl Mesh {
     }
 
     /// Runs `send` on the request's activation, activating it first if this node has none.
-    fn with_activation<R>(
+    /// A durable type's state is loaded from the store first, outside the registry's lock
+    /// (the store may be a network away); a live activation never waits for it.
+    async fn with_activation<R>(
         &self,
         request: &Request,
         shard: ShardId,
-        send: impl FnOnce(&Entry) -> R,
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+        mut send: impl FnMut(&Entry) -> R,
     ) -> Result<R, HopError> {
-        let activate = || self.activate(request, shard);
         let registry = &self.inner.registry;
-        registry
-            .with_entry(shard, &request.module, &request.id, activate, send)
-            .map_err(HopError::Failed)
+        let (module, id) = (&request.module, &request.id);
+        let first = registry.with_entry(
+            shard,
+            module,
+            id,
+            || self.activate(request, shard, None),
+            &mut send,
+        );
+        let error = match first {
+            Ok(sent) => return Ok(sent),
+            Err(NotActivated::Failed(error)) => error,
+            Err(NotActivated::NeedsState(store)) => {
+                let key = crate::store::StateKey {
+                    capability: request.capability.clone(),
+                    module: module.clone(),
+                    id: id.clone(),
+                };
+                let stored = match tokio::time::timeout_at(deadline, store.load(&key)).await {
+                    Ok(Ok(stored)) => stored,
+                    Ok(Err(error)) => {
+                        return Err(HopError::Failed(MeshError::OwnerUnavailable(format!(
+                            "the state of {key} could not be loaded: {error}"
+                        ))))
+                    }
+                    Err(_) => return Err(HopError::Failed(MeshError::timeout(timeout))),
+                };
+                // Another call may have activated it meanwhile: that activation is used.
+                let activate = || self.activate(request, shard, Some(stored));
+                match registry.with_entry(shard, module, id, activate, send) {
+                    Ok(sent) => return Ok(sent),
+                    Err(NotActivated::Failed(error)) => error,
+                    Err(NotActivated::NeedsState(_)) => unreachable!("the state was loaded"),
+                }
+            }
+        };
+        Err(HopError::Failed(error))
     }
 
-    fn activate(&self, request: &Request, shard: ShardId) -> Result<Entry, MeshError> {
+    /// Starts an activation of the request's identity. A durable type needs `stored`, what
+    /// the store holds for it, which the caller loads when told [`NotActivated::NeedsState`].
+    fn activate(
+        &self,
+        request: &Request,
+        shard: ShardId,
+        stored: Option<Option<StoredState>>,
+    ) -> Result<Entry, NotActivated> {
         let inner = &self.inner;
-        let activator = inner
-            .modules
-            .read()
-            .get(request.module.as_str())
-            .cloned()
+        let activator = self
+            .activator(&request.module)
             .ok_or_else(|| MeshError::unknown_module(request.module.as_str()))?;
-        // An identity handed over by its old owner continues from there: its state, and the
-        // init_arg it was first started with.
-        let handoff =
-            inner
-                .registry
-                .take_handoff(shard, &request.capability, &request.module, &request.id);
-        let (init_arg, state) = match handoff {
-            Some(handoff) => {
-                tracing::debug!(node = %inner.config.node_id, module = %request.module,
-                    id = %request.id, shard = shard.0, from = %handoff.from,
-                    state = handoff.state.is_some(), "activating from a handoff");
-                (handoff.init_arg, handoff.state)
+        let durable = activator.is_durable();
+        let (init_arg, start) = if durable {
+            let Some(store) = &inner.config.store else {
+                return Err(NotActivated::Failed(MeshError::init_failed(&format!(
+                    "{} keeps its state in a store and this node has none (MeshConfig::store)",
+                    request.module
+                ))));
+            };
+            let Some(stored) = stored else {
+                return Err(NotActivated::NeedsState(store.clone()));
+            };
+            (request.init_arg.clone(), Start::Stored(stored))
+        } else {
+            // An identity handed over by its old owner continues from there: its state, and
+            // the init_arg it was first started with.
+            let handoff = inner.registry.take_handoff(
+                shard,
+                &request.capability,
+                &request.module,
+                &request.id,
+            );
+            match handoff {
+                Some(handoff) => {
+                    tracing::debug!(node = %inner.config.node_id, module = %request.module,
+                        id = %request.id, shard = shard.0, from = %handoff.from,
+                        state = handoff.state.is_some(), "activating from a handoff");
+                    let start = handoff.state.map_or(Start::Init, Start::Handoff);
+                    (handoff.init_arg, start)
+                }
+                None => (request.init_arg.clone(), Start::Init),
             }
-            None => (request.init_arg.clone(), None),
         };
+        let idle_after = idle_timeout_of(activator.as_ref(), inner.config.idle_timeout);
         let identity = Identity {
             module: request.module.clone(),
             id: request.id.clone(),
             capability: request.capability.clone(),
             shard,
             init_arg,
+            idle_after_ms: idle_after.map_or(0, |t| t.as_millis().max(1) as u64),
         };
         let serial = inner.next_serial.fetch_add(1, Ordering::Relaxed);
         let cell = Arc::new(ActivationCell::new(identity, serial, inner.host.clone()));
         let arbiter = self.arbiter_for_activation();
         let recipient =
-            activator.start(cell.clone(), &arbiter, inner.config.mailbox_capacity, state)?;
+            activator.start(cell.clone(), &arbiter, inner.config.mailbox_capacity, start)?;
         Ok(Entry { cell, recipient })
     }
 
@@ -1018,6 +1218,51 @@ impl Mesh {
         }
         let next = inner.next_arbiter.fetch_add(1, Ordering::Relaxed) % inner.arbiters.len();
         inner.arbiters[next].handle()
+    }
+}
+
+/// Why [`Mesh::activate`] started nothing.
+enum NotActivated {
+    Failed(MeshError),
+    /// A durable type: load its state from this store first.
+    NeedsState(Arc<dyn StateStore>),
+}
+
+impl From<MeshError> for NotActivated {
+    fn from(error: MeshError) -> NotActivated {
+        NotActivated::Failed(error)
+    }
+}
+
+/// The idle timeout of an actor type's activations: its own if it declares one (zero:
+/// never), else the node's `default` for durable types, else none.
+fn idle_timeout_of(activator: &dyn Activator, default: Option<Duration>) -> Option<Duration> {
+    match activator.idle_timeout() {
+        Some(own) => (!own.is_zero()).then_some(own),
+        None if activator.is_durable() => default.filter(|t| !t.is_zero()),
+        None => None,
+    }
+}
+
+/// Passivates idle activations, and keeps the host clock they are timed by: runs on the
+/// router's thread for as long as the node lives.
+async fn sweep_idle(mesh: WeakMesh) {
+    let started = Instant::now();
+    loop {
+        let Some(period) = mesh.upgrade().map(|mesh| mesh.idle_sweep_period()) else {
+            return;
+        };
+        tokio::time::sleep(period).await;
+        let Some(mesh) = mesh.upgrade() else {
+            return;
+        };
+        let now = started.elapsed().as_millis() as u64;
+        mesh.inner.host.clock_ms.store(now, Ordering::Relaxed);
+        let slack = period.as_millis() as u64;
+        let passivated = mesh.inner.registry.passivate_idle(now, slack);
+        if passivated > 0 {
+            tracing::debug!(node = %mesh.node_id(), passivated, "idle activations passivated");
+        }
     }
 }
 

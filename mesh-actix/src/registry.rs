@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
-use mesh_core::{ActorId, Capability, Handoff, Member, MeshError, Module, ShardId};
+use mesh_core::{ActorId, Capability, Handoff, Member, Module, ShardId};
 use parking_lot::{Mutex, RwLock};
 
 use crate::activation::{ActivationCell, Envelope};
@@ -55,6 +55,15 @@ pub struct RegistryStats {
     pub handoffs_received: u64,
     /// Accepted handoffs still waiting for their identity's first call here.
     pub handoffs_waiting: usize,
+    /// Activations stopped because they were idle past their idle timeout.
+    pub passivations: u64,
+    /// States of durable actors saved to the store.
+    pub state_saves: u64,
+    /// Saves refused because a newer state was in the store (a stale activation, discarded).
+    pub state_conflicts: u64,
+    /// Saves that failed because the store was unavailable (the call failed, its effect
+    /// discarded).
+    pub state_failures: u64,
 }
 
 /// An identity: `(capability, module, id)`.
@@ -88,6 +97,10 @@ pub(crate) struct ActivationRegistry {
     handoffs_sent: AtomicU64,
     handoffs_failed: AtomicU64,
     handoffs_received: AtomicU64,
+    passivations: AtomicU64,
+    state_saves: AtomicU64,
+    state_conflicts: AtomicU64,
+    state_failures: AtomicU64,
 }
 
 impl ActivationRegistry {
@@ -104,6 +117,10 @@ impl ActivationRegistry {
             handoffs_sent: AtomicU64::new(0),
             handoffs_failed: AtomicU64::new(0),
             handoffs_received: AtomicU64::new(0),
+            passivations: AtomicU64::new(0),
+            state_saves: AtomicU64::new(0),
+            state_conflicts: AtomicU64::new(0),
+            state_failures: AtomicU64::new(0),
         }
     }
 
@@ -116,14 +133,14 @@ impl ActivationRegistry {
     ///
     /// `activate` runs under the stripe's write lock: it must be quick (the user's `init` and
     /// an enqueue onto an arbiter).
-    pub(crate) fn with_entry<R>(
+    pub(crate) fn with_entry<R, E>(
         &self,
         shard: ShardId,
         module: &Module,
         id: &ActorId,
-        activate: impl FnOnce() -> Result<Entry, MeshError>,
+        activate: impl FnOnce() -> Result<Entry, E>,
         send: impl FnOnce(&Entry) -> R,
-    ) -> Result<R, MeshError> {
+    ) -> Result<R, E> {
         let stripe = self.stripe(shard);
         if let Some(entry) = stripe.read().get(module.as_str(), id.as_str()) {
             return Ok(send(entry));
@@ -191,18 +208,23 @@ impl ActivationRegistry {
         stopped
     }
 
+    /// Whether `(module, id)` has a live activation here.
+    pub(crate) fn is_live(&self, shard: ShardId, module: &str, id: &str) -> bool {
+        self.stripe(shard).read().get(module, id).is_some()
+    }
+
+    /// A handoff this node took into its store rather than keeping it here.
+    pub(crate) fn record_handoff_received(&self) {
+        self.handoffs_received.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Keeps a handed-over state until its identity's first call here.
     pub(crate) fn put_handoff(
         &self,
         shard: ShardId,
         handoff: Handoff,
     ) -> Result<(), RefusedHandoff> {
-        let live = self
-            .stripe(shard)
-            .read()
-            .get(handoff.module.as_str(), handoff.id.as_str())
-            .is_some();
-        if live {
+        if self.is_live(shard, handoff.module.as_str(), handoff.id.as_str()) {
             return Err(RefusedHandoff::Live(Box::new(handoff)));
         }
         let mut waiting = self.handoffs[shard.0 as usize % STRIPES].lock();
@@ -289,6 +311,24 @@ impl ActivationRegistry {
             && self.handoffs_sending.load(Ordering::Acquire) == 0
     }
 
+    /// Stops every activation idle past its idle timeout as of `now` (the host clock), with
+    /// `slack` for the clock's coarseness. Returns how many.
+    pub(crate) fn passivate_idle(&self, now: u64, slack: u64) -> usize {
+        let passivated = self.stop_unwanted(|cell| !cell.is_idle(now, slack), |_| None);
+        self.passivations
+            .fetch_add(passivated as u64, Ordering::Relaxed);
+        passivated
+    }
+
+    pub(crate) fn record_save(&self, outcome: Result<(), &crate::store::StoreError>) {
+        let counter = match outcome {
+            Ok(()) => &self.state_saves,
+            Err(crate::store::StoreError::Conflict { .. }) => &self.state_conflicts,
+            Err(crate::store::StoreError::Unavailable(_)) => &self.state_failures,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn record_restart(&self) {
         self.restarts.fetch_add(1, Ordering::Relaxed);
     }
@@ -302,6 +342,10 @@ impl ActivationRegistry {
             handoffs_failed: self.handoffs_failed.load(Ordering::Relaxed),
             handoffs_received: self.handoffs_received.load(Ordering::Relaxed),
             handoffs_waiting: self.handoffs_waiting.load(Ordering::Relaxed),
+            passivations: self.passivations.load(Ordering::Relaxed),
+            state_saves: self.state_saves.load(Ordering::Relaxed),
+            state_conflicts: self.state_conflicts.load(Ordering::Relaxed),
+            state_failures: self.state_failures.load(Ordering::Relaxed),
         }
     }
 }
@@ -314,8 +358,9 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::activation::{Activator, Host, Identity, TypedActivator, Undelivered};
+    use crate::activation::{Activator, Host, Identity, Start, TypedActivator, Undelivered};
     use crate::actor::{InitError, MeshInit, Payload};
+    use mesh_core::MeshError;
 
     /// Replies with its own id, so a test can tell which activation answered.
     #[derive(crate::MeshActor)]
@@ -357,6 +402,7 @@ mod tests {
             capability: Capability::new(capability).unwrap(),
             shard: ShardId(shard),
             init_arg: None,
+            idle_after_ms: 0,
         };
         Arc::new(ActivationCell::new(
             identity,
@@ -367,7 +413,8 @@ mod tests {
 
     /// Starts a real `Probe` activation for `cell` on `arbiter`.
     fn start(cell: Arc<ActivationCell>, arbiter: &ArbiterHandle) -> Result<Entry, MeshError> {
-        let recipient = TypedActivator::<Probe>::new().start(cell.clone(), arbiter, 16, None)?;
+        let recipient =
+            TypedActivator::<Probe>::new().start(cell.clone(), arbiter, 16, Start::Init)?;
         Ok(Entry { cell, recipient })
     }
 
@@ -414,6 +461,7 @@ mod tests {
             Err(Undelivered::Retired(_)) => panic!("retired"),
             Err(Undelivered::Refused(_, reason)) => panic!("refused: {reason}"),
             Err(Undelivered::Expired) => panic!("expired"),
+            Err(Undelivered::NotSaved(reason)) => panic!("not saved: {reason}"),
         }
 
         for _ in 0..3 {

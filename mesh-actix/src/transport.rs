@@ -263,7 +263,7 @@ impl RemoteTransport for InProcessLink {
         timeout: Duration,
     ) -> BoxFuture<'static, Result<(), HopError>> {
         self.hop(to, timeout, move |node| {
-            async move { node.accept_handoff(handoff) }.boxed()
+            async move { node.accept_handoff(handoff).await }.boxed()
         })
     }
 }

@@ -10,6 +10,7 @@ use crate::sealing::GossipStats;
 /// Renders this node's counters. Names: `mesh_calls_total{outcome}`,
 /// `mesh_casts_total{outcome}`, `mesh_call_duration_seconds` (histogram),
 /// `mesh_activations`, `mesh_activations_started_total`, `mesh_restarts_total`,
+/// `mesh_passivations_total`, `mesh_state_saves_total{outcome}`,
 /// `mesh_handoffs_total{outcome}`, `mesh_handoffs_waiting`, `mesh_members{status}`, and with
 /// sealed gossip `mesh_gossip_datagrams_refused_total{reason}`, and when served by
 /// [`crate::serve`] `mesh_connections`, `mesh_connections_max` and `mesh_connections_shed_total`.
@@ -78,6 +79,12 @@ pub(crate) fn render(
             "counter",
             activations.restarts,
         ),
+        (
+            "mesh_passivations_total",
+            "Activations stopped after staying idle past their idle timeout.",
+            "counter",
+            activations.passivations,
+        ),
     ] {
         header(&mut out, name, help, kind);
         let _ = writeln!(out, "{name} {value}");
@@ -106,6 +113,23 @@ pub(crate) fn render(
         "gauge",
     );
     let _ = writeln!(out, "{name} {}", activations.handoffs_waiting);
+
+    let name = "mesh_state_saves_total";
+    header(
+        &mut out,
+        name,
+        "Saves of durable actors' state: ok (durable before the reply), conflict (a newer \
+         state was in the store; the stale activation was discarded and the call routed \
+         again), unavailable (the store failed; the call failed with no lasting effect).",
+        "counter",
+    );
+    for (outcome, count) in [
+        ("ok", activations.state_saves),
+        ("conflict", activations.state_conflicts),
+        ("unavailable", activations.state_failures),
+    ] {
+        let _ = writeln!(out, "{name}{{outcome=\"{outcome}\"}} {count}");
+    }
 
     let name = "mesh_members";
     header(

@@ -272,7 +272,7 @@ async fn accept_handoff(state: Shared, req: HttpRequest, body: web::Payload) -> 
     let bytes = state.hop_body(&req, body).await?;
     let handoff: Handoff = serde_json::from_slice(&bytes)
         .map_err(|e| MeshError::BadRequest(format!("invalid handoff: {e}")))?;
-    let accepted = state.mesh.accept_handoff(handoff);
+    let accepted = state.mesh.accept_handoff(handoff).await;
     Ok(hop_response(
         accepted.map(|()| HttpResponse::NoContent().finish()),
     ))

@@ -41,7 +41,30 @@ fn expand(input: DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
         .unwrap_or_else(|| LitStr::new(&ty.to_string(), ty.span()));
     let krate = runtime_crate()?;
     let p = quote!(#krate::__private);
-    let snapshot = attrs.snapshot.then(|| {
+    let durable = attrs.durable.then(|| {
+        quote! {
+            const DURABLE: bool = true;
+
+            fn save_state(&self) -> ::core::option::Option<
+                ::core::result::Result<::std::vec::Vec<u8>, ::std::string::String>,
+            > {
+                #p::state_to_bytes(self)
+            }
+
+            fn load_state(
+                id: &#krate::ActorId,
+                state: &[u8],
+            ) -> ::core::option::Option<::core::result::Result<Self, #krate::InitError>> {
+                #p::state_from_bytes::<Self>(id, state)
+            }
+        }
+    });
+    let idle_timeout = attrs.idle_timeout_secs.map(|secs| {
+        quote! {
+            const IDLE_TIMEOUT_SECS: ::core::option::Option<u64> = ::core::option::Option::Some(#secs);
+        }
+    });
+    let snapshot = (attrs.snapshot || attrs.durable).then(|| {
         quote! {
             fn snapshot_state(&self) -> ::core::option::Option<
                 ::core::result::Result<#p::serde_json::Value, ::std::string::String>,
@@ -72,6 +95,8 @@ fn expand(input: DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
             }
 
             #snapshot
+            #durable
+            #idle_timeout
         }
 
         impl #p::actix::Supervised for #ty {}
@@ -90,13 +115,19 @@ fn expand(input: DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
     })
 }
 
-/// What `#[mesh(...)]` says: `name = "..."` (the module name) and `snapshot` (the type
-/// implements `mesh_actix::Snapshot`, so its state is handed over on planned moves). Each at
-/// most once.
+/// What `#[mesh(...)]` says, each at most once:
+/// - `name = "..."`: the module name;
+/// - `snapshot`: the type implements `mesh_actix::Snapshot`, so its state is handed over on
+///   planned moves;
+/// - `durable`: the same `Snapshot` state is also kept in the node's store (loaded on
+///   activation, saved after every call that changed it, before the reply);
+/// - `idle_timeout_secs = n`: passivate an activation idle for n seconds (0: never).
 #[derive(Default)]
 struct MeshAttrs {
     name: Option<LitStr>,
     snapshot: bool,
+    durable: bool,
+    idle_timeout_secs: Option<u64>,
 }
 
 impl MeshAttrs {
@@ -120,9 +151,24 @@ impl MeshAttrs {
                     }
                     attrs.snapshot = true;
                     Ok(())
+                } else if meta.path.is_ident("durable") {
+                    if attrs.durable {
+                        return Err(meta.error("duplicate `durable`"));
+                    }
+                    attrs.durable = true;
+                    Ok(())
+                } else if meta.path.is_ident("idle_timeout_secs") {
+                    if attrs.idle_timeout_secs.is_some() {
+                        return Err(meta.error("duplicate `idle_timeout_secs`"));
+                    }
+                    let value: syn::LitInt = meta.value()?.parse()?;
+                    attrs.idle_timeout_secs = Some(value.base10_parse::<u64>()?);
+                    Ok(())
                 } else {
-                    Err(meta
-                        .error("unknown mesh attribute; expected `name = \"...\"` or `snapshot`"))
+                    Err(meta.error(
+                        "unknown mesh attribute; expected `name = \"...\"`, `snapshot`, \
+                         `durable` or `idle_timeout_secs = n`",
+                    ))
                 }
             })?;
         }

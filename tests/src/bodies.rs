@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 
 /// The capabilities of the standard test node: one per example actor.
-pub const ALL_CAPABILITIES: [&str; 4] = ["counter", "game", "crasher", "sleeper"];
+pub const ALL_CAPABILITIES: [&str; 5] = ["counter", "game", "crasher", "sleeper", "account"];
 
 /// The body of a `/call` or `/cast` request.
 pub fn req(module: &str, id: &str, capability: &str, payload: Value) -> Value {
@@ -28,6 +28,11 @@ pub fn crasher(id: &str, payload: Value) -> Value {
 /// A request body asking the example `Sleeper` (capability `sleeper`) to sleep `sleep_ms`.
 pub fn sleeper(id: &str, sleep_ms: u64) -> Value {
     req("Sleeper", id, "sleeper", json!({"sleep_ms": sleep_ms}))
+}
+
+/// A request body for the example `Account` (capability `account`).
+pub fn account(id: &str, payload: Value) -> Value {
+    req("Account", id, "account", payload)
 }
 
 /// `body` with `field` set to `value`, e.g. `with_field(game(..), "init_arg", json!({..}))`.

@@ -31,7 +31,7 @@ pub mod observe;
 pub mod tls;
 pub mod util;
 
-pub use bodies::{counter, crasher, game, req, sleeper, with_field, ALL_CAPABILITIES};
+pub use bodies::{account, counter, crasher, game, req, sleeper, with_field, ALL_CAPABILITIES};
 pub use client::{Api, Client, Resp, REQUEST_TIMEOUT};
 pub use cluster::{disagreement, member, start_cluster, wait_converged};
 pub use in_process::{InProcessBuilder, InProcessNode};

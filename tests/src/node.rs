@@ -32,7 +32,7 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Environment variables `mesh-node` reads; removed from the inherited environment of every node so
 /// that the caller's environment cannot change what a test starts.
-const NODE_ENV_VARS: [&str; 9] = [
+const NODE_ENV_VARS: [&str; 12] = [
     "MESH_NODE_ID",
     "MESH_LISTEN",
     "MESH_SEEDS",
@@ -42,6 +42,9 @@ const NODE_ENV_VARS: [&str; 9] = [
     "MESH_TLS_CERT",
     "MESH_TLS_KEY",
     "MESH_TLS_CA",
+    "MESH_DATA_DIR",
+    "MESH_STORE",
+    "MESH_IDLE_TIMEOUT",
 ];
 
 /// What a node prints once it serves: `mesh-node <id> listening on http://<addr>` (`https://`
@@ -82,6 +85,15 @@ pub struct NodeBuilder {
     host: Option<Host>,
     fd_limit: Option<u64>,
     tls: Option<NodeTls>,
+    data_dir: Option<PathBuf>,
+}
+
+/// Where a node's embedded store lives unless the test gives a directory: a fresh one per
+/// start in the system temp dir, removed with the node.
+fn temp_data_dir(node_id: &str) -> PathBuf {
+    std::env::temp_dir()
+        .join("mesh-test-data")
+        .join(unique(node_id))
 }
 
 impl NodeBuilder {
@@ -149,6 +161,14 @@ impl NodeBuilder {
         self
     }
 
+    /// `--data-dir`: the node's embedded state store, kept when the node stops, so that a
+    /// node started again with the same directory finds its durable state. Without it every
+    /// start gets a fresh directory that is removed with the node.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
     /// Pass the settings as `MESH_*` environment variables instead of flags.
     pub fn via_env(mut self) -> Self {
         self.via_env = true;
@@ -188,7 +208,7 @@ impl NodeBuilder {
             .context("the port was taken on every attempt"))
     }
 
-    fn command(&self, listen: &str) -> Command {
+    fn command(&self, listen: &str, data_dir: &std::path::Path) -> Command {
         let mut cmd = match &self.host {
             Some(host) => {
                 let mut cmd = Command::new("ip");
@@ -240,6 +260,8 @@ impl NodeBuilder {
         for (flag, var, path) in &tls_files {
             settings.push((flag, var, path.as_str()));
         }
+        let data_dir = data_dir.display().to_string();
+        settings.push(("--data-dir", "MESH_DATA_DIR", &data_dir));
         for (flag, var, value) in settings {
             if self.via_env {
                 cmd.env(var, value);
@@ -260,11 +282,18 @@ impl NodeBuilder {
     async fn start_once(&self, attempt: u32) -> Result<MeshNode, (anyhow::Error, String)> {
         let ip = self.host.as_ref().map_or(Ipv4Addr::LOCALHOST, |h| h.ip());
         let log_path = log_dir().join(format!("{}-{attempt}.log", self.node_id));
+        let (data_dir, temp_data) = match &self.data_dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let dir = temp_data_dir(&self.node_id);
+                (dir.clone(), Some(dir))
+            }
+        };
         let spawned = File::create(&log_path)
             .and_then(|log| Ok((log.try_clone()?, log)))
             .with_context(|| format!("creating {}", log_path.display()))
             .and_then(|(out, err)| {
-                let mut cmd = self.command(&format!("{ip}:0"));
+                let mut cmd = self.command(&format!("{ip}:0"), &data_dir);
                 cmd.stdout(out).stderr(err);
                 let child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
                 Ok((cmd, child))
@@ -282,6 +311,7 @@ impl NodeBuilder {
             _lifeline: stdin,
             log_path,
             print_log_on_panic: true,
+            temp_data,
         };
         match node.wait_ready(self.ready_timeout).await {
             Ok(()) if self.host.is_some() || self.fd_limit.is_some() => match node.check_exec() {
@@ -314,6 +344,8 @@ pub struct MeshNode {
     _lifeline: Option<ChildStdin>,
     log_path: PathBuf,
     print_log_on_panic: bool,
+    /// The data directory the harness made for this node, removed with it.
+    temp_data: Option<PathBuf>,
 }
 
 impl MeshNode {
@@ -332,6 +364,7 @@ impl MeshNode {
             host: None,
             fd_limit: None,
             tls: None,
+            data_dir: None,
         }
     }
 
@@ -548,6 +581,9 @@ impl Drop for MeshNode {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = &self.temp_data {
+            let _ = fs::remove_dir_all(dir);
+        }
         if !std::thread::panicking() {
             // Passing tests leave no logs behind; failing ones keep theirs.
             let _ = fs::remove_file(&self.log_path);

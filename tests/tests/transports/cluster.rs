@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer};
+use mesh_actix::store::MemoryStore;
 use mesh_actix::{
     Delivery, InProcessTransport, Member, Mesh, MeshConfig, MeshError, NodeId, Reply, Request,
 };
@@ -20,7 +21,7 @@ use mesh_http::HttpTransport;
 use serde_json::Value;
 
 /// The capabilities of a standard node: one per example actor.
-pub const EXAMPLE_CAPABILITIES: [&str; 4] = ["counter", "game", "crasher", "sleeper"];
+pub const EXAMPLE_CAPABILITIES: [&str; 5] = ["counter", "game", "crasher", "sleeper", "account"];
 
 /// How long polling waits before it gives up: generous, CI machines are small and noisy.
 pub const EVENTUALLY: Duration = Duration::from_secs(20);
@@ -36,6 +37,8 @@ pub enum Transport {
 
 struct Node {
     mesh: Mesh,
+    /// Where the node's durable actors keep their state.
+    store: MemoryStore,
     /// The node's actix-web server (HTTP clusters only).
     server: Option<ServerHandle>,
 }
@@ -47,6 +50,9 @@ pub struct Cluster {
     nodes: Vec<Node>,
     /// The first nodes know each other: nodes added from now on join.
     formed: bool,
+    /// The store every node shares; without it each node has a node-local one, as
+    /// `mesh-node`'s embedded store is.
+    shared_store: Option<MemoryStore>,
 }
 
 impl Cluster {
@@ -57,12 +63,28 @@ impl Cluster {
 
     /// One node per entry of `capabilities`, registering those, each knowing all the others.
     pub async fn with_capabilities(transport: Transport, capabilities: &[&[&str]]) -> Cluster {
+        Cluster::build(transport, capabilities, None).await
+    }
+
+    /// `n` nodes with every example capability sharing one state store, as nodes given the
+    /// same `mesh-node --store` do.
+    pub async fn with_shared_store(transport: Transport, n: usize) -> Cluster {
+        let capabilities = vec![&EXAMPLE_CAPABILITIES[..]; n];
+        Cluster::build(transport, &capabilities, Some(MemoryStore::shared())).await
+    }
+
+    async fn build(
+        transport: Transport,
+        capabilities: &[&[&str]],
+        shared_store: Option<MemoryStore>,
+    ) -> Cluster {
         mesh_tests::quiet_intentional_panics(&[]);
         let mut cluster = Cluster {
             transport,
             in_process: InProcessTransport::new(),
             nodes: Vec::new(),
             formed: false,
+            shared_store,
         };
         for caps in capabilities {
             cluster.add_node(caps).await;
@@ -96,6 +118,8 @@ impl Cluster {
         let mut config = MeshConfig::new(node_id, addr);
         config.arbiters = NonZeroUsize::new(2).expect("non-zero");
         config.joining = self.formed;
+        let store = self.shared_store.clone().unwrap_or_default();
+        config.store = Some(Arc::new(store.clone()));
         let mesh = Mesh::start(config).expect("inside an actix System");
         mesh_examples::register_examples(&mesh);
         mesh.register_capabilities(capabilities.iter().copied())
@@ -128,7 +152,11 @@ impl Cluster {
                 Some(handle)
             }
         };
-        self.nodes.push(Node { mesh, server });
+        self.nodes.push(Node {
+            mesh,
+            store,
+            server,
+        });
         index
     }
 
@@ -176,6 +204,11 @@ impl Cluster {
 
     pub fn len(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// The state store of node `i` (the shared one, in a cluster that shares one).
+    pub fn store(&self, i: usize) -> &MemoryStore {
+        &self.nodes[i].store
     }
 
     pub fn node(&self, i: usize) -> &Mesh {
@@ -262,6 +295,10 @@ pub fn game(id: &str, payload: Value) -> Request {
 
 pub fn crasher(id: &str, payload: Value) -> Request {
     req("Crasher", id, "crasher", payload)
+}
+
+pub fn account(id: &str, payload: Value) -> Request {
+    req("Account", id, "account", payload)
 }
 
 pub fn sleeper(id: &str, sleep_ms: u64) -> Request {

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use cluster::*;
 use futures_util::future::join_all;
-use mesh_actix::{MemberStatus, MeshError, Origin, Request};
+use mesh_actix::store::{StateKey, StateStore};
+use mesh_actix::{ActorId, Capability, MemberStatus, MeshError, Module, Origin, Request};
 use serde_json::json;
 
 /// Instantiates each scenario once per transport.
@@ -54,6 +55,8 @@ for_both_transports!(
     a_capability_nobody_registered_has_no_capable_node,
     a_joining_node_takes_its_shards_and_the_old_owners_stop_them,
     a_leaving_node_hands_every_identity_over_with_its_state,
+    accounts_keep_their_balance_across_a_join_and_a_leave_with_node_local_stores,
+    accounts_keep_their_balance_across_a_join_and_a_leave_with_a_shared_store,
     an_unreachable_owner_is_refused_then_fenced_and_its_ids_fail_over,
 );
 
@@ -571,6 +574,118 @@ async fn a_leaving_node_hands_every_identity_over_with_its_state(transport: Tran
             reply.result,
             json!({"ok": {"id": id, "level": 7, "score": 1}}),
             "{id} kept its level and score"
+        );
+    }
+    cluster.shutdown().await;
+}
+
+// --- Durable actors -----------------------------------------------------------------------------
+
+async fn accounts_keep_their_balance_across_a_join_and_a_leave_with_node_local_stores(
+    transport: Transport,
+) {
+    durable_moves(Cluster::start(transport, 2).await).await;
+}
+
+async fn accounts_keep_their_balance_across_a_join_and_a_leave_with_a_shared_store(
+    transport: Transport,
+) {
+    durable_moves(Cluster::with_shared_store(transport, 2).await).await;
+}
+
+fn account_key(id: &str) -> StateKey {
+    StateKey {
+        capability: Capability::new("account").unwrap(),
+        module: Module::new("Account").unwrap(),
+        id: ActorId::new(id).unwrap(),
+    }
+}
+
+/// The balance node `i`'s store holds for `id`, if any.
+async fn stored_balance(cluster: &Cluster, i: usize, id: &str) -> Option<u64> {
+    let stored = cluster.store(i).load(&account_key(id)).await.unwrap()?;
+    let state: serde_json::Value = serde_json::from_slice(&stored.state).unwrap();
+    state["balance"].as_u64()
+}
+
+/// Accounts on a 2-node cluster, a third node joins, then leaves gracefully: every balance
+/// is served by its owner of the moment, continuing from the last one acknowledged, and the
+/// store of the node that serves an account holds that balance.
+async fn durable_moves(mut cluster: Cluster) {
+    let shared = cluster.store(0).is_shared();
+    let deposit = |n: u64| json!({"action": "deposit", "amount": n});
+    let ids: Vec<String> = (0..40).map(|k| format!("account-{k}")).collect();
+    for (k, id) in ids.iter().enumerate() {
+        let reply = ok(cluster.node(k % 2), account(id, deposit(k as u64 + 1))).await;
+        assert_eq!(reply.result, json!({"ok": k + 1}));
+        let owner = cluster.owner_of(id, "account");
+        assert_eq!(
+            stored_balance(&cluster, owner, id).await,
+            Some(k as u64 + 1)
+        );
+    }
+    let before: Vec<usize> = ids
+        .iter()
+        .map(|id| cluster.owner_of(id, "account"))
+        .collect();
+
+    let joined = cluster.add_node(&EXAMPLE_CAPABILITIES).await;
+    cluster.sync_views().await;
+    let moved: Vec<usize> = (0..ids.len())
+        .filter(|&k| cluster.owner_of(&ids[k], "account") == joined)
+        .collect();
+    assert!(!moved.is_empty(), "the new node takes some accounts");
+    let names = cluster.ids();
+    for (k, id) in ids.iter().enumerate() {
+        let reply = ok(cluster.node(k % 3), account(id, deposit(100))).await;
+        assert_eq!(
+            reply.result,
+            json!({"ok": k + 101}),
+            "{id} kept its balance"
+        );
+        assert_eq!(reply.node, names[cluster.owner_of(id, "account")]);
+    }
+    if !shared {
+        // The old owners dropped what they handed over: a copy left behind would be stale.
+        for &k in &moved {
+            assert_eq!(
+                stored_balance(&cluster, joined, &ids[k]).await,
+                Some(k as u64 + 101)
+            );
+            let old = before[k];
+            let mut left = stored_balance(&cluster, old, &ids[k]).await;
+            let started = Instant::now();
+            while left.is_some() && started.elapsed() < EVENTUALLY {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                left = stored_balance(&cluster, old, &ids[k]).await;
+            }
+            assert_eq!(
+                left, None,
+                "{} left node {old}'s store once handed over",
+                ids[k]
+            );
+        }
+    }
+
+    cluster.node(joined).drain(Duration::from_secs(5)).await;
+    assert_eq!(cluster.node(joined).activations(), 0);
+    cluster.sync_views().await;
+    for (k, id) in ids.iter().enumerate() {
+        let reply = ok(
+            cluster.node(k % 2),
+            account(id, json!({"action": "balance"})),
+        )
+        .await;
+        assert_ne!(reply.node, names[joined], "{id} moved off the leaver");
+        assert_eq!(
+            reply.result,
+            json!({"ok": k + 101}),
+            "{id} kept its balance"
+        );
+        let owner = cluster.owner_of(id, "account");
+        assert_eq!(
+            stored_balance(&cluster, owner, id).await,
+            Some(k as u64 + 101)
         );
     }
     cluster.shutdown().await;
