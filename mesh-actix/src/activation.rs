@@ -366,11 +366,13 @@ impl<A: MeshActor> MessageResponse<A, Envelope> for EnvelopeResponse<A> {
             EnvelopeResponse::Ready(result) => reply(result),
             // Like actix's own `ResponseActFuture`: the actor keeps serving its mailbox while
             // the future waits.
-            EnvelopeResponse::Later(fut) => {
+            EnvelopeResponse::Later(mut fut) => {
                 let cell = fut.cell.clone();
+                let retry = fut.retry.take();
                 ctx.spawn(fut.map(move |result, act, ctx| match result {
                     Ok(delivered) if A::DURABLE => {
-                        finish_save(PendingSave::after(act, cell, delivered), ctx, reply)
+                        let pending = PendingSave::after(act, cell, delivered, retry);
+                        finish_save(pending, ctx, reply)
                     }
                     result => reply(result),
                 }));
@@ -386,6 +388,8 @@ pub struct PendingSave {
     cell: Arc<ActivationCell>,
     delivered: Delivered,
     save: Result<Option<Save>, String>,
+    /// The payload again, to route it once more if the save finds this activation stale.
+    retry: Option<Payload>,
 }
 
 struct Save {
@@ -396,7 +400,12 @@ struct Save {
 impl PendingSave {
     /// Serialises `act`'s state after a call and starts saving it, unless it is what the
     /// store already holds.
-    fn after<A: MeshActor>(act: &A, cell: Arc<ActivationCell>, delivered: Delivered) -> Self {
+    fn after<A: MeshActor>(
+        act: &A,
+        cell: Arc<ActivationCell>,
+        delivered: Delivered,
+        retry: Option<Payload>,
+    ) -> Self {
         let save = (|| {
             let state = match act.save_state() {
                 Some(Ok(state)) => state,
@@ -420,7 +429,18 @@ impl PendingSave {
             cell,
             delivered,
             save,
+            retry,
         }
+    }
+}
+
+/// A copy of a payload a durable actor is about to handle, in case its save finds the
+/// activation stale and the payload must run again on a fresh one.
+fn retry_copy(payload: &Payload) -> Payload {
+    Payload {
+        body: payload.body.clone(),
+        delivery: payload.delivery,
+        deadline: payload.deadline,
     }
 }
 
@@ -437,6 +457,7 @@ fn finish_save<A: MeshActor>(
         cell,
         delivered,
         save,
+        retry,
     } = pending;
     let Save { write, hash } = match save {
         Ok(None) => return reply(Ok(delivered)),
@@ -457,9 +478,16 @@ fn finish_save<A: MeshActor>(
         Err(error) => {
             cell.host.record_save(Err(&error));
             let outcome = match &error {
-                // A newer activation saved since this one loaded: this one is stale. Route
-                // the call again, to an activation that starts from the newer state.
-                StoreError::Conflict { .. } => Undelivered::Retired(None),
+                // A newer activation saved since this one loaded: this one is stale and its
+                // effect is discarded. The payload runs again, on an activation that starts
+                // from the newer state.
+                StoreError::Conflict { .. } => match retry {
+                    Some(payload) if payload.delivery == Delivery::Cast => {
+                        cell.reroute_cast(payload);
+                        Undelivered::Retired(None)
+                    }
+                    payload => Undelivered::Retired(payload),
+                },
                 StoreError::Unavailable(reason) => Undelivered::NotSaved(reason.clone()),
             };
             reply(Err(outcome));
@@ -543,6 +571,7 @@ pub fn handle_envelope<A: MeshActor>(
         }
         EnvelopeKind::Deliver(payload) => {
             cell.touch();
+            let retry = A::DURABLE.then(|| retry_copy(&payload));
             let incarnation = cell.incarnation.load(Ordering::Acquire);
             let handled = catch_unwind(AssertUnwindSafe(|| act.handle_payload(payload, ctx)));
             match handled {
@@ -550,7 +579,8 @@ pub fn handle_envelope<A: MeshActor>(
                     deactivate_if_stopping(&cell, ctx);
                     let delivered = Delivered { incarnation, value };
                     if A::DURABLE {
-                        return EnvelopeResponse::Saving(PendingSave::after(act, cell, delivered));
+                        let pending = PendingSave::after(act, cell, delivered, retry);
+                        return EnvelopeResponse::Saving(pending);
                     }
                     EnvelopeResponse::Ready(Ok(delivered))
                 }
@@ -558,6 +588,7 @@ pub fn handle_envelope<A: MeshActor>(
                     deactivate_if_stopping(&cell, ctx);
                     EnvelopeResponse::Later(Guarded {
                         inner,
+                        retry,
                         cell,
                         incarnation,
                     })
@@ -655,6 +686,8 @@ fn panic_message(panic: &Box<dyn Any + Send>) -> String {
 #[doc(hidden)]
 pub struct Guarded<A: MeshActor> {
     inner: ResponseActFuture<A, Value>,
+    /// Durable types: the payload again (see [`PendingSave`]).
+    retry: Option<Payload>,
     cell: Arc<ActivationCell>,
     incarnation: u64,
 }

@@ -439,6 +439,18 @@ impl MeshNode {
         s
     }
 
+    /// The value of the unlabelled sample `name` in the node's `/metrics`; panics if there is
+    /// none.
+    pub async fn metric(&self, name: &str) -> f64 {
+        use crate::Api as _;
+        let text = self.client().get("/metrics").await.text;
+        crate::metrics(&text)
+            .iter()
+            .find(|s| s.metric == name)
+            .and_then(crate::metric_value)
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    }
+
     /// Sends a signal (e.g. `libc::SIGTERM`) to the node, unless it has already exited.
     pub fn signal(&mut self, signal: i32) {
         if matches!(self.child.try_wait(), Ok(None)) {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mesh_tests::{metric_value, metrics, Api, MeshNode};
+use mesh_tests::MeshNode;
 
 /// Soft and hard `RLIMIT_NOFILE` of the node under attack.
 const FD_LIMIT: u64 = 256;
@@ -67,20 +67,11 @@ fn flood(addr: SocketAddr, stop: Arc<AtomicBool>, opened: Arc<AtomicUsize>) {
     }
 }
 
-async fn metric(node: &MeshNode, name: &str) -> f64 {
-    let text = node.client().get("/metrics").await.text;
-    metrics(&text)
-        .iter()
-        .find(|s| s.metric == name)
-        .and_then(metric_value)
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
-}
-
 #[tokio::test]
 async fn health_answers_with_more_stalled_connections_than_file_descriptors() {
     let mut node = MeshNode::standard().fd_limit(FD_LIMIT).start().await;
     let addr = node.addr();
-    let max = metric(&node, "mesh_connections_max").await;
+    let max = node.metric("mesh_connections_max").await;
     assert!(max < FD_LIMIT as f64 / 2.0, "bound {max} leaves no reserve");
 
     let (stop, opened) = (
@@ -118,8 +109,8 @@ async fn health_answers_with_more_stalled_connections_than_file_descriptors() {
         times[times.len() - 1].0,
     );
     assert!(node.is_running(), "the node died under the flood");
-    assert!(metric(&node, "mesh_connections_shed_total").await > 0.0);
-    assert!(metric(&node, "mesh_connections").await <= max);
+    assert!(node.metric("mesh_connections_shed_total").await > 0.0);
+    assert!(node.metric("mesh_connections").await <= max);
     assert!(
         !node.log().contains("Too many open files"),
         "the node ran out of descriptors:\n{}",
