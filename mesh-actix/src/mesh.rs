@@ -1248,6 +1248,8 @@ fn idle_timeout_of(activator: &dyn Activator, default: Option<Duration>) -> Opti
 /// router's thread for as long as the node lives.
 async fn sweep_idle(mesh: WeakMesh) {
     let started = Instant::now();
+    // Activations passivated since the allocator was last asked to give memory back.
+    let mut untrimmed = 0;
     loop {
         let Some(period) = mesh.upgrade().map(|mesh| mesh.idle_sweep_period()) else {
             return;
@@ -1263,6 +1265,28 @@ async fn sweep_idle(mesh: WeakMesh) {
         if passivated > 0 {
             tracing::debug!(node = %mesh.node_id(), passivated, "idle activations passivated");
         }
+        // Once a wave of passivations is over (its actors have ended on their threads by the
+        // next tick), hand the memory they held back to the system.
+        untrimmed += passivated;
+        if passivated == 0 && untrimmed >= TRIM_AFTER_PASSIVATIONS {
+            untrimmed = 0;
+            release_free_memory();
+        }
+    }
+}
+
+/// How many passivations make it worth asking the allocator to give memory back.
+const TRIM_AFTER_PASSIVATIONS: usize = 1024;
+
+/// Returns the allocator's free pages to the system. glibc's malloc keeps what many small
+/// frees leave inside its heaps (each thread's arena included), so without it a node's
+/// resident memory never falls after passivating many activations.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own heaps, under their locks; it is safe to
+    // call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
