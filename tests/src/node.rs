@@ -32,16 +32,28 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Environment variables `mesh-node` reads; removed from the inherited environment of every node so
 /// that the caller's environment cannot change what a test starts.
-const NODE_ENV_VARS: [&str; 9] = [
+const NODE_ENV_VARS: &[&str] = &[
     "MESH_NODE_ID",
     "MESH_LISTEN",
+    "MESH_ADVERTISE",
     "MESH_SEEDS",
     "MESH_CAPABILITIES",
     "MESH_SHARDS",
     "MESH_SECRET",
+    "MESH_SECRET_FILE",
+    "MESH_BODY_LIMIT",
+    "MESH_BODY_TIMEOUT",
+    "MESH_HEADER_TIMEOUT",
+    "MESH_KEEP_ALIVE",
+    "MESH_MAX_CONNECTIONS",
+    "MESH_MAX_CONNECTIONS_PER_IP",
+    "MESH_WORKERS",
+    "MESH_LEASE_MS",
+    "MESH_LOG_FORMAT",
     "MESH_TLS_CERT",
     "MESH_TLS_KEY",
     "MESH_TLS_CA",
+    "MESH_TLS_HANDSHAKE_TIMEOUT",
 ];
 
 /// What a node prints once it serves: `mesh-node <id> listening on http://<addr>` (`https://`
