@@ -258,6 +258,38 @@ mod tests {
     }
 
     #[test]
+    fn a_full_nonce_cache_refuses_rather_than_forgets() {
+        let key = ClusterKey::of("s3cret");
+        let v = Verifier::new(key.clone());
+        let now = SystemTime::now();
+        let t = unix_ms(now);
+        let expiry = t + 2 * MAX_SKEW.as_millis() as u64;
+        {
+            let mut seen = v.seen.lock().unwrap();
+            for i in 0..MAX_NONCES {
+                let nonce = format!("{i:032x}");
+                seen.expiry.insert(nonce.clone(), expiry);
+                seen.order.push_back((expiry, nonce));
+            }
+        }
+        let header = key.sign("POST", "/internal/call", b"{}");
+        assert_eq!(
+            v.verify(Some(&header), "POST", "/internal/call", b"{}", now),
+            Err(SignatureError::Busy)
+        );
+        // Once the remembered ones age out, a hop signed then passes.
+        let later_t = expiry + 1;
+        let later = SystemTime::UNIX_EPOCH + Duration::from_millis(later_t);
+        let nonce = "later";
+        let signed = key.mac("POST", "/internal/call", later_t, nonce, b"{}");
+        let header = format!("t={later_t},n={nonce},s={signed}");
+        assert_eq!(
+            v.verify(Some(&header), "POST", "/internal/call", b"{}", later),
+            Ok(())
+        );
+    }
+
+    #[test]
     fn tampered_forged_and_stale_hops_are_refused() {
         let key = ClusterKey::of("s3cret");
         let v = verifier("s3cret");
