@@ -71,15 +71,32 @@ struct Args {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     keep_alive: u64,
 
+    /// Seconds the head of a connection's first request may take to arrive, however steadily
+    /// it trickles in; a slower one gets 408 and its connection is closed.
+    #[arg(long, env = "MESH_HEADER_TIMEOUT", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_timeout: u64,
+
+    /// Seconds a TLS handshake may take (with --tls-cert); a slower one's connection is closed.
+    #[arg(long, env = "MESH_TLS_HANDSHAKE_TIMEOUT", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    tls_handshake_timeout: u64,
+
     /// The largest request body accepted, in bytes.
     #[arg(long, env = "MESH_BODY_LIMIT", default_value_t = mesh_http::DEFAULT_BODY_LIMIT)]
     body_limit: usize,
 
     /// The most HTTP connections held at once; each new one beyond closes the oldest (default:
-    /// what the file-descriptor limit allows, two per connection and 128 kept free, at most
-    /// 25,000).
+    /// what the file-descriptor limit allows, three descriptors per connection and 128 kept
+    /// free, at most 25,000).
     #[arg(long, env = "MESH_MAX_CONNECTIONS")]
     max_connections: Option<NonZeroUsize>,
+
+    /// The most HTTP connections held at once from one client IP (an IPv6 one by its /64);
+    /// each new one beyond closes that IP's oldest (default: half of --max-connections). Raise
+    /// it to --max-connections behind a proxy, whose connections all come from one IP.
+    #[arg(long, env = "MESH_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<NonZeroUsize>,
 
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "MESH_WORKERS")]
@@ -205,7 +222,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         },
         workers: args.workers,
         keep_alive: Some(Duration::from_secs(args.keep_alive)),
+        header_timeout: Some(Duration::from_secs(args.header_timeout)),
+        tls_handshake_timeout: Some(Duration::from_secs(args.tls_handshake_timeout)),
         max_connections: args.max_connections.map(NonZeroUsize::get),
+        max_connections_per_ip: args.max_connections_per_ip.map(NonZeroUsize::get),
         tls,
     };
     let watched = mesh.clone();

@@ -205,6 +205,17 @@ mod tests {
             bad(r#"{"module":"M","id":"x","capability":"c","timeout_ms":0}"#)
                 .contains("timeout_ms")
         );
+        // At most an hour: the bound itself parses, one more millisecond does not.
+        assert_eq!(
+            Request::from_json(br#"{"module":"M","id":"x","capability":"c","timeout_ms":3600000}"#)
+                .unwrap()
+                .timeout,
+            Some(MAX_TIMEOUT)
+        );
+        assert_eq!(
+            bad(r#"{"module":"M","id":"x","capability":"c","timeout_ms":3600001}"#),
+            "`timeout_ms` must be between 1 and 3600000, got 3600001"
+        );
         assert_eq!(
             bad(r#"{"module":"","id":"x","capability":"c"}"#),
             "`module` must not be empty"

@@ -42,14 +42,19 @@ mod signing;
 mod tls;
 mod transport;
 
-pub use connections::{default_max_connections, fd_limits, raise_fd_limit, FD_RESERVE};
+pub use connections::{
+    default_max_connections, default_max_connections_per_ip, fd_limits, raise_fd_limit, FD_RESERVE,
+};
 pub use error::HttpError;
 pub use membership::{GossipOptions, Membership, MembershipError};
 pub use routes::{
     configure, configure_with, not_found, HttpOptions, DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT,
 };
 pub use sealing::{GossipStats, MAX_DATAGRAM, MAX_SEEN_DATAGRAMS, SEAL_OVERHEAD};
-pub use serve::{serve, ServeError, ServeOptions, ServingNode, TLS_HANDSHAKE_TIMEOUT};
+pub use serve::{
+    serve, ServeError, ServeOptions, ServingNode, DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEP_ALIVE,
+    TLS_HANDSHAKE_TIMEOUT,
+};
 pub use signing::{ClusterKey, SignatureError, MAX_NONCES, MAX_SKEW, SIGNATURE_HEADER};
 pub use tls::{TlsConfig, TlsError};
 pub use transport::HttpTransport;

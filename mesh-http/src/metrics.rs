@@ -13,7 +13,8 @@ use crate::sealing::GossipStats;
 /// `mesh_passivations_total`, `mesh_state_saves_total{outcome}`,
 /// `mesh_handoffs_total{outcome}`, `mesh_handoffs_waiting`, `mesh_members{status}`, and with
 /// sealed gossip `mesh_gossip_datagrams_refused_total{reason}`, and when served by
-/// [`crate::serve`] `mesh_connections`, `mesh_connections_max` and `mesh_connections_shed_total`.
+/// [`crate::serve`] `mesh_connections`, `mesh_connections_max`, `mesh_connections_per_ip_max`
+/// and `mesh_connections_shed_total{reason}`.
 pub(crate) fn render(
     mesh: &Mesh,
     gossip: Option<&GossipStats>,
@@ -168,29 +169,38 @@ pub(crate) fn render(
     }
 
     if let Some(connections) = connections {
-        let (live, shed) = connections.stats();
-        for (name, help, kind, value) in [
+        for (name, help, value) in [
             (
                 "mesh_connections",
                 "HTTP connections open on this node.",
-                "gauge",
-                live as u64,
+                connections.open(),
             ),
             (
                 "mesh_connections_max",
                 "The most HTTP connections this node holds; each one beyond closes the oldest.",
-                "gauge",
-                connections.bound() as u64,
+                connections.bound(),
             ),
             (
-                "mesh_connections_shed_total",
-                "HTTP connections closed to make room for newer ones.",
-                "counter",
-                shed,
+                "mesh_connections_per_ip_max",
+                "The most HTTP connections this node holds from one client IP; each one beyond \
+                 closes that IP's oldest.",
+                connections.bound_per_ip(),
             ),
         ] {
-            header(&mut out, name, help, kind);
+            header(&mut out, name, help, "gauge");
             let _ = writeln!(out, "{name} {value}");
+        }
+        let name = "mesh_connections_shed_total";
+        header(
+            &mut out,
+            name,
+            "HTTP connections this node closed: to make room for newer ones, as it held its \
+             most (bound) or their client IP held its most (per_ip); or as no request came \
+             within the keep-alive and header timeout of the last (idle).",
+            "counter",
+        );
+        for (reason, count) in connections.closed_counts() {
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {count}");
         }
     }
     out

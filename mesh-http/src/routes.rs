@@ -355,6 +355,7 @@ async fn metrics(state: Shared) -> HttpResponse {
 #[cfg(test)]
 mod tests {
     use std::num::NonZeroUsize;
+    use std::time::{Duration, SystemTime};
 
     use actix_web::dev::{Service, ServiceResponse};
     use actix_web::test::{call_service, init_service, read_body, TestRequest};
@@ -363,6 +364,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
+    use crate::signing::MAX_SKEW;
 
     fn mesh() -> Mesh {
         let mut config = MeshConfig::new(NodeId::new("node-1").unwrap(), "127.0.0.1:4000");
@@ -634,6 +636,20 @@ mod tests {
                 signed(
                     "/internal/lease",
                     key.sign("POST", "/internal/lease", b"{}"),
+                    &body,
+                ),
+            ),
+            // Signed further from this node's clock than the skew allowed.
+            (
+                "stale",
+                signed(
+                    "/internal/lease",
+                    key.sign_at(
+                        "POST",
+                        "/internal/lease",
+                        &body,
+                        SystemTime::now() - MAX_SKEW - Duration::from_secs(1),
+                    ),
                     &body,
                 ),
             ),

@@ -6,19 +6,25 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
+use actix_web::dev::{ServerHandle, Service as _};
 use actix_web::{web, App, HttpServer};
 use mesh_actix::Mesh;
 
-use crate::connections::{default_max_connections, Connections};
+use crate::connections::{default_max_connections, default_max_connections_per_ip, Connections};
 use crate::membership::{GossipOptions, Membership, MembershipError};
 use crate::routes::{mount, not_found, shared_state, HttpOptions};
 use crate::tls::TlsConfig;
 use crate::transport::HttpTransport;
 
-/// How long a TLS handshake may take before its connection is closed (actix-web's default,
-/// named here because the README documents it).
+/// How long a TLS handshake may take by default before its connection is closed (actix-web's
+/// default, named here because the README documents it).
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long the head of a connection's first request may take to arrive by default.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long an idle keep-alive connection stays open by default.
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 /// How [`serve`] runs a node.
 #[derive(Debug, Clone, Default)]
@@ -33,11 +39,23 @@ pub struct ServeOptions {
     pub http: HttpOptions,
     /// HTTP worker threads; one per core when `None`.
     pub workers: Option<NonZeroUsize>,
-    /// How long an idle keep-alive connection stays open; 5 s when `None`.
+    /// How long an idle keep-alive connection stays open; [`DEFAULT_KEEP_ALIVE`] when `None`.
     pub keep_alive: Option<Duration>,
+    /// How long the head of a connection's first request may take to arrive (from the
+    /// connection, or the end of its TLS handshake), however steadily its bytes trickle in;
+    /// then `408` and the connection is closed. [`DEFAULT_HEADER_TIMEOUT`] when `None`.
+    pub header_timeout: Option<Duration>,
+    /// How long a TLS handshake may take before its connection is closed;
+    /// [`TLS_HANDSHAKE_TIMEOUT`] when `None`. Only with [`ServeOptions::tls`].
+    pub tls_handshake_timeout: Option<Duration>,
     /// The most connections held at once; beyond it each new connection closes the oldest
     /// one. [`default_max_connections`] when `None` (what the fd limit allows).
     pub max_connections: Option<usize>,
+    /// The most connections held at once from one client IP (an IPv6 client counts by its
+    /// /64); beyond it each new connection from there closes that IP's oldest one, so that one
+    /// address cannot take the room of all the others. Half of the connection bound when `None`
+    /// ([`default_max_connections_per_ip`]).
+    pub max_connections_per_ip: Option<usize>,
     /// Serve HTTPS only, and make hops over HTTPS trusting its roots; plain HTTP when `None`.
     pub tls: Option<TlsConfig>,
 }
@@ -90,29 +108,56 @@ pub async fn serve(
     let membership = Membership::join(mesh.clone(), gossip).await?;
 
     let serving_mesh = mesh.clone();
-    // One state for every worker: a hop's nonce is refused as a replay whichever worker it
-    // reaches.
     let bound = options
         .max_connections
         .unwrap_or_else(default_max_connections);
-    let connections = Connections::new(bound);
-    tracing::info!(max_connections = bound, "connections bounded");
+    let per_ip = options
+        .max_connections_per_ip
+        .unwrap_or_else(|| default_max_connections_per_ip(bound));
+    let keep_alive = options.keep_alive.unwrap_or(DEFAULT_KEEP_ALIVE);
+    let header_timeout = options.header_timeout.unwrap_or(DEFAULT_HEADER_TIMEOUT);
+    let connections = Connections::new(bound, per_ip, keep_alive + header_timeout);
+    actix_web::rt::spawn(Connections::sweep(Arc::downgrade(&connections)));
+    tracing::info!(
+        max_connections = bound,
+        max_connections_per_ip = connections.bound_per_ip(),
+        "connections bounded"
+    );
     let observed = Some(connections.clone());
+    // One state for every worker: a hop's nonce is refused as a replay whichever worker it
+    // reaches.
     let state = shared_state(mesh, options.http, membership.gossip_stats(), observed);
     let routes = mount(state);
     let server = HttpServer::new(move || {
         App::new()
+            // Each request marks its connection busy while it is served: the sweep closes
+            // only connections with none.
+            .wrap_fn(|request, service| {
+                let busy = crate::connections::busy(request.request());
+                let response = service.call(request);
+                async move {
+                    let response = response.await;
+                    drop(busy);
+                    response
+                }
+            })
             .configure(routes.clone())
             .default_service(web::to(not_found))
     })
     .disable_signals()
     .shutdown_timeout(5)
-    // A request's head must arrive within 10 s, its body within the routes' body timeout,
-    // and an idle connection closes after the keep-alive: no connection is held for ever.
-    .client_request_timeout(Duration::from_secs(10))
-    .keep_alive(options.keep_alive.unwrap_or(Duration::from_secs(5)))
+    // A first request's head must arrive within the header timeout (a later one within the
+    // keep-alive and the header timeout, by the sweep), its body within the routes' body
+    // timeout, and an idle connection closes after the keep-alive: no connection is held for
+    // ever.
+    .client_request_timeout(header_timeout)
+    .keep_alive(keep_alive)
     // With TLS, the handshake (before the head) must end within its own timeout.
-    .tls_handshake_timeout(TLS_HANDSHAKE_TIMEOUT)
+    .tls_handshake_timeout(
+        options
+            .tls_handshake_timeout
+            .unwrap_or(TLS_HANDSHAKE_TIMEOUT),
+    )
     .on_connect(move |connection, data| connections.on_connect(connection, data));
     let mut server = match options.tls {
         Some(tls) => server.listen_rustls_0_23(listener, tls.server().clone())?,

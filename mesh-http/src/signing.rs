@@ -93,6 +93,11 @@ impl ClusterKey {
 
     /// The signature header value of a hop: `method` and `path` as sent, `body` as sent.
     pub fn sign(&self, method: &str, path: &str, body: &[u8]) -> String {
+        self.sign_at(method, path, body, SystemTime::now())
+    }
+
+    /// [`ClusterKey::sign`] as if the clock said `at`: how tests make a stale signature.
+    pub(crate) fn sign_at(&self, method: &str, path: &str, body: &[u8], at: SystemTime) -> String {
         static NONCE_SEED: OnceLock<u64> = OnceLock::new();
         static NEXT: AtomicU64 = AtomicU64::new(0);
         // Unique per process (a random seed) and per request (a counter).
@@ -102,7 +107,7 @@ impl ClusterKey {
                 .finish()
         });
         let nonce = format!("{seed:016x}{:016x}", NEXT.fetch_add(1, Ordering::Relaxed));
-        let t = unix_ms(SystemTime::now());
+        let t = unix_ms(at);
         let s = self.mac(method, path, t, &nonce, body);
         format!("t={t},n={nonce},s={s}")
     }
@@ -253,6 +258,35 @@ mod tests {
         let again = key.sign("POST", "/internal/call", b"{}");
         assert_eq!(
             v.verify(Some(&again), "POST", "/internal/call", b"{}", now),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_full_nonce_cache_refuses_rather_than_forgets() {
+        let key = ClusterKey::of("s3cret");
+        let v = Verifier::new(key.clone());
+        let now = SystemTime::now();
+        let t = unix_ms(now);
+        let expiry = t + 2 * MAX_SKEW.as_millis() as u64;
+        {
+            let mut seen = v.seen.lock().unwrap();
+            for i in 0..MAX_NONCES {
+                let nonce = format!("{i:032x}");
+                seen.expiry.insert(nonce.clone(), expiry);
+                seen.order.push_back((expiry, nonce));
+            }
+        }
+        let header = key.sign("POST", "/internal/call", b"{}");
+        assert_eq!(
+            v.verify(Some(&header), "POST", "/internal/call", b"{}", now),
+            Err(SignatureError::Busy)
+        );
+        // Once the remembered ones age out, a hop signed then passes.
+        let later = UNIX_EPOCH + Duration::from_millis(expiry + 1);
+        let header = key.sign_at("POST", "/internal/call", b"{}", later);
+        assert_eq!(
+            v.verify(Some(&header), "POST", "/internal/call", b"{}", later),
             Ok(())
         );
     }

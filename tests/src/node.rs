@@ -32,16 +32,28 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Environment variables `mesh-node` reads; removed from the inherited environment of every node so
 /// that the caller's environment cannot change what a test starts.
-const NODE_ENV_VARS: [&str; 12] = [
+const NODE_ENV_VARS: &[&str] = &[
     "MESH_NODE_ID",
     "MESH_LISTEN",
+    "MESH_ADVERTISE",
     "MESH_SEEDS",
     "MESH_CAPABILITIES",
     "MESH_SHARDS",
     "MESH_SECRET",
+    "MESH_SECRET_FILE",
+    "MESH_BODY_LIMIT",
+    "MESH_BODY_TIMEOUT",
+    "MESH_HEADER_TIMEOUT",
+    "MESH_KEEP_ALIVE",
+    "MESH_MAX_CONNECTIONS",
+    "MESH_MAX_CONNECTIONS_PER_IP",
+    "MESH_WORKERS",
+    "MESH_LEASE_MS",
+    "MESH_LOG_FORMAT",
     "MESH_TLS_CERT",
     "MESH_TLS_KEY",
     "MESH_TLS_CA",
+    "MESH_TLS_HANDSHAKE_TIMEOUT",
     "MESH_DATA_DIR",
     "MESH_STORE",
     "MESH_IDLE_TIMEOUT",
@@ -439,16 +451,19 @@ impl MeshNode {
         s
     }
 
-    /// The value of the unlabelled sample `name` in the node's `/metrics`; panics if there is
-    /// none.
+    /// The sum of the samples of `name` in the node's `/metrics` (its one value, or the sum
+    /// over its labels, e.g. every `reason` of `mesh_connections_shed_total`); panics if there
+    /// is none.
     pub async fn metric(&self, name: &str) -> f64 {
         use crate::Api as _;
         let text = self.client().get("/metrics").await.text;
-        crate::metrics(&text)
+        let values: Vec<f64> = crate::metrics(&text)
             .iter()
-            .find(|s| s.metric == name)
-            .and_then(crate::metric_value)
-            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .filter(|s| s.metric == name)
+            .filter_map(crate::metric_value)
+            .collect();
+        assert!(!values.is_empty(), "no {name} in {text}");
+        values.iter().sum()
     }
 
     /// Sends a signal (e.g. `libc::SIGTERM`) to the node, unless it has already exited.

@@ -73,6 +73,10 @@ async fn health_answers_with_more_stalled_connections_than_file_descriptors() {
     let addr = node.addr();
     let max = node.metric("mesh_connections_max").await;
     assert!(max < FD_LIMIT as f64 / 2.0, "bound {max} leaves no reserve");
+    // By default one client IP (the attacker's, and the health checks', 127.0.0.1) holds at
+    // most half of the bound.
+    let per_ip = node.metric("mesh_connections_per_ip_max").await;
+    assert_eq!(per_ip, (max / 2.0).ceil(), "the default per-IP bound");
 
     let (stop, opened) = (
         Arc::new(AtomicBool::new(false)),
