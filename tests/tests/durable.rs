@@ -197,3 +197,45 @@ async fn with_node_local_stores_a_killed_nodes_accounts_start_over_elsewhere() {
     assert_eq!(r.result(), &json!({"ok": 0}), "{r}");
     assert_eq!(r.node(), nodes[0].id(), "{r}");
 }
+
+#[tokio::test]
+async fn with_the_postgres_store_a_killed_nodes_accounts_continue_on_the_new_owner() {
+    let postgres = mesh_tests::PostgresServer::start();
+    let url = postgres.url();
+    let mut nodes = mesh_tests::start_cluster(2, CONVERGE, |_| {
+        MeshNode::builder()
+            .capabilities(["account"])
+            .arg("--store")
+            .arg(url.clone())
+    })
+    .await;
+    let victim = nodes[1].id().to_string();
+    let mut on_victim = Vec::new();
+    for k in 0..40 {
+        let id = format!("shared-{k}");
+        let r = call_ok(&nodes[k % 2], &account(&id, deposit(k as u64 + 1))).await;
+        if r.node() == victim {
+            on_victim.push((id, k as u64 + 1));
+        }
+    }
+    assert!(!on_victim.is_empty(), "some accounts live on the victim");
+    nodes[1].sigkill();
+    assert!(nodes[1].wait_exit(Duration::from_secs(10)).await.is_some());
+    for (id, balance) in &on_victim {
+        let started = Instant::now();
+        let r = loop {
+            let r = nodes[0].client().call(&account(id, deposit(100))).await;
+            if r.status == 200 {
+                break r;
+            }
+            assert!(started.elapsed() < EVENTUALLY, "{id} never served again: {r}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(r.node(), nodes[0].id(), "{r}");
+        assert_eq!(
+            r.result(),
+            &json!({"ok": balance + 100}),
+            "{id} continues from its last acknowledged balance: {r}"
+        );
+    }
+}
