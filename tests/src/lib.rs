@@ -16,6 +16,8 @@
 //! - [`netns`]: [`Network`], hosts in network namespaces of their own, to cut apart and heal.
 //! - [`tls`]: [`Certs`], certificates a test generates (self-signed, or from a [`TestCa`]) for
 //!   nodes serving TLS ([`NodeBuilder::tls`]).
+//! - [`postgres`]: [`PostgresServer`], a real PostgreSQL server in a temporary directory for the
+//!   tests of the PostgreSQL state store, which a test can kill, pause and start again.
 //! - [`observe`]: `Counter` calls as a client sees them, checked against the contract's "one live
 //!   activation" rule.
 //! - [`bodies`] and [`util`]: request bodies for the example actors, [`eventually`] (polling
@@ -28,6 +30,7 @@ pub mod in_process;
 pub mod netns;
 pub mod node;
 pub mod observe;
+pub mod postgres;
 pub mod tls;
 pub mod util;
 
@@ -37,6 +40,7 @@ pub use cluster::{disagreement, member, start_cluster, wait_converged};
 pub use in_process::{InProcessBuilder, InProcessNode};
 pub use netns::{Host, Network};
 pub use node::{node_bin, MeshNode, NodeBuilder, READY_TIMEOUT};
+pub use postgres::PostgresServer;
 pub use serde_json::{json, Value};
 pub use tls::{Certs, NodeTls, TestCa};
 pub use util::{
