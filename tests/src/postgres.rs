@@ -19,7 +19,8 @@
 //! PostgreSQL puts each of its processes in a session of its own, so "every process" is the
 //! postmaster and its children as /proc lists them, the postmaster stopped first so that it forks
 //! no more. Dropping it stops the server (immediate shutdown, kill -9 if it lingers) and deletes
-//! the directory.
+//! the directory. The servers of a test process that died without dropping them are killed, and
+//! their directories deleted, by the next test process that starts one.
 
 use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt as _;
@@ -58,6 +59,7 @@ impl PostgresServer {
     /// Initialises and starts a server, and creates the database `mesh`; panics (failing the
     /// test) if it cannot, saying why.
     pub fn start() -> PostgresServer {
+        remove_leftovers();
         let bin = server_bin_dir().unwrap_or_else(|e| panic!("{e}"));
         let run_as = if is_root() {
             Some(postgres_user().unwrap_or_else(|e| panic!("{e}")))
@@ -130,7 +132,7 @@ impl PostgresServer {
     /// postmaster. Committed transactions survive it (they are in the WAL).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.postmaster.take() {
-            signal_server(&child, libc::SIGKILL);
+            signal_server(pid_of(&child), libc::SIGKILL);
             let _ = child.wait();
         }
     }
@@ -142,14 +144,14 @@ impl PostgresServer {
             return;
         };
         // A paused server could not act on the signal.
-        signal_server(&child, libc::SIGCONT);
+        signal_server(pid_of(&child), libc::SIGCONT);
         signal(pid_of(&child), libc::SIGQUIT);
         let deadline = Instant::now() + STOP_TIMEOUT;
         while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
             std::thread::sleep(POLL);
         }
         if matches!(child.try_wait(), Ok(None)) {
-            signal_server(&child, libc::SIGKILL);
+            signal_server(pid_of(&child), libc::SIGKILL);
         }
         let _ = child.wait();
     }
@@ -167,14 +169,14 @@ impl PostgresServer {
     /// nothing, as a hung or unreachable server would.
     pub fn pause(&self) {
         if let Some(child) = &self.postmaster {
-            signal_server(child, libc::SIGSTOP);
+            signal_server(pid_of(child), libc::SIGSTOP);
         }
     }
 
     /// Lets a paused server go on (SIGCONT).
     pub fn resume(&self) {
         if let Some(child) = &self.postmaster {
-            signal_server(child, libc::SIGCONT);
+            signal_server(pid_of(child), libc::SIGCONT);
         }
     }
 
@@ -274,7 +276,7 @@ impl PostgresServer {
                     std::thread::sleep(POLL);
                 }
                 Err(_) => {
-                    signal_server(&child, libc::SIGKILL);
+                    signal_server(pid_of(&child), libc::SIGKILL);
                     let _ = child.wait();
                     return Err(format!(
                         "postgres was not ready within {POSTGRES_READY_TIMEOUT:?}; its log:\n{}",
@@ -341,10 +343,9 @@ impl Drop for PostgresServer {
     }
 }
 
-/// Sends `sig` to the postmaster `child` and every process it forked. The postmaster is stopped
+/// Sends `sig` to `postmaster` and every process it forked. The postmaster is stopped
 /// first, so that it forks no more while they are listed, and gets `sig` last.
-fn signal_server(child: &Child, sig: libc::c_int) {
-    let postmaster = pid_of(child);
+fn signal_server(postmaster: libc::pid_t, sig: libc::c_int) {
     if sig != libc::SIGCONT {
         signal(postmaster, libc::SIGSTOP);
     }
@@ -359,8 +360,8 @@ fn pid_of(child: &Child) -> libc::pid_t {
 }
 
 fn signal(pid: libc::pid_t, sig: libc::c_int) {
-    // SAFETY: kill(2) takes no pointers. `pid` is the postmaster, not yet reaped (so its pid is
-    // not reused), or a child of it that /proc just listed.
+    // SAFETY: kill(2) takes no pointers. `pid` is a postmaster (ours, not yet reaped, or a
+    // leftover one just checked by its command line), or a child of it that /proc just listed.
     unsafe {
         libc::kill(pid, sig);
     }
@@ -380,6 +381,43 @@ fn children_of(parent: libc::pid_t) -> Vec<libc::pid_t> {
             (ppid == wanted).then_some(pid)
         })
         .collect()
+}
+
+/// Kills the servers of test processes that died without dropping them (a runner's timeout, a
+/// kill -9), and deletes their directories: `mesh-pg-<pid>-<n>` whose test process `<pid>` is
+/// gone. Once per test process.
+fn remove_leftovers() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for entry in fs::read_dir(std::env::temp_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("mesh-pg-")) else {
+                continue;
+            };
+            let Some(owner) = rest.split('-').next() else {
+                continue;
+            };
+            if owner.parse::<u32>().is_err() || Path::new("/proc").join(owner).exists() {
+                continue;
+            }
+            let data = entry.path().join("data");
+            let postmaster = fs::read_to_string(data.join("postmaster.pid"))
+                .ok()
+                .and_then(|pid_file| pid_file.lines().next()?.trim().parse::<libc::pid_t>().ok());
+            if let Some(postmaster) = postmaster {
+                // Only if that pid still is this directory's server: pids are reused.
+                let command = fs::read(format!("/proc/{postmaster}/cmdline")).unwrap_or_default();
+                if String::from_utf8_lossy(&command).contains(&*data.to_string_lossy()) {
+                    signal_server(postmaster, libc::SIGKILL);
+                }
+            }
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    });
 }
 
 fn is_root() -> bool {
