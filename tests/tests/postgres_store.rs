@@ -197,6 +197,17 @@ async fn with_the_server_hung_operations_are_unavailable_in_time_and_the_store_r
         started.elapsed()
     );
 
+    // A node starting meanwhile: the server accepts its TCP connection and never logs it in.
+    let started = Instant::now();
+    let error = PostgresStore::connect_with(&server.url(), options.clone()).unwrap_err();
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
+    assert!(
+        started.elapsed()
+            <= options.connect_timeout + options.operation_timeout + Duration::from_secs(1),
+        "connect took {:?}",
+        started.elapsed()
+    );
+
     server.resume();
     assert_eq!(save_when_back(&store, &dave, b"2", 1).await, 2);
     assert_eq!(store.load(&dave).await.unwrap().unwrap().version, 2);

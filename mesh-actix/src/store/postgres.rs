@@ -48,9 +48,10 @@
 //!   operation timeout. A connection that closed is dropped when it comes back to the pool and a
 //!   new one opened on the next demand.
 //! - **Connect timeout** ([`PostgresOptions::connect_timeout`], default [`CONNECT_TIMEOUT`], 5
-//!   s): bounds each attempt to open a connection. [`PostgresStore::connect`] blocks for at most
-//!   this plus one operation timeout (opening the first connection, then creating the table) and
-//!   fails with [`StoreError::Unavailable`] beyond.
+//!   s): bounds each attempt to open a connection, the TCP connect and the login together.
+//!   [`PostgresStore::connect`] blocks for at most this plus one operation timeout (opening the
+//!   first connection, then creating the table) and fails with [`StoreError::Unavailable`]
+//!   beyond.
 //! - **Operation timeout** ([`PostgresOptions::operation_timeout`], default
 //!   [`OPERATION_TIMEOUT`], 2 s, under the 5 s default deadline of a mesh call so that the call
 //!   reports the store's error rather than its own timeout): bounds each operation from the
@@ -239,6 +240,10 @@ impl PostgresStore {
         );
         let pool = Pool::builder(manager)
             .max_size(options.pool_size)
+            // tokio-postgres bounds only the TCP connect; this bounds the login too (a server
+            // that accepts connections and then answers nothing).
+            .create_timeout(Some(options.connect_timeout))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| {
                 StoreError::Unavailable(format!("cannot build the pool for {shown}: {e}"))
@@ -437,6 +442,10 @@ fn db_error(error: tokio_postgres::Error) -> StoreError {
 fn pool_error(error: deadpool_postgres::PoolError) -> StoreError {
     match error {
         deadpool_postgres::PoolError::Backend(error) => db_error(error),
+        // The only timeout the pool has: opening a connection (the others are the store's).
+        deadpool_postgres::PoolError::Timeout(_) => StoreError::Unavailable(
+            "PostgreSQL accepted no new connection within the connect timeout".into(),
+        ),
         other => StoreError::Unavailable(other.to_string()),
     }
 }
