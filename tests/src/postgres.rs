@@ -82,7 +82,7 @@ impl PostgresServer {
         loop {
             server.port = free_port();
             attempts += 1;
-            match server.try_start() {
+            match server.try_start(false) {
                 Ok(()) => break,
                 Err(e) if attempts < 3 => eprintln!("postgres did not start, another port: {e}"),
                 Err(e) => panic!("cannot start postgres: {e}"),
@@ -160,7 +160,7 @@ impl PostgresServer {
     /// waits until it accepts connections; panics if it cannot.
     pub fn start_again(&mut self) {
         assert!(self.postmaster.is_none(), "the server is still running");
-        if let Err(e) = self.try_start() {
+        if let Err(e) = self.try_start(true) {
             panic!("cannot start postgres again on port {}: {e}", self.port);
         }
     }
@@ -237,10 +237,11 @@ impl PostgresServer {
         );
     }
 
-    /// Spawns the postmaster and waits until it accepts connections over TCP. Retries, within
-    /// the ready timeout, a server that exits at once: after a kill -9 the processes of the
-    /// previous one may hold its shared memory for a moment.
-    fn try_start(&mut self) -> Result<(), String> {
+    /// Spawns the postmaster and waits until it accepts connections over TCP. With `retry`,
+    /// tries again, within the ready timeout, a server that exits at once: after a kill -9 the
+    /// processes of the previous one may hold its shared memory for a moment. Without, such a
+    /// server is an error at once (the first start, which picks another port then).
+    fn try_start(&mut self, retry: bool) -> Result<(), String> {
         let deadline = Instant::now() + POSTGRES_READY_TIMEOUT;
         loop {
             let log = File::options()
@@ -272,16 +273,18 @@ impl PostgresServer {
                     self.postmaster = Some(child);
                     return Ok(());
                 }
-                Err(exited) if exited && Instant::now() < deadline => {
+                Err(exited) if exited && retry && Instant::now() < deadline => {
                     std::thread::sleep(POLL);
                 }
-                Err(_) => {
+                Err(exited) => {
                     signal_server(pid_of(&child), libc::SIGKILL);
                     let _ = child.wait();
-                    return Err(format!(
-                        "postgres was not ready within {POSTGRES_READY_TIMEOUT:?}; its log:\n{}",
-                        self.log_tail()
-                    ));
+                    let what = if exited {
+                        "postgres exited".to_string()
+                    } else {
+                        format!("postgres was not ready within {POSTGRES_READY_TIMEOUT:?}")
+                    };
+                    return Err(format!("{what}; its log:\n{}", self.log_tail()));
                 }
             }
         }

@@ -39,9 +39,12 @@ async fn postgres_store_passes_the_conformance_checks() {
 #[actix_rt::test]
 async fn two_nodes_on_one_database_a_stale_save_is_refused_and_the_newer_state_stays() {
     let server = PostgresServer::start();
-    let node_a = PostgresStore::connect(&server.url()).unwrap();
-    // The second connect finds the table there.
-    let node_b = PostgresStore::connect(&server.url()).unwrap();
+    // Both nodes start at once, and both create the table if it is missing.
+    let (node_a, node_b) = std::thread::scope(|s| {
+        let a = s.spawn(|| PostgresStore::connect(&server.url()));
+        let b = s.spawn(|| PostgresStore::connect(&server.url()));
+        (a.join().unwrap().unwrap(), b.join().unwrap().unwrap())
+    });
     let alice = key("alice");
 
     assert_eq!(node_a.save(&alice, b"a1".to_vec(), 0).await, Ok(1));
