@@ -51,7 +51,7 @@ pub struct PostgresServer {
     password: String,
     /// The uid and gid the server runs as, when the tests run as root.
     run_as: Option<(u32, u32)>,
-    /// The postmaster, leader of the server's process group, while it runs.
+    /// The postmaster, while the server runs.
     postmaster: Option<Child>,
 }
 

@@ -83,7 +83,9 @@ async fn saved_states_survive_a_crash_and_restart_of_the_server() {
 
     // kill -9 of every server process: what was committed is in the WAL.
     server.kill();
+    assert!(!server.is_running());
     server.start_again();
+    assert!(server.is_running());
     let store = PostgresStore::connect(&server.url()).unwrap();
     assert_eq!(
         store.load(&bob).await.unwrap(),

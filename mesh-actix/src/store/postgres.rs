@@ -169,6 +169,16 @@ impl Default for PostgresOptions {
 /// Every operation is bounded by the operation timeout and fails with
 /// [`StoreError::Unavailable`] when PostgreSQL is down, slow or unreachable; the store recovers
 /// by itself once it is back. The password is never logged nor part of an error.
+///
+/// ```no_run
+/// use mesh_actix::store::{PostgresStore, StateStore};
+///
+/// // At a node's start, from sync code: fails (after at most 7 s) if PostgreSQL is not there.
+/// let store = PostgresStore::connect("postgres://mesh:secret@db.internal:5432/mesh")?;
+/// assert!(store.is_shared());
+/// assert_eq!(store.url(), "postgres://mesh@db.internal:5432/mesh");
+/// # Ok::<(), mesh_actix::store::StoreError>(())
+/// ```
 #[derive(Clone)]
 pub struct PostgresStore {
     inner: Arc<Inner>,
