@@ -10,7 +10,7 @@
 //!
 //! PostgreSQL refuses to run as root, and CI runs the tests as root: then `initdb` and `postgres`
 //! run as the `postgres` system user (which Debian's package creates), and the directory belongs
-//! to it. Missing binaries or user fail the test with a message saying what to install; nothing
+//! to it (so the temporary directory, `TMPDIR` or /tmp, must be one that user can reach). Missing binaries or user fail the test with a message saying what to install; nothing
 //! skips.
 //!
 //! [`PostgresServer::kill`] (a crash: kill -9 of every process of the server),
