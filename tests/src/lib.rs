@@ -19,6 +19,8 @@
 //! - [`raw`]: [`RawConn`], a raw TCP connection to a node (from any loopback IP) that sends
 //!   exactly what a test gives it and tells when the node closes it, for the read deadlines and
 //!   connection bounds.
+//! - [`postgres`]: [`PostgresServer`], a real PostgreSQL server in a temporary directory for the
+//!   tests of the PostgreSQL state store, which a test can kill, pause and start again.
 //! - [`observe`]: `Counter` calls as a client sees them, checked against the contract's "one live
 //!   activation" rule.
 //! - [`bodies`] and [`util`]: request bodies for the example actors, [`eventually`] (polling
@@ -31,6 +33,7 @@ pub mod in_process;
 pub mod netns;
 pub mod node;
 pub mod observe;
+pub mod postgres;
 pub mod raw;
 pub mod tls;
 pub mod util;
@@ -41,6 +44,7 @@ pub use cluster::{disagreement, member, start_cluster, wait_converged};
 pub use in_process::{InProcessBuilder, InProcessNode};
 pub use netns::{Host, Network};
 pub use node::{node_bin, MeshNode, NodeBuilder, READY_TIMEOUT};
+pub use postgres::PostgresServer;
 pub use raw::{Closed, RawConn};
 pub use serde_json::{json, Value};
 pub use tls::{Certs, NodeTls, TestCa};

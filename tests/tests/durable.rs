@@ -228,7 +228,10 @@ async fn with_the_postgres_store_a_killed_nodes_accounts_continue_on_the_new_own
             if r.status == 200 {
                 break r;
             }
-            assert!(started.elapsed() < EVENTUALLY, "{id} never served again: {r}");
+            assert!(
+                started.elapsed() < EVENTUALLY,
+                "{id} never served again: {r}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         assert_eq!(r.node(), nodes[0].id(), "{r}");

@@ -72,9 +72,26 @@ struct Write {
 /// ```
 #[derive(Clone)]
 pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     db: Arc<Database>,
-    writes: mpsc::Sender<Write>,
-    path: Arc<PathBuf>,
+    /// `None` once dropping: closing the queue ends the writer thread.
+    writes: Option<mpsc::Sender<Write>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    path: PathBuf,
+}
+
+impl Drop for Inner {
+    /// Lets the writer commit what is queued and end, so that the file is closed (and can be
+    /// opened again, by this process or another) once the last clone is gone.
+    fn drop(&mut self) {
+        self.writes.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
 }
 
 impl EmbeddedStore {
@@ -98,25 +115,28 @@ impl EmbeddedStore {
         init().map_err(|e| unavailable("cannot initialise the store in", &e))?;
         let db = Arc::new(db);
         let (writes, queue) = mpsc::channel(MAX_QUEUED_WRITES);
-        let writer = db.clone();
-        std::thread::Builder::new()
+        let writer_db = db.clone();
+        let writer = std::thread::Builder::new()
             .name("mesh-store-writer".into())
-            .spawn(move || write_loop(&writer, queue))
+            .spawn(move || write_loop(&writer_db, queue))
             .map_err(|e| unavailable("cannot start the writer thread for", &e))?;
         Ok(EmbeddedStore {
-            db,
-            writes,
-            path: Arc::new(path),
+            inner: Arc::new(Inner {
+                db,
+                writes: Some(writes),
+                writer: Some(writer),
+                path,
+            }),
         })
     }
 
     /// The store file.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.inner.path
     }
 
     fn read(&self, key: &StateKey) -> Result<Option<StoredState>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_error)?;
+        let txn = self.inner.db.begin_read().map_err(db_error)?;
         let table = txn.open_table(STATES).map_err(db_error)?;
         let stored = table.get(table_key(key)).map_err(db_error)?.map(|guard| {
             let (version, state) = guard.value();
@@ -141,10 +161,13 @@ impl EmbeddedStore {
             op,
             done,
         };
-        let writes = self.writes.clone();
+        let writes = self.inner.writes.clone();
         async move {
             let gone = || StoreError::Unavailable("the store's writer thread has stopped".into());
+            let writes = writes.ok_or_else(gone)?;
             writes.send(write).await.map_err(|_| gone())?;
+            // Not held while waiting: the writer ends once the store and every send are gone.
+            drop(writes);
             result.await.map_err(|_| gone())?
         }
         .boxed()
@@ -300,13 +323,8 @@ mod tests {
             assert_eq!(store.save(&key, b"7".to_vec(), 0).await, Ok(1));
             assert_eq!(store.save(&key, b"8".to_vec(), 1).await, Ok(2));
         }
-        // The writer thread of the first store may still hold the file for a moment.
-        let store = loop {
-            match EmbeddedStore::open(&dir) {
-                Ok(store) => break store,
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
-            }
-        };
+        // Dropping the first closed the file: it opens again at once.
+        let store = EmbeddedStore::open(&dir).unwrap();
         let stored = store.load(&key).await.unwrap().unwrap();
         assert_eq!((stored.version, stored.state), (2, b"8".to_vec()));
         drop(store);

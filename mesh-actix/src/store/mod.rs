@@ -14,10 +14,12 @@
 //!   back with the same file).
 //! - [`MemoryStore`]: in memory, for tests and for nodes that need no persistence across
 //!   restarts; node-local or shared by every node of one process.
-//! - a PostgreSQL store shared by the whole cluster (`--store postgres://...`).
+//! - [`PostgresStore`]: one table in a PostgreSQL database, shared by the whole cluster
+//!   (`--store postgres://...`), so that state survives the death of any node.
 
 mod embedded;
 mod memory;
+mod postgres;
 
 use std::fmt;
 
@@ -26,6 +28,7 @@ use mesh_core::{ActorId, Capability, Module};
 
 pub use embedded::EmbeddedStore;
 pub use memory::MemoryStore;
+pub use postgres::{PostgresOptions, PostgresStore};
 
 /// The identity a stored state belongs to: `(capability, module, id)`, as everywhere in mesh.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
