@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use mesh_tests::{account, eventually, json, unique, wait_converged, Api, MeshNode, Resp};
+use mesh_tests::{account, eventually, game, json, unique, wait_converged, Api, MeshNode, Resp};
 
 /// How long a cluster may take to agree on its members.
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -168,20 +168,25 @@ async fn accounts_keep_their_balance_across_a_join_and_a_sigterm_leave() {
 #[tokio::test]
 async fn with_node_local_stores_a_killed_nodes_accounts_start_over_elsewhere() {
     let mut nodes = mesh_tests::start_cluster(2, CONVERGE, |_| {
-        MeshNode::builder().capabilities(["account"])
+        MeshNode::builder().capabilities(["account", "game"])
     })
     .await;
     let victim = nodes[1].id().to_string();
-    let mut id = None;
-    for k in 0.. {
-        let candidate = format!("lost-{k}");
-        let r = call_ok(&nodes[0], &account(&candidate, deposit(5))).await;
-        if r.node() == victim {
-            id = Some(candidate);
-            break;
+    let on_victim = |body: fn(&str) -> serde_json::Value| {
+        let (entry, victim) = (&nodes[0], victim.clone());
+        async move {
+            for k in 0.. {
+                let candidate = format!("lost-{k}");
+                if call_ok(entry, &body(&candidate)).await.node() == victim {
+                    return candidate;
+                }
+            }
+            unreachable!()
         }
-    }
-    let id = id.expect("some id lands on the victim");
+    };
+    let id = on_victim(|id| account(id, deposit(5))).await;
+    // A `snapshot` type keeps its state in memory only: it starts over too.
+    let player = on_victim(|id| game(id, json!({"action": "increment"}))).await;
     nodes[1].sigkill();
     assert!(nodes[1].wait_exit(Duration::from_secs(10)).await.is_some());
     let started = Instant::now();
@@ -196,6 +201,9 @@ async fn with_node_local_stores_a_killed_nodes_accounts_start_over_elsewhere() {
     // Documented: only a shared store (--store) keeps state through a node's death.
     assert_eq!(r.result(), &json!({"ok": 0}), "{r}");
     assert_eq!(r.node(), nodes[0].id(), "{r}");
+    let r = call_ok(&nodes[0], &game(&player, json!({"action": "get_state"}))).await;
+    let fresh = json!({"ok": {"id": player, "level": 1, "score": 0}});
+    assert_eq!(r.result(), &fresh, "{r}");
 }
 
 #[tokio::test]

@@ -57,6 +57,7 @@ for_both_transports!(
     a_leaving_node_hands_every_identity_over_with_its_state,
     accounts_keep_their_balance_across_a_join_and_a_leave_with_node_local_stores,
     accounts_keep_their_balance_across_a_join_and_a_leave_with_a_shared_store,
+    a_capability_added_to_a_node_moves_identities_to_it_with_their_state,
     an_unreachable_owner_is_refused_then_fenced_and_its_ids_fail_over,
 );
 
@@ -599,6 +600,61 @@ fn account_key(id: &str) -> StateKey {
         module: Module::new("Account").unwrap(),
         id: ActorId::new(id).unwrap(),
     }
+}
+
+/// A node that starts declaring a capability takes some of its shards over (rule 13's
+/// capability change): the old owner hands each moved identity over, state included, for a
+/// `snapshot` type (Counter) and a durable one (Account, node-local stores).
+async fn a_capability_added_to_a_node_moves_identities_to_it_with_their_state(
+    transport: Transport,
+) {
+    let others: Vec<&str> = EXAMPLE_CAPABILITIES
+        .iter()
+        .copied()
+        .filter(|c| *c != "counter" && *c != "account")
+        .collect();
+    let cluster = Cluster::with_capabilities(transport, &[&EXAMPLE_CAPABILITIES, &others]).await;
+    let ids: Vec<String> = (0..40).map(|k| format!("widened-{k}")).collect();
+    for (k, id) in ids.iter().enumerate() {
+        for _ in 0..=k {
+            ok(cluster.node(1), counter(id)).await;
+        }
+        let deposit = json!({"action": "deposit", "amount": k + 1});
+        ok(cluster.node(1), account(id, deposit)).await;
+        assert_eq!(cluster.owner_of(id, "counter"), 0);
+    }
+
+    cluster
+        .node(1)
+        .register_capabilities(["counter", "account"])
+        .await
+        .unwrap();
+    cluster.sync_views().await;
+    let names = cluster.ids();
+    let mut moved = 0;
+    for (k, id) in ids.iter().enumerate() {
+        let owner = cluster.owner_of(id, "counter");
+        let reply = ok(cluster.node(k % 2), counter(id)).await;
+        assert_eq!(reply.node, names[owner]);
+        assert_eq!(reply.result, json!({"ok": k + 2}), "{id} kept its count");
+        let balance = ok(
+            cluster.node(k % 2),
+            account(id, json!({"action": "balance"})),
+        )
+        .await;
+        assert_eq!(balance.node, names[cluster.owner_of(id, "account")]);
+        assert_eq!(
+            balance.result,
+            json!({"ok": k + 1}),
+            "{id} kept its balance"
+        );
+        moved += usize::from(owner == 1);
+    }
+    assert!(
+        moved > 0,
+        "the node that added the capability took some ids"
+    );
+    cluster.shutdown().await;
 }
 
 /// The balance node `i`'s store holds for `id`, if any.
