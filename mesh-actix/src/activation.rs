@@ -27,7 +27,7 @@
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{self, Poll};
 
@@ -53,9 +53,10 @@ pub(crate) struct Host {
     pub(crate) mesh: WeakMesh,
     /// Where durable actors keep their state.
     pub(crate) store: Option<Arc<dyn StateStore>>,
-    /// Milliseconds since the node started, as of the idle sweeper's last tick: a clock a
-    /// delivery reads without a system call to note when its activation was last used.
-    pub(crate) clock_ms: AtomicU64,
+    /// Milliseconds since the node started (wrapping), as of the idle sweeper's last tick: a
+    /// clock a delivery reads without a system call to note when its activation was last
+    /// used. 32 bits, like the activation's note of it, to keep activations small.
+    pub(crate) clock_ms: AtomicU32,
 }
 
 impl Host {
@@ -73,7 +74,7 @@ impl Host {
             gate,
             mesh: WeakMesh::detached(),
             store: None,
-            clock_ms: AtomicU64::new(0),
+            clock_ms: AtomicU32::new(0),
         })
     }
 }
@@ -93,8 +94,24 @@ pub(crate) struct Identity {
     pub(crate) capability: Capability,
     pub(crate) shard: ShardId,
     pub(crate) init_arg: Option<Value>,
-    /// Passivate the activation after this many idle milliseconds; 0: never.
-    pub(crate) idle_after_ms: u64,
+    /// Passivate the activation after this many idle milliseconds (at most
+    /// [`MAX_IDLE_MS`]); 0: never.
+    pub(crate) idle_after_ms: u32,
+    /// Its type keeps its state in the store.
+    pub(crate) durable: bool,
+}
+
+/// The longest idle timeout, in milliseconds (about 12 days): the host clock and each
+/// activation's note of it are 32-bit and compared wrapping, which is exact for idle times
+/// below 2^31 ms.
+pub(crate) const MAX_IDLE_MS: u32 = 1 << 30;
+
+/// What a durable activation knows of its stored state: the version it was read from or last
+/// saved as (0: none yet), and a hash of those bytes, so that a call that changed nothing
+/// writes nothing. Only the actor's own thread writes them.
+struct StoredMark {
+    version: AtomicU64,
+    hash: AtomicU64,
 }
 
 /// Everything mesh knows about one activation, shared by the registry entry and every
@@ -104,20 +121,18 @@ pub(crate) struct ActivationCell {
     pub(crate) id: ActorId,
     pub(crate) capability: Capability,
     pub(crate) shard: ShardId,
-    init_arg: Option<Value>,
+    /// Boxed: most activations have none, and every activation pays for the field.
+    init_arg: Option<Box<Value>>,
     host: Arc<Host>,
     serial: u64,
     incarnation: AtomicU64,
     retired: AtomicBool,
     stopped: AtomicBool,
     /// The host clock when the activation last got a payload.
-    last_used: AtomicU64,
-    idle_after_ms: u64,
-    /// Durable types: the version in the store this activation's state was read from or last
-    /// saved as (0: none yet), and a hash of those bytes, so that a call that changed nothing
-    /// writes nothing. Only the actor's own thread writes them.
-    stored_version: AtomicU64,
-    stored_hash: AtomicU64,
+    last_used: AtomicU32,
+    idle_after_ms: u32,
+    /// Durable types only.
+    stored: Option<Box<StoredMark>>,
 }
 
 impl ActivationCell {
@@ -129,23 +144,29 @@ impl ActivationCell {
             shard,
             init_arg,
             idle_after_ms,
+            durable,
         } = identity;
         let now = host.clock_ms.load(Ordering::Relaxed);
+        let stored = durable.then(|| {
+            Box::new(StoredMark {
+                version: AtomicU64::new(0),
+                hash: AtomicU64::new(0),
+            })
+        });
         ActivationCell {
             module,
             id,
             capability,
             shard,
-            init_arg,
+            init_arg: init_arg.map(Box::new),
             host,
             serial,
             incarnation: AtomicU64::new(0),
             retired: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
-            last_used: AtomicU64::new(now),
-            idle_after_ms,
-            stored_version: AtomicU64::new(0),
-            stored_hash: AtomicU64::new(0),
+            last_used: AtomicU32::new(now),
+            idle_after_ms: idle_after_ms.min(MAX_IDLE_MS),
+            stored,
         }
     }
 
@@ -166,16 +187,30 @@ impl ActivationCell {
     /// Whether the activation has been idle for longer than its idle timeout as of `now`
     /// (host clock), counting `slack` for the clock's coarseness so that none is passivated
     /// early.
-    pub(crate) fn is_idle(&self, now: u64, slack: u64) -> bool {
+    pub(crate) fn is_idle(&self, now: u32, slack: u32) -> bool {
         self.idle_after_ms != 0
-            && now.saturating_sub(self.last_used.load(Ordering::Relaxed))
+            && now.wrapping_sub(self.last_used.load(Ordering::Relaxed))
                 > self.idle_after_ms.saturating_add(slack)
     }
 
-    fn note_stored(&self, version: u64, state: &[u8]) {
-        self.stored_version.store(version, Ordering::Relaxed);
-        self.stored_hash
-            .store(xxhash_rust::xxh3::xxh3_64(state), Ordering::Relaxed);
+    /// The stored version this durable activation last read or wrote (0 otherwise).
+    fn stored_version(&self) -> u64 {
+        self.stored
+            .as_ref()
+            .map_or(0, |s| s.version.load(Ordering::Relaxed))
+    }
+
+    fn stored_hash(&self) -> u64 {
+        self.stored
+            .as_ref()
+            .map_or(0, |s| s.hash.load(Ordering::Relaxed))
+    }
+
+    fn note_stored(&self, version: u64, hash: u64) {
+        if let Some(stored) = &self.stored {
+            stored.version.store(version, Ordering::Relaxed);
+            stored.hash.store(hash, Ordering::Relaxed);
+        }
     }
 
     /// The pid of one incarnation: node, activation serial, incarnation. A restart after a
@@ -235,7 +270,7 @@ impl ActivationCell {
             capability: self.capability.clone(),
             module: self.module.clone(),
             id: self.id.clone(),
-            init_arg: self.init_arg.clone(),
+            init_arg: self.init_arg.as_deref().cloned(),
             state,
             from: self.host.node.clone(),
             incarnation: mesh.config().incarnation,
@@ -261,7 +296,7 @@ impl ActivationCell {
             id: self.id.clone(),
             capability: self.capability.clone(),
             payload: payload.body,
-            init_arg: self.init_arg.clone(),
+            init_arg: self.init_arg.as_deref().cloned(),
             timeout: remaining,
         };
         actix_rt::spawn(async move {
@@ -413,7 +448,7 @@ impl PendingSave {
                 None => return Ok(None),
             };
             let hash = xxhash_rust::xxh3::xxh3_64(&state);
-            if hash == cell.stored_hash.load(Ordering::Relaxed) {
+            if hash == cell.stored_hash() {
                 return Ok(None);
             }
             let store = cell
@@ -421,7 +456,7 @@ impl PendingSave {
                 .store
                 .as_ref()
                 .ok_or("this node has no state store")?;
-            let expected = cell.stored_version.load(Ordering::Relaxed);
+            let expected = cell.stored_version();
             let write = store.save(&cell.state_key(), state, expected);
             Ok(Some(Save { write, hash }))
         })();
@@ -469,8 +504,7 @@ fn finish_save<A: MeshActor>(
     };
     let saved = move |result: Result<u64, StoreError>| match result {
         Ok(version) => {
-            cell.stored_version.store(version, Ordering::Relaxed);
-            cell.stored_hash.store(hash, Ordering::Relaxed);
+            cell.note_stored(version, hash);
             cell.host.record_save(Ok(()));
             reply(Ok(delivered));
             None
@@ -628,7 +662,7 @@ fn discard<A: MeshActor>(cell: &Arc<ActivationCell>, ctx: &mut Context<A>, reaso
 
 fn log_discard(cell: &ActivationCell, reason: &str) {
     tracing::warn!(node = %cell.host.node, module = %cell.module, id = %cell.id,
-        version = cell.stored_version.load(Ordering::Relaxed), %reason,
+        version = cell.stored_version(), %reason,
         "a durable activation's state was not saved; the activation is discarded and the call \
          has no lasting effect");
 }
@@ -734,7 +768,8 @@ fn build<A: MeshActor>(cell: &ActivationCell, start: Start) -> Result<A, MeshErr
             let loaded = catch_unwind(AssertUnwindSafe(|| A::load_state(&cell.id, &stored.state)));
             let failure = match loaded {
                 Ok(Some(Ok(actor))) => {
-                    cell.note_stored(stored.version, &stored.state);
+                    let hash = xxhash_rust::xxh3::xxh3_64(&stored.state);
+                    cell.note_stored(stored.version, hash);
                     return Ok(actor);
                 }
                 Ok(Some(Err(error))) => error.0,
@@ -770,7 +805,7 @@ fn restore_or_init<A: MeshActor>(cell: &ActivationCell, state: Value) -> Result<
 /// Runs the user's init, turning a rejection or a panic into `init_failed`.
 fn init<A: MeshActor>(cell: &ActivationCell) -> Result<A, MeshError> {
     match catch_unwind(AssertUnwindSafe(|| {
-        A::init(&cell.id, cell.init_arg.as_ref())
+        A::init(&cell.id, cell.init_arg.as_deref())
     })) {
         Ok(Ok(actor)) => Ok(actor),
         Ok(Err(e)) => Err(MeshError::init_failed(&e.0)),
@@ -877,6 +912,7 @@ mod tests {
             shard: ShardId(3),
             init_arg: None,
             idle_after_ms: 0,
+            durable: false,
         };
         Arc::new(ActivationCell::new(identity, serial, Host::detached(node)))
     }

@@ -126,7 +126,8 @@ pub struct MeshConfig {
     /// How long a durable activation may stay idle before it is passivated (stopped; its
     /// state is in the store already), for types that do not set their own
     /// (`#[mesh(idle_timeout_secs = n)]`); `None`: never. [`DEFAULT_IDLE_TIMEOUT`] by
-    /// default. Types that keep no store are passivated only if they set their own.
+    /// default. Types that keep no store are passivated only if they set their own. Timeouts
+    /// beyond about 12 days (2^30 ms) count as 12 days.
     pub idle_timeout: Option<Duration>,
 }
 
@@ -303,7 +304,7 @@ impl Mesh {
                     gate: gate.clone(),
                     mesh: WeakMesh(weak.clone()),
                     store: config.store.clone(),
-                    clock_ms: AtomicU64::new(0),
+                    clock_ms: std::sync::atomic::AtomicU32::new(0),
                 }),
                 config,
                 routing,
@@ -1198,7 +1199,9 @@ impl Mesh {
             capability: request.capability.clone(),
             shard,
             init_arg,
-            idle_after_ms: idle_after.map_or(0, |t| t.as_millis().max(1) as u64),
+            // Clamped to `MAX_IDLE_MS` by the cell.
+            idle_after_ms: idle_after.map_or(0, |t| t.as_millis().clamp(1, u32::MAX.into()) as u32),
+            durable,
         };
         let serial = inner.next_serial.fetch_add(1, Ordering::Relaxed);
         let cell = Arc::new(ActivationCell::new(identity, serial, inner.host.clone()));
@@ -1258,9 +1261,10 @@ async fn sweep_idle(mesh: WeakMesh) {
         let Some(mesh) = mesh.upgrade() else {
             return;
         };
-        let now = started.elapsed().as_millis() as u64;
+        // Wrapping 32-bit milliseconds: see `MAX_IDLE_MS`.
+        let now = started.elapsed().as_millis() as u32;
         mesh.inner.host.clock_ms.store(now, Ordering::Relaxed);
-        let slack = period.as_millis() as u64;
+        let slack = period.as_millis() as u32;
         let passivated = mesh.inner.registry.passivate_idle(now, slack);
         if passivated > 0 {
             tracing::debug!(node = %mesh.node_id(), passivated, "idle activations passivated");

@@ -313,7 +313,7 @@ impl ActivationRegistry {
 
     /// Stops every activation idle past its idle timeout as of `now` (the host clock), with
     /// `slack` for the clock's coarseness. Returns how many.
-    pub(crate) fn passivate_idle(&self, now: u64, slack: u64) -> usize {
+    pub(crate) fn passivate_idle(&self, now: u32, slack: u32) -> usize {
         let passivated = self.stop_unwanted(|cell| !cell.is_idle(now, slack), |_| None);
         self.passivations
             .fetch_add(passivated as u64, Ordering::Relaxed);
@@ -403,6 +403,7 @@ mod tests {
             shard: ShardId(shard),
             init_arg: None,
             idle_after_ms: 0,
+            durable: false,
         };
         Arc::new(ActivationCell::new(
             identity,
