@@ -38,7 +38,7 @@ use mesh_core::{
 };
 use serde_json::Value;
 
-use crate::actor::{Delivery, MeshActor, MeshResponse, Payload};
+use crate::actor::{Delivery, HandlesPayload, MeshActor, MeshResponse, Payload};
 use crate::gate::Gate;
 use crate::mesh::WeakMesh;
 use crate::registry::ActivationRegistry;
@@ -607,7 +607,9 @@ pub fn handle_envelope<A: MeshActor>(
             cell.touch();
             let retry = A::DURABLE.then(|| retry_copy(&payload));
             let incarnation = cell.incarnation.load(Ordering::Acquire);
-            let handled = catch_unwind(AssertUnwindSafe(|| act.handle_payload(payload, ctx)));
+            let handled = catch_unwind(AssertUnwindSafe(|| {
+                HandlesPayload::handle_payload(act, payload, ctx)
+            }));
             match handled {
                 Ok(MeshResponse::Ready(value)) => {
                     deactivate_if_stopping(&cell, ctx);

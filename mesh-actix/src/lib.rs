@@ -37,7 +37,7 @@ mod router;
 pub mod store;
 mod transport;
 
-pub use actor::{Delivery, InitError, MeshActor, MeshInit, Payload, Snapshot};
+pub use actor::{Delivery, HandlesPayload, InitError, MeshActor, MeshInit, Payload, Snapshot};
 pub use mesh::{
     Mesh, MeshConfig, Origin, Placement, StartError, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAILBOX_CAPACITY,
 };
@@ -56,10 +56,7 @@ pub use transport::{InProcessTransport, RemoteTransport};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::activation::{handle_envelope, Envelope, EnvelopeResponse};
-    pub use crate::actor::{
-        restore_from_value, snapshot_to_value, state_from_bytes, state_to_bytes, IntoMeshResponse,
-        MeshResponse,
-    };
+    pub use crate::actor::{IntoMeshResponse, MeshResponse, StateGlue};
     pub use actix;
     pub use serde_json;
 }

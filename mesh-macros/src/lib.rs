@@ -2,9 +2,10 @@
 //!
 //! The derive emits only glue; all behaviour lives in `mesh_actix::__private`, so the
 //! generated code stays small and the runtime stays testable:
-//! - `impl MeshActor`: the module name (the struct's name, or `#[mesh(name = "...")]`), a
-//!   shim that calls the user's `Handler<Payload>` and normalises its result, and with
-//!   `#[mesh(snapshot)]` the glue to the type's `mesh_actix::Snapshot` impl;
+//! - `impl MeshActor`: the module name (the struct's name, or `#[mesh(name = "...")]`), and
+//!   with `#[mesh(snapshot)]` or `#[mesh(durable)]` the glue to the type's
+//!   `mesh_actix::Snapshot` impl (the user's `Handler<Payload>` is reached through
+//!   `mesh_actix::HandlesPayload`, implemented for every actor that has one);
 //! - `impl Supervised`: actix restarts the actor in place after a caught panic;
 //! - `impl Handler<Envelope>`: the guarded handler through which mesh delivers every payload.
 //!
@@ -42,59 +43,26 @@ fn expand(input: DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
     let krate = runtime_crate()?;
     let p = quote!(#krate::__private);
     let durable = attrs.durable.then(|| {
-        quote! {
+        quote!(
             const DURABLE: bool = true;
-
-            fn save_state(&self) -> ::core::option::Option<
-                ::core::result::Result<::std::vec::Vec<u8>, ::std::string::String>,
-            > {
-                #p::state_to_bytes(self)
-            }
-
-            fn load_state(
-                id: &#krate::ActorId,
-                state: &[u8],
-            ) -> ::core::option::Option<::core::result::Result<Self, #krate::InitError>> {
-                #p::state_from_bytes::<Self>(id, state)
-            }
-        }
+        )
     });
     let idle_timeout = attrs.idle_timeout_secs.map(|secs| {
         quote! {
             const IDLE_TIMEOUT_SECS: ::core::option::Option<u64> = ::core::option::Option::Some(#secs);
         }
     });
-    let snapshot = (attrs.snapshot || attrs.durable).then(|| {
+    let state = (attrs.snapshot || attrs.durable).then(|| {
         quote! {
-            fn snapshot_state(&self) -> ::core::option::Option<
-                ::core::result::Result<#p::serde_json::Value, ::std::string::String>,
-            > {
-                #p::snapshot_to_value(self)
-            }
-
-            fn restore_state(
-                id: &#krate::ActorId,
-                state: #p::serde_json::Value,
-            ) -> ::core::option::Option<::core::result::Result<Self, #krate::InitError>> {
-                #p::restore_from_value::<Self>(id, state)
-            }
+            const STATE: ::core::option::Option<#p::StateGlue<Self>> =
+                ::core::option::Option::Some(#p::StateGlue::<Self>::OF);
         }
     });
     Ok(quote! {
         impl #krate::MeshActor for #ty {
             const MODULE: &'static str = #module;
 
-            fn handle_payload(
-                &mut self,
-                payload: #krate::Payload,
-                ctx: &mut #p::actix::Context<Self>,
-            ) -> #p::MeshResponse<Self> {
-                #p::IntoMeshResponse::into_mesh_response(
-                    <Self as #p::actix::Handler<#krate::Payload>>::handle(self, payload, ctx),
-                )
-            }
-
-            #snapshot
+            #state
             #durable
             #idle_timeout
         }
