@@ -953,6 +953,7 @@ impl Mesh {
                 async move { cast.await.map(|()| None) }.boxed()
             }
         };
+        let started = Instant::now();
         let mut forward = std::pin::pin!(tokio::time::timeout_at(deadline, forward));
         let timed_out = |_| Err(HopError::Failed(MeshError::timeout(timeout)));
         let result = tokio::select! {
@@ -968,6 +969,8 @@ impl Mesh {
                 }
             }
         };
+        let outcome = result.as_ref().map(drop);
+        self.inner.metrics.record_hop(outcome, started.elapsed());
         match result {
             Err(HopError::NotDelivered(refusal, error)) => Attempt::Refused(refusal, error),
             result => Attempt::Done(result),

@@ -1,10 +1,11 @@
-//! Counters of calls and casts by outcome, and a call-latency histogram: plain atomics,
-//! written on every request and read by whoever renders them (e.g. `GET /metrics`).
+//! Counters of calls and casts by outcome, of hops to other nodes by outcome, and latency
+//! histograms of both: plain atomics, written on every request and read by whoever renders
+//! them (e.g. `GET /metrics`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use mesh_core::{ErrorCode, MeshError};
+use mesh_core::{ErrorCode, HopError, MeshError};
 
 use crate::actor::Delivery;
 
@@ -16,13 +17,58 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
 /// One slot per outcome: `ok`, then every error code in contract order.
 const OUTCOMES: usize = 1 + ErrorCode::ALL.len();
 
+/// What a hop to another node came to, as `mesh_hops_total{outcome}` names it.
+pub const HOP_OUTCOMES: [&str; 4] = ["ok", "error", "refused", "maybe_delivered"];
+
+fn hop_outcome_index(result: Result<(), &HopError>) -> usize {
+    match result {
+        Ok(()) => 0,
+        // The owner handled it and answered with an error.
+        Err(HopError::Failed(_)) => 1,
+        // Certainly not executed (refused, never connected): it may have been sent again.
+        Err(HopError::NotDelivered(..)) => 2,
+        Err(HopError::MaybeDelivered(_)) => 3,
+    }
+}
+
+/// A latency histogram: per-bucket (not cumulative) counts, the last slot `+Inf`.
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    fn record(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|le| seconds <= *le)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> LatencyStats {
+        LatencyStats {
+            buckets: self
+                .buckets
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect(),
+            sum: Duration::from_nanos(self.sum_nanos.load(Ordering::Relaxed)),
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct RequestMetrics {
     calls: [AtomicU64; OUTCOMES],
     casts: [AtomicU64; OUTCOMES],
-    /// Per-bucket (not cumulative) counts; the last slot is `+Inf`.
-    latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    latency_sum_nanos: AtomicU64,
+    latency: Histogram,
+    hops: [AtomicU64; HOP_OUTCOMES.len()],
+    hop_latency: Histogram,
 }
 
 fn outcome_index(result: Result<(), &MeshError>) -> usize {
@@ -48,14 +94,7 @@ impl RequestMetrics {
         match delivery {
             Delivery::Call => {
                 self.calls[index].fetch_add(1, Ordering::Relaxed);
-                let seconds = elapsed.as_secs_f64();
-                let bucket = LATENCY_BUCKETS
-                    .iter()
-                    .position(|le| seconds <= *le)
-                    .unwrap_or(LATENCY_BUCKETS.len());
-                self.latency[bucket].fetch_add(1, Ordering::Relaxed);
-                self.latency_sum_nanos
-                    .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+                self.latency.record(elapsed);
             }
             Delivery::Cast => {
                 self.casts[index].fetch_add(1, Ordering::Relaxed);
@@ -73,14 +112,51 @@ impl RequestMetrics {
         .fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one hop to another node (a call or cast forwarded there) and its latency.
+    pub(crate) fn record_hop(&self, result: Result<(), &HopError>, elapsed: Duration) {
+        self.hops[hop_outcome_index(result)].fetch_add(1, Ordering::Relaxed);
+        self.hop_latency.record(elapsed);
+    }
+
     pub(crate) fn snapshot(&self) -> RequestStats {
         let load = |a: &[AtomicU64]| a.iter().map(|c| c.load(Ordering::Relaxed)).collect();
         RequestStats {
             calls: load(&self.calls),
             casts: load(&self.casts),
-            latency_buckets: load(&self.latency),
-            latency_sum: Duration::from_nanos(self.latency_sum_nanos.load(Ordering::Relaxed)),
+            latency: self.latency.snapshot(),
+            hops: load(&self.hops),
+            hop_latency: self.hop_latency.snapshot(),
         }
+    }
+}
+
+/// A reading of a latency histogram.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyStats {
+    buckets: Vec<u64>,
+    sum: Duration,
+}
+
+impl LatencyStats {
+    /// Cumulative `(upper bound in seconds, count)` pairs, ending with
+    /// `(f64::INFINITY, total)`.
+    pub fn cumulative(&self) -> Vec<(f64, u64)> {
+        let mut total = 0;
+        LATENCY_BUCKETS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(&self.buckets)
+            .map(|(le, n)| {
+                total += n;
+                (le, total)
+            })
+            .collect()
+    }
+
+    /// The sum of all latencies.
+    pub fn sum(&self) -> Duration {
+        self.sum
     }
 }
 
@@ -89,8 +165,9 @@ impl RequestMetrics {
 pub struct RequestStats {
     calls: Vec<u64>,
     casts: Vec<u64>,
-    latency_buckets: Vec<u64>,
-    latency_sum: Duration,
+    latency: LatencyStats,
+    hops: Vec<u64>,
+    hop_latency: LatencyStats,
 }
 
 impl RequestStats {
@@ -106,25 +183,19 @@ impl RequestStats {
             .zip(counts.iter().copied())
     }
 
-    /// Cumulative `(upper bound in seconds, count)` pairs of call latency, ending with
-    /// `(f64::INFINITY, total)`.
-    pub fn latency_cumulative(&self) -> Vec<(f64, u64)> {
-        let mut total = 0;
-        LATENCY_BUCKETS
-            .iter()
-            .copied()
-            .chain(std::iter::once(f64::INFINITY))
-            .zip(&self.latency_buckets)
-            .map(|(le, n)| {
-                total += n;
-                (le, total)
-            })
-            .collect()
+    /// The latency of calls, from entering the mesh to the reply.
+    pub fn call_latency(&self) -> &LatencyStats {
+        &self.latency
     }
 
-    /// The sum of all call latencies.
-    pub fn latency_sum(&self) -> Duration {
-        self.latency_sum
+    /// `(outcome, count)` of hops to other nodes, outcomes as in [`HOP_OUTCOMES`].
+    pub fn hops(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        HOP_OUTCOMES.into_iter().zip(self.hops.iter().copied())
+    }
+
+    /// The latency of hops, from sending one to its answer.
+    pub fn hop_latency(&self) -> &LatencyStats {
+        &self.hop_latency
     }
 }
 
@@ -153,9 +224,41 @@ mod tests {
             .filter(|(_, n)| *n > 0)
             .collect();
         assert_eq!(casts, [("ok", 1)]);
-        let cumulative = s.latency_cumulative();
+        let cumulative = s.call_latency().cumulative();
         assert_eq!(cumulative.first(), Some(&(0.0001, 1)));
         assert_eq!(cumulative.last(), Some(&(f64::INFINITY, 2)));
-        assert_eq!(s.latency_sum(), Duration::from_micros(9_000_050));
+        assert_eq!(s.call_latency().sum(), Duration::from_micros(9_000_050));
+    }
+
+    #[test]
+    fn records_hops_by_outcome_with_their_latency() {
+        let m = RequestMetrics::default();
+        m.record_hop(Ok(()), Duration::from_micros(300));
+        m.record_hop(Ok(()), Duration::from_micros(300));
+        let refused = HopError::refused(mesh_core::Refusal::NotReady, "joining");
+        m.record_hop(Err(&refused), Duration::from_millis(2));
+        m.record_hop(
+            Err(&HopError::MaybeDelivered("gone".into())),
+            Duration::from_secs(6),
+        );
+        let s = m.snapshot();
+        let hops: Vec<_> = s.hops().collect();
+        assert_eq!(
+            hops,
+            [
+                ("ok", 2),
+                ("error", 0),
+                ("refused", 1),
+                ("maybe_delivered", 1)
+            ]
+        );
+        let cumulative = s.hop_latency().cumulative();
+        assert_eq!(cumulative[2], (0.0005, 2));
+        assert_eq!(cumulative.last(), Some(&(f64::INFINITY, 4)));
+        // Calls are counted apart from hops.
+        assert_eq!(
+            s.call_latency().cumulative().last(),
+            Some(&(f64::INFINITY, 0))
+        );
     }
 }

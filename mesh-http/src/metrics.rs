@@ -11,6 +11,7 @@ use crate::sealing::GossipStats;
 /// `mesh_casts_total{outcome}`, `mesh_call_duration_seconds` (histogram),
 /// `mesh_activations`, `mesh_activations_started_total`, `mesh_restarts_total`,
 /// `mesh_passivations_total`, `mesh_state_saves_total{outcome}`,
+/// `mesh_hops_total{outcome}`, `mesh_hop_duration_seconds` (histogram),
 /// `mesh_handoffs_total{outcome}`, `mesh_handoffs_waiting`, `mesh_members{status}`, and with
 /// sealed gossip `mesh_gossip_datagrams_refused_total{reason}`, and when served by
 /// [`crate::serve`] `mesh_connections`, `mesh_connections_max`, `mesh_connections_per_ip_max`
@@ -41,25 +42,31 @@ pub(crate) fn render(
         }
     }
 
-    let name = "mesh_call_duration_seconds";
+    histogram(
+        &mut out,
+        "mesh_call_duration_seconds",
+        "Latency of calls, from entering the mesh to the reply.",
+        requests.call_latency(),
+    );
+
+    let name = "mesh_hops_total";
     header(
         &mut out,
         name,
-        "Latency of calls, from entering the mesh to the reply.",
-        "histogram",
+        "Requests forwarded to another node, by outcome: ok, error (the owner answered with an \
+         error), refused (certainly not executed; routed again if time allowed), \
+         maybe_delivered (no answer; reported as timeout).",
+        "counter",
     );
-    let cumulative = requests.latency_cumulative();
-    for (le, count) in &cumulative {
-        let le = if le.is_infinite() {
-            "+Inf".to_owned()
-        } else {
-            le.to_string()
-        };
-        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {count}");
+    for (outcome, count) in requests.hops() {
+        let _ = writeln!(out, "{name}{{outcome=\"{outcome}\"}} {count}");
     }
-    let total = cumulative.last().map_or(0, |(_, n)| *n);
-    let _ = writeln!(out, "{name}_sum {}", requests.latency_sum().as_secs_f64());
-    let _ = writeln!(out, "{name}_count {total}");
+    histogram(
+        &mut out,
+        "mesh_hop_duration_seconds",
+        "Latency of hops to other nodes, from sending one to its answer.",
+        requests.hop_latency(),
+    );
 
     for (name, help, kind, value) in [
         (
@@ -203,7 +210,125 @@ pub(crate) fn render(
             let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {count}");
         }
     }
+    process(&mut out);
     out
+}
+
+/// `mesh_build_info{version}` and the standard `process_*` metrics, read from `/proc/self`
+/// (Linux; elsewhere only the build info).
+fn process(out: &mut String) {
+    let name = "mesh_build_info";
+    header(
+        out,
+        name,
+        "The version of mesh this node runs; always 1.",
+        "gauge",
+    );
+    let _ = writeln!(out, "{name}{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+    let Some(stats) = ProcessStats::read() else {
+        return;
+    };
+    for (name, help, kind, value) in [
+        (
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            "gauge",
+            stats.resident_bytes,
+        ),
+        (
+            "process_cpu_seconds_total",
+            "User and system CPU time spent, in seconds.",
+            "counter",
+            stats.cpu_seconds,
+        ),
+        (
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch, in seconds.",
+            "gauge",
+            stats.start_time_seconds,
+        ),
+        (
+            "process_open_fds",
+            "Open file descriptors.",
+            "gauge",
+            stats.open_fds,
+        ),
+        (
+            "process_max_fds",
+            "The soft limit on open file descriptors.",
+            "gauge",
+            stats.max_fds,
+        ),
+    ] {
+        header(out, name, help, kind);
+        let _ = writeln!(out, "{name} {value}");
+    }
+}
+
+/// What `/proc` says about this process.
+struct ProcessStats {
+    resident_bytes: f64,
+    cpu_seconds: f64,
+    start_time_seconds: f64,
+    open_fds: f64,
+    max_fds: f64,
+}
+
+impl ProcessStats {
+    #[cfg(target_os = "linux")]
+    fn read() -> Option<ProcessStats> {
+        // SAFETY: sysconf only reads system constants.
+        let (ticks, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_CLK_TCK),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        let (ticks, page) = (ticks.max(1) as f64, page.max(1) as f64);
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // The command name (field 2) may hold spaces: count fields after its `)`.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let field = |n: usize| fields.get(n - 3)?.parse::<f64>().ok();
+        let boot = std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|line| line.strip_prefix("btime ")?.trim().parse::<f64>().ok())?;
+        let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+        let max_fds = limits
+            .lines()
+            .find(|line| line.starts_with("Max open files"))
+            .and_then(|line| line.split_whitespace().nth(3)?.parse::<f64>().ok())
+            .unwrap_or(f64::NAN);
+        Some(ProcessStats {
+            resident_bytes: field(24)? * page,
+            cpu_seconds: (field(14)? + field(15)?) / ticks,
+            start_time_seconds: boot + field(22)? / ticks,
+            open_fds: std::fs::read_dir("/proc/self/fd").ok()?.count() as f64,
+            max_fds,
+        })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn read() -> Option<ProcessStats> {
+        None
+    }
+}
+
+/// Writes `latency` as the Prometheus histogram `name`.
+fn histogram(out: &mut String, name: &str, help: &str, latency: &mesh_actix::LatencyStats) {
+    header(out, name, help, "histogram");
+    let cumulative = latency.cumulative();
+    for (le, count) in &cumulative {
+        let le = if le.is_infinite() {
+            "+Inf".to_owned()
+        } else {
+            le.to_string()
+        };
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {count}");
+    }
+    let total = cumulative.last().map_or(0, |(_, n)| *n);
+    let _ = writeln!(out, "{name}_sum {}", latency.sum().as_secs_f64());
+    let _ = writeln!(out, "{name}_count {total}");
 }
 
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {

@@ -305,6 +305,15 @@ async fn calls_through_any_node_reach_the_one_activation() {
         .await;
     r.expect_status(202);
     assert_eq!(r.body, json!({"status": "accepted"}), "{r}");
+    // Each non-owner forwarded what it took in, and counted the hops with their latency.
+    let hops = non_owners[0].metric("mesh_hops_total").await;
+    assert!(hops >= 2.0, "calls and the cast went through hops: {hops}");
+    assert_eq!(
+        non_owners[0]
+            .metric("mesh_hop_duration_seconds_count")
+            .await,
+        hops
+    );
     let (later, pid) = (non_owners[1].client(), pid.unwrap());
     let (later, pid, owner) = (&later, &pid, &owner);
     // Counts 7, 8, ... until the reset lands, then 1.

@@ -401,6 +401,31 @@ async fn metrics_are_prometheus_text_and_count_calls() {
         "after 5 calls, no mesh_*call* sample has a positive value:\n{}",
         r.text
     );
+    // Process and build metrics, as every Prometheus target has them.
+    let value = |name: &str| {
+        samples
+            .iter()
+            .find(|s| s.metric == name)
+            .and_then(metric_value)
+            .unwrap_or_else(|| panic!("no {name}:\n{}", r.text))
+    };
+    assert!(value("process_resident_memory_bytes") > 1e6);
+    assert!(value("process_open_fds") >= 3.0);
+    assert!(value("process_max_fds") >= value("process_open_fds"));
+    assert!(value("process_cpu_seconds_total") > 0.0);
+    let started = value("process_start_time_seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        started <= now + 1.0 && started > now - 86_400.0,
+        "{started} vs {now}"
+    );
+    assert_eq!(value("mesh_build_info"), 1.0);
+    // No hop on a lone node: the counters are there, at zero.
+    assert_eq!(value("mesh_hops_total"), 0.0);
+    assert_eq!(value("mesh_hop_duration_seconds_count"), 0.0);
 }
 
 #[actix_rt::test]

@@ -992,14 +992,14 @@ async fn request_stats_count_calls_and_casts_by_outcome() {
         .collect();
     assert_eq!(casts, BTreeMap::from([("ok", 2), ("unknown_module", 1)]));
 
-    let cumulative = stats.latency_cumulative();
+    let cumulative = stats.call_latency().cumulative();
     assert_eq!(
         cumulative.last().map(|(_, n)| *n),
         Some(9),
         "every call timed"
     );
     assert!(
-        stats.latency_sum() >= Duration::from_millis(20),
+        stats.call_latency().sum() >= Duration::from_millis(20),
         "includes the timeout"
     );
 }
