@@ -16,6 +16,7 @@ use crate::body::read_limited;
 use crate::connections::Connections;
 use crate::error::{error_body, HttpError, REFUSAL_HEADER};
 use crate::metrics::render;
+use crate::openapi::openapi;
 use crate::sealing::GossipStats;
 use crate::signing::{ClusterKey, Verifier, SIGNATURE_HEADER};
 
@@ -184,7 +185,8 @@ pub(crate) fn mount(state: Shared) -> impl Fn(&mut web::ServiceConfig) + Clone {
             .service(resource("/capabilities").route(web::post().to(capabilities)))
             .service(resource("/health").route(web::get().to(health)))
             .service(resource("/ready").route(web::get().to(ready)))
-            .service(resource("/metrics").route(web::get().to(metrics)));
+            .service(resource("/metrics").route(web::get().to(metrics)))
+            .service(resource("/openapi.json").route(web::get().to(openapi)));
     }
 }
 
