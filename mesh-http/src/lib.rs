@@ -48,7 +48,7 @@ pub use connections::{
     default_max_connections, default_max_connections_per_ip, fd_limits, raise_fd_limit, FD_RESERVE,
 };
 pub use error::HttpError;
-pub use membership::{GossipOptions, Membership, MembershipError};
+pub use membership::{GossipOptions, Membership, MembershipError, SEED_LOOKUP_TIMEOUT};
 pub use routes::{
     configure, configure_with, not_found, HttpOptions, DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT,
 };

@@ -53,8 +53,8 @@ pub struct GossipOptions {
     /// Gossip addresses of nodes to join (`host:port`, the host an IP address or a DNS name,
     /// which may resolve to many nodes); empty for the first node.
     pub seeds: Vec<String>,
-    /// How often the seeds are resolved again; this node then gossips once with each address
-    /// that is not a live member yet.
+    /// How often the seeds are resolved again (more than zero); this node then gossips once
+    /// with each address that is not a live member yet.
     pub seed_refresh: Duration,
     /// Nodes gossip only with nodes of the same cluster id.
     pub cluster_id: String,
@@ -66,9 +66,9 @@ pub struct GossipOptions {
 }
 
 impl GossipOptions {
-    /// Gossip on `listen` every 100 ms, resolving the seeds again every 5 s. Nodes with different shard counts or secrets get
-    /// different cluster ids, so they never merge into one cluster whose nodes would disagree
-    /// on owners or refuse each other's hops.
+    /// Gossip on `listen` every 100 ms, resolving the seeds again every 5 s. Nodes with
+    /// different shard counts or secrets get different cluster ids, so they never merge into
+    /// one cluster whose nodes would disagree on owners or refuse each other's hops.
     pub fn new(
         listen: SocketAddr,
         seeds: Vec<String>,
@@ -129,6 +129,11 @@ impl Membership {
         };
         for seed in &options.seeds {
             check_seed(seed).map_err(error)?;
+        }
+        if options.seed_refresh.is_zero() {
+            return Err(error(
+                "the seed refresh interval must be more than zero".into(),
+            ));
         }
         if !options.seeds.is_empty() {
             mesh.await_cluster().await;
