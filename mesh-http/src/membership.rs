@@ -142,27 +142,9 @@ impl Membership {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         let id = ChitchatId::new(mesh.node_id().as_str(), generation, options.advertise);
-        let config = ChitchatConfig {
-            chitchat_id: id,
-            cluster_id: options.cluster_id.clone(),
-            gossip_interval: options.interval,
-            listen_addr: options.listen,
-            // Addresses only: chitchat would look names up itself, without a bound.
-            seed_nodes: resolve_seeds(&options.seeds, options.listen, options.advertise)
-                .await
-                .iter()
-                .map(SocketAddr::to_string)
-                .collect(),
-            failure_detector_config: FailureDetectorConfig {
-                initial_interval: options.interval,
-                dead_node_grace_period: Duration::from_secs(600),
-                ..FailureDetectorConfig::default()
-            },
-            marked_for_deletion_grace_period: Duration::from_secs(600),
-            catchup_callback: None,
-            extra_liveness_predicate: None,
-            protocol_version: chitchat::ProtocolVersion::V0,
-        };
+        // Addresses only: chitchat would look names up itself, without a bound.
+        let seeds = resolve_seeds(&options.seeds, options.listen, options.advertise).await;
+        let config = chitchat_config(&options, id, &seeds);
         let keys = descriptor_keys(&mesh.local_member());
         let sealed = options
             .key
@@ -204,6 +186,30 @@ impl Membership {
         if let Ok(handle) = self.reseed.await {
             let _ = handle.shutdown().await;
         }
+    }
+}
+
+/// The chitchat settings of `options`, for the node `id`, with the seed addresses `seeds`.
+fn chitchat_config(
+    options: &GossipOptions,
+    id: ChitchatId,
+    seeds: &BTreeSet<SocketAddr>,
+) -> ChitchatConfig {
+    ChitchatConfig {
+        chitchat_id: id,
+        cluster_id: options.cluster_id.clone(),
+        gossip_interval: options.interval,
+        listen_addr: options.listen,
+        seed_nodes: seeds.iter().map(SocketAddr::to_string).collect(),
+        failure_detector_config: FailureDetectorConfig {
+            initial_interval: options.interval,
+            dead_node_grace_period: Duration::from_secs(600),
+            ..FailureDetectorConfig::default()
+        },
+        marked_for_deletion_grace_period: Duration::from_secs(600),
+        catchup_callback: None,
+        extra_liveness_predicate: None,
+        protocol_version: chitchat::ProtocolVersion::V0,
     }
 }
 
@@ -512,6 +518,48 @@ mod tests {
         ];
         let resolved = resolve_seeds(&seeds, listen, listen).await;
         assert_eq!(resolved, BTreeSet::from([([127, 0, 0, 2], 4000).into()]));
+    }
+
+    /// The re-resolution alone leads a node to the nodes behind a name: chitchat is given no
+    /// seed at all here, as when a name resolved to nothing at start.
+    #[actix_web::test]
+    async fn seeds_resolved_again_lead_to_nodes_chitchat_was_not_given() {
+        let free = || {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket.local_addr().unwrap()
+        };
+        let shards = ShardCount::new(8).unwrap();
+        let start = |name: &'static str, options: GossipOptions| async move {
+            let id = ChitchatId::new(name, 1, options.listen);
+            let config = chitchat_config(&options, id, &BTreeSet::new());
+            spawn_chitchat(config, Vec::new(), &UdpTransport)
+                .await
+                .unwrap()
+        };
+        let a_addr = free();
+        let a = start("a", GossipOptions::new(a_addr, Vec::new(), shards, None)).await;
+        let seeds = vec![format!("localhost:{}", a_addr.port())];
+        let mut options = GossipOptions::new(free(), seeds, shards, None);
+        options.seed_refresh = Duration::from_millis(100);
+        let b = start("b", options.clone()).await;
+        let b_chitchat = b.chitchat();
+        let (stop, stopped) = oneshot::channel();
+        let reseed = actix_web::rt::spawn(reseed_forever(b, options, stopped));
+
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !b_chitchat
+            .lock()
+            .await
+            .node_states()
+            .keys()
+            .any(|id| &*id.node_id == "a")
+        {
+            assert!(std::time::Instant::now() < deadline, "b never heard of a");
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.send(()).unwrap();
+        reseed.await.unwrap().shutdown().await.unwrap();
+        a.shutdown().await.unwrap();
     }
 
     #[test]
