@@ -34,9 +34,9 @@ pub struct HttpOptions {
     /// A body that has not arrived completely this long after the request's head gets
     /// `408 request_timeout`, and its connection is closed.
     pub body_timeout: std::time::Duration,
-    /// When set, every route but `/health` and `/metrics` requires it, as
-    /// `Authorization: Bearer <secret>`, `Authorization: <secret>` or `x-mesh-secret: <secret>`;
-    /// without it: `401`.
+    /// When set, every route but `/health`, `/ready`, `/metrics` and `/openapi.json` requires
+    /// it, as `Authorization: Bearer <secret>`, `Authorization: <secret>` or
+    /// `x-mesh-secret: <secret>`; without it: `401`.
     pub secret: Option<String>,
 }
 

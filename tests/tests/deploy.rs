@@ -88,6 +88,12 @@ fn the_statefulset_probes_the_node_and_passes_it_flags_it_has() {
     let spec = &set["spec"];
     // A node with seeds is ready only once it heard from another: pods must start together.
     assert_eq!(spec["podManagementPolicy"], "Parallel");
+    // Alone, such a node is never ready.
+    assert!(
+        spec["replicas"].as_u64().unwrap() >= 2,
+        "{}",
+        spec["replicas"]
+    );
     let pod = &spec["template"]["spec"];
     let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
     assert!(grace >= 30, "{grace} s is too short to drain and hand over");
