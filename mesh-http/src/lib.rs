@@ -24,9 +24,10 @@
 //!
 //! Routes: `POST /call`, `POST /cast`, `GET /owner`, `GET /cluster`, `POST /capabilities`,
 //! `GET /health`, `GET /ready`, `GET /metrics`, `GET /openapi.json` (an OpenAPI 3 document of
-//! them all, served without the secret), and the node-to-node routes `POST /internal/call` and
-//! `POST /internal/cast`, which [`HttpTransport`] posts to and which serve a request only if
-//! this node owns it (a request is forwarded at most once). Every error is `{"error": {"code", "message"}}` with the
+//! them all, served without the secret), and the node-to-node routes [`HttpTransport`] posts
+//! to: `POST /internal/call` and `POST /internal/cast`, which serve a request only if this
+//! node owns it (a request is forwarded at most once), `POST /internal/lease` and
+//! `POST /internal/handoff`. Every error is `{"error": {"code", "message"}}` with the
 //! contract's status for its code ([`HttpError`]). Handlers are thin: they parse, call
 //! [`Mesh`](mesh_actix::Mesh), and render.
 
