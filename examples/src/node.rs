@@ -34,7 +34,9 @@ struct Args {
     #[arg(long, env = "MESH_ADVERTISE")]
     advertise: Option<SocketAddr>,
 
-    /// Other nodes' --listen addresses to join (host:port,...).
+    /// Other nodes' --listen addresses to join (host:port,...). A host may be a DNS name
+    /// that resolves to many nodes (a Kubernetes headless Service): it is resolved again
+    /// every 5 s.
     #[arg(long, env = "MESH_SEEDS", value_delimiter = ',')]
     seeds: Vec<String>,
 

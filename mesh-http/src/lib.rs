@@ -23,9 +23,11 @@
 //! ```
 //!
 //! Routes: `POST /call`, `POST /cast`, `GET /owner`, `GET /cluster`, `POST /capabilities`,
-//! `GET /health`, `GET /metrics`, and the node-to-node routes `POST /internal/call` and
-//! `POST /internal/cast`, which [`HttpTransport`] posts to and which serve a request only if
-//! this node owns it (a request is forwarded at most once). Every error is `{"error": {"code", "message"}}` with the
+//! `GET /health`, `GET /ready`, `GET /metrics`, `GET /openapi.json` (an OpenAPI 3 document of
+//! them all, served without the secret), and the node-to-node routes [`HttpTransport`] posts
+//! to: `POST /internal/call` and `POST /internal/cast`, which serve a request only if this
+//! node owns it (a request is forwarded at most once), `POST /internal/lease` and
+//! `POST /internal/handoff`. Every error is `{"error": {"code", "message"}}` with the
 //! contract's status for its code ([`HttpError`]). Handlers are thin: they parse, call
 //! [`Mesh`](mesh_actix::Mesh), and render.
 
@@ -35,6 +37,7 @@ mod connections;
 mod error;
 mod membership;
 mod metrics;
+mod openapi;
 mod routes;
 mod sealing;
 mod serve;
@@ -46,7 +49,7 @@ pub use connections::{
     default_max_connections, default_max_connections_per_ip, fd_limits, raise_fd_limit, FD_RESERVE,
 };
 pub use error::HttpError;
-pub use membership::{GossipOptions, Membership, MembershipError};
+pub use membership::{GossipOptions, Membership, MembershipError, SEED_LOOKUP_TIMEOUT};
 pub use routes::{
     configure, configure_with, not_found, HttpOptions, DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT,
 };

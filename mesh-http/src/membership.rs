@@ -8,8 +8,15 @@
 //! decides nothing here; who may serve is decided by the lease protocol
 //! ([`mesh_actix::Mesh::renew_lease`]), whose messages carry descriptors too. Whenever this
 //! node's own descriptor changes, its keys follow.
+//!
+//! Seeds are `host:port`; a host may be a DNS name that stands for many nodes (a Kubernetes
+//! headless Service). This module resolves them itself, rather than letting chitchat do it: each
+//! lookup is bounded ([`SEED_LOOKUP_TIMEOUT`]), chitchat is handed every address of every name,
+//! and the names are resolved again every [`GossipOptions::seed_refresh`] (chitchat's own
+//! re-resolution waits a minute, unbounded), so that nodes which appear behind a name later
+//! are found, and a cluster whose nodes all started before they could see each other forms.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,7 +25,9 @@ use chitchat::transport::UdpTransport;
 use chitchat::{
     spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState,
 };
+use futures_util::future::join_all;
 use mesh_actix::{Member, MemberStatus, Mesh, NodeId, ShardCount};
+use tokio::sync::oneshot;
 
 use crate::sealing::{GossipStats, SealedTransport};
 use crate::signing::ClusterKey;
@@ -29,6 +38,10 @@ const KEY_LEAVING: &str = "leaving";
 const KEY_INCARNATION: &str = "incarnation";
 const KEY_VERSION: &str = "version";
 
+/// How long the lookup of one seed may take. A DNS server that does not answer must not hold up
+/// a join: the seed is skipped until its next resolution.
+pub const SEED_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How a node joins the gossip.
 #[derive(Debug, Clone)]
 pub struct GossipOptions {
@@ -37,8 +50,12 @@ pub struct GossipOptions {
     /// Where other nodes reach this node's gossip: `listen` unless that is not routable
     /// (e.g. `0.0.0.0`, or behind a NAT).
     pub advertise: SocketAddr,
-    /// Gossip addresses of nodes to join (`host:port`); empty for the first node.
+    /// Gossip addresses of nodes to join (`host:port`, the host an IP address or a DNS name,
+    /// which may resolve to many nodes); empty for the first node.
     pub seeds: Vec<String>,
+    /// How often the seeds are resolved again (more than zero); this node then gossips once
+    /// with each address that is not a live member yet.
+    pub seed_refresh: Duration,
     /// Nodes gossip only with nodes of the same cluster id.
     pub cluster_id: String,
     /// How often a node gossips with a few others.
@@ -49,9 +66,9 @@ pub struct GossipOptions {
 }
 
 impl GossipOptions {
-    /// Gossip on `listen` every 100 ms. Nodes with different shard counts or secrets get
-    /// different cluster ids, so they never merge into one cluster whose nodes would disagree
-    /// on owners or refuse each other's hops.
+    /// Gossip on `listen` every 100 ms, resolving the seeds again every 5 s. Nodes with
+    /// different shard counts or secrets get different cluster ids, so they never merge into
+    /// one cluster whose nodes would disagree on owners or refuse each other's hops.
     pub fn new(
         listen: SocketAddr,
         seeds: Vec<String>,
@@ -70,6 +87,7 @@ impl GossipOptions {
             listen,
             advertise: listen,
             seeds,
+            seed_refresh: Duration::from_secs(5),
             cluster_id,
             interval: Duration::from_millis(100),
             key,
@@ -87,7 +105,10 @@ pub struct MembershipError {
 
 /// This node's membership in the cluster; [`Membership::leave`] it before exiting.
 pub struct Membership {
-    handle: ChitchatHandle,
+    /// The task that resolves the seeds again; it holds chitchat's handle, and gives it back
+    /// (for the shutdown) once told to stop.
+    reseed: actix_web::rt::task::JoinHandle<ChitchatHandle>,
+    stop_reseeding: oneshot::Sender<()>,
     sync: actix_web::rt::task::JoinHandle<()>,
     interval: Duration,
     sealed: Option<Arc<GossipStats>>,
@@ -98,8 +119,22 @@ impl Membership {
     /// other members up to date until [`Membership::leave`].
     ///
     /// With seeds, the node serves nothing until it has heard from their cluster (rule 10),
-    /// even if its `Mesh` was not started with `MeshConfig::joining`.
+    /// even if its `Mesh` was not started with `MeshConfig::joining`. A seed that is not
+    /// `host:port` is an error; one that does not resolve (yet) is retried every
+    /// `seed_refresh`.
     pub async fn join(mesh: Mesh, options: GossipOptions) -> Result<Membership, MembershipError> {
+        let error = |reason: String| MembershipError {
+            listen: options.listen,
+            reason,
+        };
+        for seed in &options.seeds {
+            check_seed(seed).map_err(error)?;
+        }
+        if options.seed_refresh.is_zero() {
+            return Err(error(
+                "the seed refresh interval must be more than zero".into(),
+            ));
+        }
         if !options.seeds.is_empty() {
             mesh.await_cluster().await;
         }
@@ -107,22 +142,9 @@ impl Membership {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         let id = ChitchatId::new(mesh.node_id().as_str(), generation, options.advertise);
-        let config = ChitchatConfig {
-            chitchat_id: id,
-            cluster_id: options.cluster_id.clone(),
-            gossip_interval: options.interval,
-            listen_addr: options.listen,
-            seed_nodes: options.seeds.clone(),
-            failure_detector_config: FailureDetectorConfig {
-                initial_interval: options.interval,
-                dead_node_grace_period: Duration::from_secs(600),
-                ..FailureDetectorConfig::default()
-            },
-            marked_for_deletion_grace_period: Duration::from_secs(600),
-            catchup_callback: None,
-            extra_liveness_predicate: None,
-            protocol_version: chitchat::ProtocolVersion::V0,
-        };
+        // Addresses only: chitchat would look names up itself, without a bound.
+        let seeds = resolve_seeds(&options.seeds, options.listen, options.advertise).await;
+        let config = chitchat_config(&options, id, &seeds);
         let keys = descriptor_keys(&mesh.local_member());
         let sealed = options
             .key
@@ -135,13 +157,13 @@ impl Membership {
             }
             _ => spawn_chitchat(config, keys, &UdpTransport).await,
         };
-        let handle = spawned.map_err(|e| MembershipError {
-            listen: options.listen,
-            reason: format!("{e:#}"),
-        })?;
+        let handle = spawned.map_err(|e| error(format!("{e:#}")))?;
         let sync = actix_web::rt::spawn(sync_forever(mesh, handle.chitchat()));
+        let (stop_reseeding, stopped) = oneshot::channel();
+        let reseed = actix_web::rt::spawn(reseed_forever(handle, options.clone(), stopped));
         Ok(Membership {
-            handle,
+            reseed,
+            stop_reseeding,
             sync,
             interval: options.interval,
             sealed,
@@ -159,7 +181,128 @@ impl Membership {
     pub async fn leave(self) {
         actix_web::rt::time::sleep(self.interval * 5).await;
         self.sync.abort();
-        let _ = self.handle.shutdown().await;
+        let _ = self.stop_reseeding.send(());
+        // An error: the task panicked, and took the handle (and the gossip) down with it.
+        if let Ok(handle) = self.reseed.await {
+            let _ = handle.shutdown().await;
+        }
+    }
+}
+
+/// The chitchat settings of `options`, for the node `id`, with the seed addresses `seeds`.
+fn chitchat_config(
+    options: &GossipOptions,
+    id: ChitchatId,
+    seeds: &BTreeSet<SocketAddr>,
+) -> ChitchatConfig {
+    ChitchatConfig {
+        chitchat_id: id,
+        cluster_id: options.cluster_id.clone(),
+        gossip_interval: options.interval,
+        listen_addr: options.listen,
+        seed_nodes: seeds.iter().map(SocketAddr::to_string).collect(),
+        failure_detector_config: FailureDetectorConfig {
+            initial_interval: options.interval,
+            dead_node_grace_period: Duration::from_secs(600),
+            ..FailureDetectorConfig::default()
+        },
+        marked_for_deletion_grace_period: Duration::from_secs(600),
+        catchup_callback: None,
+        extra_liveness_predicate: None,
+        protocol_version: chitchat::ProtocolVersion::V0,
+    }
+}
+
+/// Checks that a seed is `host:port` (an IPv6 host in brackets): anything else is a mistake to
+/// report at start, not a name to look up forever.
+fn check_seed(seed: &str) -> Result<(), String> {
+    if seed.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let named = seed.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty()
+            && !host.contains([':', '/', ' '])
+            && port.parse::<u16>().is_ok_and(|p| p != 0)
+    });
+    if named {
+        Ok(())
+    } else {
+        Err(format!(
+            "seed {seed:?} is not host:port (a port from 1 to 65535, e.g. mesh-0.mesh:4000 or 10.0.0.2:4000)"
+        ))
+    }
+}
+
+/// Every address the `seeds` resolve to, `own` excepted, of the address family of `listen`
+/// (gossip leaves through a socket bound there, which cannot send to the other family:
+/// `localhost` also resolves to `::1`). A seed that does not resolve within
+/// [`SEED_LOOKUP_TIMEOUT`] is logged and left out: a name may stand for no node yet (a
+/// headless Service before its first pod has an address).
+async fn resolve_seeds(
+    seeds: &[String],
+    listen: SocketAddr,
+    own: SocketAddr,
+) -> BTreeSet<SocketAddr> {
+    let lookups = seeds.iter().map(|seed| async move {
+        let lookup = tokio::net::lookup_host(seed.as_str());
+        match tokio::time::timeout(SEED_LOOKUP_TIMEOUT, lookup).await {
+            Ok(Ok(addrs)) => addrs.collect(),
+            Ok(Err(e)) => {
+                tracing::warn!(seed, error = %e, "cannot resolve a seed");
+                Vec::new()
+            }
+            Err(_) => {
+                tracing::warn!(seed, timeout = ?SEED_LOOKUP_TIMEOUT, "a seed did not resolve in time");
+                Vec::new()
+            }
+        }
+    });
+    join_all(lookups)
+        .await
+        .into_iter()
+        .flatten()
+        .filter(|addr| addr.is_ipv4() == listen.is_ipv4() && *addr != own)
+        .collect()
+}
+
+/// Resolves the seeds again every `seed_refresh` and gossips once with each address that is
+/// no live member: nodes that appear behind a name after this one started (pods started
+/// together, or restarted with new addresses) are found, and two halves of a cluster that
+/// formed apart meet. Returns chitchat's handle once `stop` fires (or its sender is gone).
+async fn reseed_forever(
+    handle: ChitchatHandle,
+    options: GossipOptions,
+    mut stop: oneshot::Receiver<()>,
+) -> ChitchatHandle {
+    if options.seeds.is_empty() {
+        let _ = stop.await;
+        return handle;
+    }
+    let mut ticks = actix_web::rt::time::interval(options.seed_refresh);
+    // The first tick is now: `join` has just resolved them.
+    ticks.tick().await;
+    loop {
+        let round = async {
+            ticks.tick().await;
+            resolve_seeds(&options.seeds, options.listen, options.advertise).await
+        };
+        let resolved = tokio::select! {
+            _ = &mut stop => return handle,
+            resolved = round => resolved,
+        };
+        let live: BTreeSet<SocketAddr> = {
+            let chitchat = handle.chitchat();
+            let chitchat = chitchat.lock().await;
+            chitchat
+                .live_nodes()
+                .map(|id| id.gossip_advertise_addr)
+                .collect()
+        };
+        for addr in resolved.difference(&live) {
+            tracing::debug!(%addr, "gossiping with a seed address");
+            // Fails only once the gossip has stopped, which `leave` does after this task.
+            let _ = handle.gossip(*addr);
+        }
     }
 }
 
@@ -328,6 +471,95 @@ mod tests {
 
         let none = Member::alive(NodeId::new("n").unwrap(), "a:1", Vec::<&str>::new()).unwrap();
         assert_eq!(join_capabilities(&none), "[]");
+    }
+
+    #[test]
+    fn a_seed_must_be_host_and_port() {
+        for seed in [
+            "10.0.0.2:4000",
+            "[::1]:4000",
+            "localhost:4000",
+            "mesh.default.svc:1",
+        ] {
+            assert_eq!(check_seed(seed), Ok(()), "{seed}");
+        }
+        for seed in [
+            "",
+            "localhost",
+            "localhost:",
+            ":4000",
+            "host:0",
+            "host:65536",
+            "::1",
+            "h:x",
+            "a b:1",
+        ] {
+            let error = check_seed(seed).expect_err(seed);
+            assert!(error.contains("is not host:port"), "{seed}: {error}");
+        }
+    }
+
+    #[actix_web::test]
+    async fn a_dns_seed_gives_every_address_of_the_gossip_family_but_this_node_own() {
+        let listen: SocketAddr = ([127, 0, 0, 1], 4000).into();
+        let seeds = vec!["localhost:4001".to_owned(), "127.0.0.1:4000".to_owned()];
+        let resolved = resolve_seeds(&seeds, listen, listen).await;
+        // `localhost` is also `::1`, which an IPv4 socket cannot send to; 4000 is this node.
+        assert_eq!(resolved, BTreeSet::from([([127, 0, 0, 1], 4001).into()]));
+
+        let v6: SocketAddr = "[::1]:4000".parse().unwrap();
+        let resolved = resolve_seeds(&seeds, v6, v6).await;
+        assert!(resolved.iter().all(SocketAddr::is_ipv6), "{resolved:?}");
+
+        // A name that does not resolve is left out, and the others still count.
+        let seeds = vec![
+            "no-such-host.invalid:4000".to_owned(),
+            "127.0.0.2:4000".to_owned(),
+        ];
+        let resolved = resolve_seeds(&seeds, listen, listen).await;
+        assert_eq!(resolved, BTreeSet::from([([127, 0, 0, 2], 4000).into()]));
+    }
+
+    /// The re-resolution alone leads a node to the nodes behind a name: chitchat is given no
+    /// seed at all here, as when a name resolved to nothing at start.
+    #[actix_web::test]
+    async fn seeds_resolved_again_lead_to_nodes_chitchat_was_not_given() {
+        let free = || {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket.local_addr().unwrap()
+        };
+        let shards = ShardCount::new(8).unwrap();
+        let start = |name: &'static str, options: GossipOptions| async move {
+            let id = ChitchatId::new(name, 1, options.listen);
+            let config = chitchat_config(&options, id, &BTreeSet::new());
+            spawn_chitchat(config, Vec::new(), &UdpTransport)
+                .await
+                .unwrap()
+        };
+        let a_addr = free();
+        let a = start("a", GossipOptions::new(a_addr, Vec::new(), shards, None)).await;
+        let seeds = vec![format!("localhost:{}", a_addr.port())];
+        let mut options = GossipOptions::new(free(), seeds, shards, None);
+        options.seed_refresh = Duration::from_millis(100);
+        let b = start("b", options.clone()).await;
+        let b_chitchat = b.chitchat();
+        let (stop, stopped) = oneshot::channel();
+        let reseed = actix_web::rt::spawn(reseed_forever(b, options, stopped));
+
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !b_chitchat
+            .lock()
+            .await
+            .node_states()
+            .keys()
+            .any(|id| &*id.node_id == "a")
+        {
+            assert!(std::time::Instant::now() < deadline, "b never heard of a");
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.send(()).unwrap();
+        reseed.await.unwrap().shutdown().await.unwrap();
+        a.shutdown().await.unwrap();
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::body::read_limited;
 use crate::connections::Connections;
 use crate::error::{error_body, HttpError, REFUSAL_HEADER};
 use crate::metrics::render;
+use crate::openapi::openapi;
 use crate::sealing::GossipStats;
 use crate::signing::{ClusterKey, Verifier, SIGNATURE_HEADER};
 
@@ -33,9 +34,9 @@ pub struct HttpOptions {
     /// A body that has not arrived completely this long after the request's head gets
     /// `408 request_timeout`, and its connection is closed.
     pub body_timeout: std::time::Duration,
-    /// When set, every route but `/health` and `/metrics` requires it, as
-    /// `Authorization: Bearer <secret>`, `Authorization: <secret>` or `x-mesh-secret: <secret>`;
-    /// without it: `401`.
+    /// When set, every route but `/health`, `/ready`, `/metrics` and `/openapi.json` requires
+    /// it, as `Authorization: Bearer <secret>`, `Authorization: <secret>` or
+    /// `x-mesh-secret: <secret>`; without it: `401`.
     pub secret: Option<String>,
 }
 
@@ -184,7 +185,8 @@ pub(crate) fn mount(state: Shared) -> impl Fn(&mut web::ServiceConfig) + Clone {
             .service(resource("/capabilities").route(web::post().to(capabilities)))
             .service(resource("/health").route(web::get().to(health)))
             .service(resource("/ready").route(web::get().to(ready)))
-            .service(resource("/metrics").route(web::get().to(metrics)));
+            .service(resource("/metrics").route(web::get().to(metrics)))
+            .service(resource("/openapi.json").route(web::get().to(openapi)));
     }
 }
 
