@@ -2,14 +2,17 @@
 //! internal routes (`POST /internal/call`, `/internal/cast`, `/internal/lease`,
 //! `/internal/handoff`).
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use mesh_actix::{
-    ErrorCode, Handoff, HopError, Member, MeshError, Refusal, RemoteTransport, RenewReply,
+    ErrorCode, Handoff, HopError, Member, MeshError, NodeId, Refusal, RemoteTransport, RenewReply,
     RenewRequest, Reply, Request,
 };
+use parking_lot::RwLock;
 use serde::Deserialize;
 
 use crate::error::REFUSAL_HEADER;
@@ -19,12 +22,51 @@ use crate::tls::TlsConfig;
 /// Forwards requests to their owner over HTTP/JSON, reusing pooled keep-alive connections.
 /// With a secret, every hop is signed with a key derived from it (see [`ClusterKey`]); the
 /// secret itself is never sent. With TLS ([`HttpTransport::over_tls`]), hops are HTTPS.
+///
+/// Cloning is cheap (a few reference counts): the connection pool and the cache of the other
+/// nodes' route URLs are shared by every clone.
 #[derive(Clone)]
 pub struct HttpTransport {
     client: reqwest::Client,
-    key: Option<std::sync::Arc<ClusterKey>>,
+    key: Option<Arc<ClusterKey>>,
     scheme: &'static str,
-    prefix: String,
+    routes: Arc<RoutePaths>,
+    peers: Arc<RwLock<HashMap<NodeId, Arc<Peer>>>>,
+}
+
+/// The most peers whose URLs are kept; past it the cache starts again (a cluster this large
+/// pays one URL parse per peer per refill, not per hop).
+const MAX_CACHED_PEERS: usize = 1024;
+
+/// One of the internal routes a hop posts to.
+#[derive(Clone, Copy)]
+enum Route {
+    Call,
+    Cast,
+    Lease,
+    Handoff,
+}
+
+/// The paths of the internal routes, with the transport's prefix: what a signature covers.
+struct RoutePaths([String; 4]);
+
+impl RoutePaths {
+    fn under(prefix: &str) -> RoutePaths {
+        let at = |route: &str| format!("{prefix}/internal/{route}");
+        RoutePaths([at("call"), at("cast"), at("lease"), at("handoff")])
+    }
+
+    fn path(&self, route: Route) -> &str {
+        &self.0[route as usize]
+    }
+}
+
+/// Another node as hops see it: its id and address for messages, and its routes' URLs
+/// parsed once (not per hop).
+struct Peer {
+    node: NodeId,
+    addr: String,
+    urls: [reqwest::Url; 4],
 }
 
 impl HttpTransport {
@@ -58,11 +100,13 @@ impl HttpTransport {
         local: Option<std::net::IpAddr>,
         tls: Option<&TlsConfig>,
     ) -> Result<HttpTransport, reqwest::Error> {
-        // The connect timeout covers the TLS handshake too.
+        // The connect timeout covers the TLS handshake too. Internal routes never redirect:
+        // a redirect would be a misconfiguration (or an attack), not something to follow.
         let mut client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(1))
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none())
             .local_address(local);
         let scheme = match tls {
             Some(tls) => {
@@ -75,7 +119,8 @@ impl HttpTransport {
             client: client.build()?,
             key: secret.as_deref().map(ClusterKey::of),
             scheme,
-            prefix: String::new(),
+            routes: Arc::new(RoutePaths::under("")),
+            peers: Arc::default(),
         })
     }
 
@@ -83,8 +128,51 @@ impl HttpTransport {
     /// scope, e.g. `web::scope("/mesh").configure(mesh_http::configure(mesh))` and
     /// `with_path_prefix("/mesh")`. Every node of a cluster must use the same prefix.
     pub fn with_path_prefix(mut self, prefix: impl Into<String>) -> HttpTransport {
-        self.prefix = prefix.into().trim_end_matches('/').to_owned();
+        self.routes = Arc::new(RoutePaths::under(prefix.into().trim_end_matches('/')));
+        self.peers = Arc::default();
         self
+    }
+
+    /// `member` with its route URLs, from the cache while its address is unchanged.
+    fn peer(&self, member: &Member) -> Result<Arc<Peer>, HopError> {
+        if let Some(peer) = self.peers.read().get(&member.node) {
+            if peer.addr == member.addr {
+                return Ok(peer.clone());
+            }
+        }
+        let url = |route| {
+            let text = format!(
+                "{}://{}{}",
+                self.scheme,
+                member.addr,
+                self.routes.path(route)
+            );
+            reqwest::Url::parse(&text).map_err(|e| {
+                HopError::refused(
+                    Refusal::Unreachable,
+                    format!(
+                        "node {} advertises an address that is not a URL ({}): {e}",
+                        member.node, member.addr
+                    ),
+                )
+            })
+        };
+        let peer = Arc::new(Peer {
+            node: member.node.clone(),
+            addr: member.addr.clone(),
+            urls: [
+                url(Route::Call)?,
+                url(Route::Cast)?,
+                url(Route::Lease)?,
+                url(Route::Handoff)?,
+            ],
+        });
+        let mut peers = self.peers.write();
+        if peers.len() >= MAX_CACHED_PEERS {
+            peers.clear();
+        }
+        peers.insert(member.node.clone(), peer.clone());
+        Ok(peer)
     }
 
     /// Posts `body` to `route` on `peer`. A connection that could not be made is
@@ -92,26 +180,23 @@ impl HttpTransport {
     /// backoff); any later failure may have delivered the request.
     async fn post(
         &self,
-        peer: &Member,
-        route: &str,
-        body: &impl serde::Serialize,
+        peer: &Peer,
+        route: Route,
+        body: Vec<u8>,
         remaining: Duration,
     ) -> Result<reqwest::Response, HopError> {
-        let path = format!("{}{route}", self.prefix);
-        let url = format!("{}://{}{path}", self.scheme, peer.addr);
-        let body = serde_json::to_vec(body).map_err(|e| {
-            HopError::Failed(MeshError::BadRequest(format!("unserialisable hop: {e}")))
-        })?;
         let mut post = self
             .client
-            .post(&url)
+            .post(peer.urls[route as usize].clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .timeout(remaining);
         if let Some(key) = &self.key {
-            post = post.header(SIGNATURE_HEADER, key.sign("POST", &path, &body));
+            post = post.header(
+                SIGNATURE_HEADER,
+                key.sign("POST", self.routes.path(route), &body),
+            );
         }
-        let post = post.body(body);
-        match post.send().await {
+        match post.body(body).send().await {
             Ok(response) => Ok(response),
             Err(e) if e.is_connect() => Err(HopError::refused(
                 Refusal::Unreachable,
@@ -131,21 +216,28 @@ impl HttpTransport {
         }
     }
 
-    async fn hop(
+    /// Posts `body` and turns an error reply back into the outcome it stood for.
+    async fn exchange(
         &self,
-        owner: &Member,
-        route: &str,
-        request: &Request,
+        peer: &Peer,
+        route: Route,
+        body: Vec<u8>,
         remaining: Duration,
     ) -> Result<reqwest::Response, HopError> {
-        let body = request.to_json(Some(remaining));
-        let response = self.post(owner, route, &body, remaining).await?;
+        let response = self.post(peer, route, body, remaining).await?;
         if response.status().is_success() {
             Ok(response)
         } else {
-            Err(remote_error(owner, response).await)
+            Err(remote_error(peer, response).await)
         }
     }
+}
+
+/// The JSON of a lease renewal or a handoff (a request is written by
+/// [`Request::to_json_bytes`]).
+fn json_bytes(value: &impl serde::Serialize) -> Result<Vec<u8>, HopError> {
+    serde_json::to_vec(value)
+        .map_err(|e| HopError::Failed(MeshError::BadRequest(format!("unserialisable hop: {e}"))))
 }
 
 /// An error with its causes, `outer: inner: ...`: reqwest's own message rarely says what
@@ -173,7 +265,7 @@ struct ErrorDetail {
 }
 
 /// Turns the owner's error reply back into the outcome it stood for.
-async fn remote_error(owner: &Member, response: reqwest::Response) -> HopError {
+async fn remote_error(owner: &Peer, response: reqwest::Response) -> HopError {
     let status = response.status();
     let refusal = response
         .headers()
@@ -216,15 +308,18 @@ impl RemoteTransport for HttpTransport {
         request: Request,
         remaining: Duration,
     ) -> BoxFuture<'static, Result<Reply, HopError>> {
-        let (transport, owner) = (self.clone(), owner.clone());
+        let transport = self.clone();
+        let peer = self.peer(owner);
         async move {
+            let peer = peer?;
+            let body = request.to_json_bytes(Some(remaining));
             let response = transport
-                .hop(&owner, "/internal/call", &request, remaining)
+                .exchange(&peer, Route::Call, body, remaining)
                 .await?;
             response.json::<Reply>().await.map_err(|e| {
                 HopError::MaybeDelivered(format!(
                     "node {} sent an unreadable reply ({e}); the request may have run",
-                    owner.node
+                    peer.node
                 ))
             })
         }
@@ -237,10 +332,12 @@ impl RemoteTransport for HttpTransport {
         request: Request,
         remaining: Duration,
     ) -> BoxFuture<'static, Result<(), HopError>> {
-        let (transport, owner) = (self.clone(), owner.clone());
+        let transport = self.clone();
+        let peer = self.peer(owner);
         async move {
+            let body = request.to_json_bytes(Some(remaining));
             transport
-                .hop(&owner, "/internal/cast", &request, remaining)
+                .exchange(&*peer?, Route::Cast, body, remaining)
                 .await
                 .map(drop)
         }
@@ -253,15 +350,15 @@ impl RemoteTransport for HttpTransport {
         request: RenewRequest,
         timeout: Duration,
     ) -> BoxFuture<'static, Result<RenewReply, MeshError>> {
-        let (transport, peer) = (self.clone(), peer.clone());
+        let transport = self.clone();
+        let peer = self.peer(peer);
         async move {
+            let peer = peer.map_err(HopError::into_error)?;
+            let body = json_bytes(&request).map_err(HopError::into_error)?;
             let response = transport
-                .post(&peer, "/internal/lease", &request, timeout)
+                .exchange(&peer, Route::Lease, body, timeout)
                 .await
                 .map_err(HopError::into_error)?;
-            if !response.status().is_success() {
-                return Err(remote_error(&peer, response).await.into_error());
-            }
             response.json::<RenewReply>().await.map_err(|e| {
                 MeshError::OwnerUnavailable(format!(
                     "node {} sent an unreadable lease reply: {e}",
@@ -278,16 +375,14 @@ impl RemoteTransport for HttpTransport {
         handoff: Handoff,
         timeout: Duration,
     ) -> BoxFuture<'static, Result<(), HopError>> {
-        let (transport, to) = (self.clone(), to.clone());
+        let transport = self.clone();
+        let peer = self.peer(to);
         async move {
-            let response = transport
-                .post(&to, "/internal/handoff", &handoff, timeout)
-                .await?;
-            if response.status().is_success() {
-                Ok(())
-            } else {
-                Err(remote_error(&to, response).await)
-            }
+            let body = json_bytes(&handoff)?;
+            transport
+                .exchange(&*peer?, Route::Handoff, body, timeout)
+                .await
+                .map(drop)
         }
         .boxed()
     }
