@@ -241,6 +241,9 @@ struct MeshInner {
     gate: Arc<Gate>,
     host: Arc<Host>,
     modules: RwLock<HashMap<Module, Arc<dyn Activator>>>,
+    /// One shared copy of each capability name activations hold (with the registered
+    /// [`Module`]s, ~64 B less per activation than the request's own copies).
+    capability_names: RwLock<std::collections::HashSet<Capability>>,
     arbiters: Vec<Arbiter>,
     next_arbiter: AtomicUsize,
     next_serial: AtomicU64,
@@ -315,6 +318,7 @@ impl Mesh {
                 registry,
                 gate,
                 modules: RwLock::default(),
+                capability_names: RwLock::default(),
                 arbiters,
                 next_arbiter: AtomicUsize::new(0),
                 next_serial: AtomicU64::new(0),
@@ -607,6 +611,27 @@ impl Mesh {
     /// The activator registered for `module`.
     fn activator(&self, module: &Module) -> Option<Arc<dyn Activator>> {
         self.inner.modules.read().get(module.as_str()).cloned()
+    }
+
+    /// The registered name of `module` and its activator.
+    fn registered(&self, module: &Module) -> Option<(Module, Arc<dyn Activator>)> {
+        let modules = self.inner.modules.read();
+        let (name, activator) = modules.get_key_value(module.as_str())?;
+        Some((name.clone(), activator.clone()))
+    }
+
+    /// The shared copy of `capability`'s name (a node activates only capabilities it
+    /// registered, so the set stays as small as those).
+    fn capability_name(&self, capability: &Capability) -> Capability {
+        if let Some(name) = self.inner.capability_names.read().get(capability) {
+            return name.clone();
+        }
+        let mut names = self.inner.capability_names.write();
+        if let Some(name) = names.get(capability) {
+            return name.clone();
+        }
+        names.insert(capability.clone());
+        capability.clone()
     }
 
     /// Sends `handoff` to `to`, the identity's new owner, in the background. Until it is
@@ -1160,8 +1185,8 @@ impl Mesh {
         stored: Option<Option<StoredState>>,
     ) -> Result<Entry, NotActivated> {
         let inner = &self.inner;
-        let activator = self
-            .activator(&request.module)
+        let (module, activator) = self
+            .registered(&request.module)
             .ok_or_else(|| MeshError::unknown_module(request.module.as_str()))?;
         let durable = activator.is_durable();
         let (init_arg, start) = if durable {
@@ -1197,9 +1222,9 @@ impl Mesh {
         };
         let idle_after = idle_timeout_of(activator.as_ref(), inner.config.idle_timeout);
         let identity = Identity {
-            module: request.module.clone(),
+            module,
             id: request.id.clone(),
-            capability: request.capability.clone(),
+            capability: self.capability_name(&request.capability),
             shard,
             init_arg,
             // Clamped to `MAX_IDLE_MS` by the cell.

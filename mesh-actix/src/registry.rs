@@ -5,6 +5,7 @@
 //! A hit is a read lock and an enqueue; only a miss (an activation) takes a write lock.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -34,12 +35,59 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 #[derive(Default)]
 struct Stripe {
-    modules: FastMap<Module, FastMap<ActorId, Entry>>,
+    modules: FastMap<Module, Ids>,
 }
 
 impl Stripe {
     fn get(&self, module: &str, id: &str) -> Option<&Entry> {
         self.modules.get(module)?.get(id)
+    }
+}
+
+/// The activations of one module in one stripe, found by the id their cell holds: a slot is
+/// the entry alone (24 B), not a key beside it (40 B), which is ~30 B per activation at a
+/// million of them (BENCHMARKS.md, "Memory per activation").
+#[derive(Default)]
+struct Ids {
+    table: hashbrown::HashTable<Entry>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl Ids {
+    fn hash(&self, id: &str) -> u64 {
+        self.hasher.hash_one(id)
+    }
+
+    fn get(&self, id: &str) -> Option<&Entry> {
+        self.table
+            .find(self.hash(id), |entry| entry.cell.id.as_str() == id)
+    }
+
+    /// Adds `entry`, whose id must not be here yet.
+    fn insert_new(&mut self, entry: Entry) {
+        let hash = self.hash(entry.cell.id.as_str());
+        let hasher = &self.hasher;
+        self.table
+            .insert_unique(hash, entry, |e| hasher.hash_one(e.cell.id.as_str()));
+    }
+
+    /// Removes the entry of `cell`, if it is the one registered for its id.
+    fn remove(&mut self, cell: &Arc<ActivationCell>) -> bool {
+        let id = cell.id.as_str();
+        match self
+            .table
+            .find_entry(self.hash(id), |entry| entry.cell.id.as_str() == id)
+        {
+            Ok(found) if Arc::ptr_eq(&found.get().cell, cell) => {
+                found.remove();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.table.iter()
     }
 }
 
@@ -156,11 +204,12 @@ impl ActivationRegistry {
         }
         let entry = activate()?;
         let result = send(&entry);
+        debug_assert_eq!(entry.cell.id.as_str(), id.as_str());
         guard
             .modules
             .entry(module.clone())
             .or_default()
-            .insert(id.clone(), entry);
+            .insert_new(entry);
         self.live.fetch_add(1, Ordering::Relaxed);
         self.activated.fetch_add(1, Ordering::Relaxed);
         Ok(result)
@@ -172,9 +221,7 @@ impl ActivationRegistry {
         let Some(ids) = guard.modules.get_mut(cell.module.as_str()) else {
             return;
         };
-        let current = ids.get(cell.id.as_str());
-        if current.is_some_and(|entry| Arc::ptr_eq(&entry.cell, cell)) {
-            ids.remove(cell.id.as_str());
+        if ids.remove(cell) {
             self.live.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -184,7 +231,7 @@ impl ActivationRegistry {
         let mut out = Vec::new();
         for stripe in self.stripes.iter() {
             let guard = stripe.read();
-            for entry in guard.modules.values().flat_map(FastMap::values) {
+            for entry in guard.modules.values().flat_map(Ids::iter) {
                 if !keep(&entry.cell) {
                     out.push(Entry {
                         cell: entry.cell.clone(),

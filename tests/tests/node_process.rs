@@ -255,10 +255,17 @@ async fn a_node_with_its_activations_on_the_pool_serves_calls() {
 
 #[test]
 fn an_unknown_placement_is_refused_at_start() {
-    let out = std::process::Command::new(mesh_tests::node_bin())
+    let mut child = std::process::Command::new(mesh_tests::node_bin())
         .args(["--listen", "127.0.0.1:0", "--placement", "nowhere"])
-        .output()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("mesh-node runs");
+    // Held until the output is read: the program under test exits when its standard input
+    // closes, which would race the error being printed.
+    let _lifeline = child.stdin.take();
+    let out = child.wait_with_output().expect("mesh-node exits");
     assert!(!out.status.success(), "started with --placement nowhere");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

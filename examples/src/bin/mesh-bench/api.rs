@@ -159,10 +159,24 @@ pub async fn mesh_activations(
     n: usize,
     concurrency: usize,
 ) -> anyhow::Result<f64> {
-    let requests: Arc<Vec<Request>> =
-        Arc::new((0..n).map(|i| counter(&format!("{prefix}-{i}"))).collect());
+    activate_all(mesh, &counter_requests(prefix, n), concurrency).await
+}
+
+/// The first calls of `n` fresh `Counter` ids, `<prefix>-<i>`.
+pub fn counter_requests(prefix: &str, n: usize) -> Arc<Vec<Request>> {
+    Arc::new((0..n).map(|i| counter(&format!("{prefix}-{i}"))).collect())
+}
+
+/// Sends every one of `requests` (first calls of fresh ids), `concurrency` at a time; the
+/// activations per second.
+pub async fn activate_all(
+    mesh: &Mesh,
+    requests: &Arc<Vec<Request>>,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
+    let n = requests.len();
     let before = mesh.activations();
-    let rate = mesh_rate(mesh, &requests, n, concurrency).await?;
+    let rate = mesh_rate(mesh, requests, n, concurrency).await?;
     anyhow::ensure!(
         mesh.activations() == before + n,
         "expected {n} new activations, the mesh has {} more",

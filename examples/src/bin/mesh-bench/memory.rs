@@ -45,9 +45,12 @@ pub fn child(
             "mesh" => {
                 let mesh = api::lone_mesh("bench-memory", threads, placement).await?;
                 api::mesh_activations(&mesh, "warm", WARM, 64).await?;
+                // The callers' requests are built first: their memory is the caller's, and
+                // freed after the calls it would stay resident and be counted as mesh's.
+                let requests = api::counter_requests("live", count);
                 pause().await;
                 let before = rss()?;
-                api::mesh_activations(&mesh, "live", count, 64).await?;
+                api::activate_all(&mesh, &requests, 64).await?;
                 pause().await;
                 let after = rss()?;
                 anyhow::ensure!(mesh.activations() == WARM + count);
