@@ -122,7 +122,7 @@ pub trait MeshInit: Sized {
 ///
 /// ```
 /// use mesh_actix::{InitError, MeshActor, MeshInit, Payload};
-/// use mesh_actix::__private::actix::{Actor, Context, Handler, MessageResult};
+/// use mesh_actix::actix::{Actor, Context, Handler, MessageResult};
 /// use serde_json::{json, Value};
 ///
 /// #[derive(MeshActor)]
@@ -225,7 +225,7 @@ pub trait MeshActor:
 ///
 /// ```
 /// use mesh_actix::{ActorId, InitError, MeshActor, MeshInit, Payload, Snapshot};
-/// use mesh_actix::__private::actix::{Actor, Context, Handler, MessageResult};
+/// use mesh_actix::actix::{Actor, Context, Handler, MessageResult};
 /// use serde_json::{json, Value};
 ///
 /// #[derive(MeshActor)]

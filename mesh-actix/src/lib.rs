@@ -49,8 +49,12 @@ pub use mesh_core::{
 pub use mesh_macros::MeshActor;
 pub use metrics::{LatencyStats, RequestStats, HOP_OUTCOMES, LATENCY_BUCKETS};
 pub use registry::RegistryStats;
-pub use router::ShardRouter;
 pub use transport::{InProcessTransport, RemoteTransport};
+
+/// The actix crate mesh runs on, re-exported so that an actor is written against the very
+/// version mesh uses, without a dependency of its own: `use mesh_actix::actix::prelude::*;`
+/// (or add `actix = "0.13"` beside mesh; both name the same crate).
+pub use actix;
 
 /// Glue for `#[derive(MeshActor)]` and re-exports for actor authors. Not a stable API.
 #[doc(hidden)]

@@ -178,7 +178,7 @@ pub enum StartError {
 /// ```
 /// use mesh_actix::{Mesh, MeshConfig, NodeId, Request};
 /// # use mesh_actix::{InitError, MeshActor, MeshInit, Payload};
-/// # use mesh_actix::__private::actix::{Actor, Context, Handler, MessageResult};
+/// # use mesh_actix::actix::{Actor, Context, Handler, MessageResult};
 /// # use serde_json::{json, Value};
 /// # #[derive(MeshActor)]
 /// # struct Counter { count: u64 }
@@ -685,8 +685,10 @@ impl Mesh {
         self.inner.config.shards.shard_for(id)
     }
 
-    /// The node that owns `shard` for `capability` under this node's current view.
-    pub fn owner(&self, shard: ShardId, capability: &str) -> Result<NodeId, MeshError> {
+    /// The node that owns `shard` for `capability` under this node's current view
+    /// (`no_capable_node` if no live node registered it). Arguments in the order of an
+    /// identity, `(capability, …)`, as in [`RoutingTable::owner`].
+    pub fn owner(&self, capability: &str, shard: ShardId) -> Result<NodeId, MeshError> {
         self.inner
             .routing
             .load()

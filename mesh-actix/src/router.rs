@@ -89,7 +89,7 @@ pub(crate) struct RouterLinks {
 }
 
 /// Owns the membership view and lease state; publishes routing snapshots.
-pub struct ShardRouter {
+pub(crate) struct ShardRouter {
     fencing: Fencing,
     shards: ShardCount,
     links: RouterLinks,

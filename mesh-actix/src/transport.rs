@@ -69,7 +69,7 @@ pub trait RemoteTransport: Send + Sync + 'static {
 /// ```
 /// use mesh_actix::{InProcessTransport, Mesh, MeshConfig, NodeId, Request};
 /// # use mesh_actix::{InitError, MeshActor, MeshInit, Payload};
-/// # use mesh_actix::__private::actix::{Actor, Context, Handler, MessageResult};
+/// # use mesh_actix::actix::{Actor, Context, Handler, MessageResult};
 /// # use serde_json::{json, Value};
 /// # #[derive(MeshActor)]
 /// # struct Counter { count: u64 }
@@ -98,7 +98,7 @@ pub trait RemoteTransport: Send + Sync + 'static {
 /// b.update_members(vec![a.local_member()]).await;
 ///
 /// // Whichever node a call enters, it reaches the one activation on the owner.
-/// let id = (0..).map(|i| format!("c{i}")).find(|id| a.owner(a.shard_for(id), "counter").unwrap().as_str() == "b").unwrap();
+/// let id = (0..).map(|i| format!("c{i}")).find(|id| a.owner("counter", a.shard_for(id)).unwrap().as_str() == "b").unwrap();
 /// let request = Request::new("Counter", &id, "counter").unwrap();
 /// let first = a.call(request.clone()).await.unwrap();
 /// let second = b.call(request).await.unwrap();

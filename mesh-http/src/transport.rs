@@ -300,7 +300,7 @@ mod tests {
     use std::sync::Arc;
 
     use actix_web::{web, App, HttpServer};
-    use mesh_actix::__private::actix::{Actor, Context, Handler, MessageResult};
+    use mesh_actix::actix::{Actor, Context, Handler, MessageResult};
     use mesh_actix::{
         ActorId, InitError, Mesh, MeshActor, MeshConfig, MeshInit, NodeId, Payload, Request,
     };
@@ -362,7 +362,7 @@ mod tests {
         b.update_members(vec![a.local_member()]).await;
         let id = (0..)
             .map(|i| format!("e{i}"))
-            .find(|id| a.owner(a.shard_for(id), "echo").unwrap().as_str() == "b")
+            .find(|id| a.owner("echo", a.shard_for(id)).unwrap().as_str() == "b")
             .unwrap();
 
         let request = Request::new("Echo", &id, "echo")

@@ -239,7 +239,7 @@ impl Cluster {
             .iter()
             .map(|n| {
                 n.mesh
-                    .owner(n.mesh.shard_for(id), capability)
+                    .owner(capability, n.mesh.shard_for(id))
                     .unwrap_or_else(|e| panic!("no owner of {id} on {}: {e:?}", n.mesh.node_id()))
             })
             .collect();
