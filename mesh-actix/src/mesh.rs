@@ -25,6 +25,7 @@ use crate::activation::{
 use crate::actor::{Delivery, MeshActor, Payload};
 use crate::gate::Gate;
 use crate::metrics::{RequestMetrics, RequestStats};
+use crate::provider::{FrontEnd, Hops, MembershipFeed};
 use crate::registry::{ActivationRegistry, Entry, RefusedHandoff, RegistryStats};
 use crate::router::{
     AwaitCluster, Drain, Leave, RegisterCapabilities, Renew, RouterHealth, RouterLinks,
@@ -392,32 +393,6 @@ impl Mesh {
             .map_err(|_| MeshError::OwnerUnavailable("the shard router has stopped".into()))?
     }
 
-    /// Tells this node what the membership layer (gossip) knows of the other members. Members
-    /// are learned from it; ownership moves only when the lease protocol fences a member or a
-    /// member announces its leave. The local member is always kept as this node describes
-    /// itself.
-    pub async fn update_members(&self, members: Vec<Member>) {
-        // The router only stops with the arbiters, i.e. with this Mesh.
-        let _ = self.inner.router.send(UpdateMembers(members)).await;
-    }
-
-    /// Answers another node's lease renewal (called by the transports' receiving end).
-    pub async fn renew_lease(&self, request: RenewRequest) -> RenewReply {
-        match self.inner.router.send(Renew(request)).await {
-            Ok(reply) => reply,
-            Err(_) => RenewReply {
-                from: self.local_member(),
-                round: 0,
-                granted: false,
-                fenced: false,
-                acknowledged: None,
-                members: Vec::new(),
-                expired: Vec::new(),
-                established: Vec::new(),
-            },
-        }
-    }
-
     /// Resolves if this node's `ShardRouter` (the actor that renews its lease and publishes
     /// its routing) dies, which only a bug can cause, with the reason. The node has then
     /// stopped serving for good: every request is refused and [`Mesh::readiness`] says why.
@@ -425,13 +400,6 @@ impl Mesh {
     /// rejoins as a new incarnation.
     pub async fn router_failure(&self) -> String {
         self.inner.router_health.failed().await
-    }
-
-    /// Says that this node joins an existing cluster (the membership layer was given seeds):
-    /// like [`MeshConfig::joining`], for a node that was started before it knew. Until it has
-    /// heard from another member it serves nothing; requests through it wait.
-    pub async fn await_cluster(&self) {
-        let _ = self.inner.router.send(AwaitCluster).await;
     }
 
     /// Whether this node serves requests now: it has learned its cluster, every member
@@ -479,7 +447,10 @@ impl Mesh {
     /// Calls the actor `(request.module, request.id)` wherever it lives, activating it on
     /// its owner first if needed, and waits for its reply within the request's timeout.
     pub async fn call(&self, request: Request) -> Result<Reply, MeshError> {
-        self.call_from(request, Origin::Client).await
+        let reply = self.timed(request, Origin::Client, Delivery::Call).await;
+        reply
+            .map(|r| r.expect("a call always ends with a reply"))
+            .map_err(HopError::into_error)
     }
 
     /// Delivers `request.payload` to the actor like [`Mesh::call`] but discards the reply:
@@ -489,77 +460,8 @@ impl Mesh {
     /// without bound. Like a cast to a dying GenServer, a cast that races with the actor's
     /// deactivation may be dropped.
     pub async fn cast(&self, request: Request) -> Result<(), MeshError> {
-        self.cast_from(request, Origin::Client).await
-    }
-
-    /// [`Mesh::call`] for a request that comes from `origin`. A request another node
-    /// forwarded is served here only if this node owns the actor under its current view, and
-    /// refused with `owner_unavailable` otherwise: a request is forwarded at most once.
-    pub async fn call_from(&self, request: Request, origin: Origin) -> Result<Reply, MeshError> {
-        let reply = self.timed(request, origin, Delivery::Call).await;
-        reply
-            .map(|r| r.expect("a call always ends with a reply"))
-            .map_err(HopError::into_error)
-    }
-
-    /// [`Mesh::cast`] for a request that comes from `origin`; see [`Mesh::call_from`].
-    pub async fn cast_from(&self, request: Request, origin: Origin) -> Result<(), MeshError> {
-        let result = self.timed(request, origin, Delivery::Cast).await;
+        let result = self.timed(request, Origin::Client, Delivery::Cast).await;
         result.map(drop).map_err(HopError::into_error)
-    }
-
-    /// Serves a call another node forwarded here (the receiving end of a transport): like
-    /// [`Mesh::call_from`] with [`Origin::Forwarded`], with the typed outcome the sender needs
-    /// to decide whether it may send the request again.
-    pub async fn forwarded_call(&self, request: Request) -> Result<Reply, HopError> {
-        let reply = self.timed(request, Origin::Forwarded, Delivery::Call).await;
-        reply.map(|r| r.expect("a call always ends with a reply"))
-    }
-
-    /// Serves a cast another node forwarded here; see [`Mesh::forwarded_call`].
-    pub async fn forwarded_cast(&self, request: Request) -> Result<(), HopError> {
-        let result = self.timed(request, Origin::Forwarded, Delivery::Cast).await;
-        result.map(drop)
-    }
-
-    /// Accepts an identity handed over by its old owner (the receiving end of a transport):
-    /// kept until the identity's first call here, which starts it from the handed-over state.
-    ///
-    /// A durable type's state goes into this node's store before the handoff is accepted
-    /// (a node-local store: what it may hold for the identity is older), or is already there
-    /// (a shared store); its first call here loads it.
-    pub async fn accept_handoff(&self, handoff: Handoff) -> Result<(), HopError> {
-        let Some(activator) = self.activator(&handoff.module) else {
-            return Err(HopError::Failed(MeshError::unknown_module(
-                handoff.module.as_str(),
-            )));
-        };
-        let shard = self.shard_for(handoff.id.as_str());
-        if let (true, Some(store)) = (activator.is_durable(), &self.inner.config.store) {
-            return self
-                .accept_durable_handoff(store.as_ref(), shard, handoff)
-                .await;
-        }
-        tracing::debug!(node = %self.node_id(), module = %handoff.module, id = %handoff.id,
-            shard = shard.0, from = %handoff.from, "handoff received");
-        match self.inner.registry.put_handoff(shard, handoff) {
-            Ok(()) => Ok(()),
-            Err(RefusedHandoff::Full(handoff)) => Err(HopError::refused(
-                Refusal::MailboxFull,
-                format!(
-                    "{} handoffs are waiting on this node already; {}/{} was not taken",
-                    crate::registry::MAX_WAITING_HANDOFFS,
-                    handoff.module,
-                    handoff.id
-                ),
-            )),
-            Err(RefusedHandoff::Live(handoff)) => {
-                Err(HopError::Failed(MeshError::OwnerUnavailable(format!(
-                    "{}/{} is already active on this node; its state is the newer one",
-                    handoff.module, handoff.id
-                ))))
-            }
-        }
     }
 
     async fn accept_durable_handoff(
@@ -716,23 +618,6 @@ impl Mesh {
         self.inner.routing.load_full()
     }
 
-    /// Changes whenever a new routing snapshot is published (a capability registered, a
-    /// member joined, changed or left); the value is the snapshot's epoch.
-    pub fn routing_updates(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.routing_updates.clone()
-    }
-
-    /// This node as it describes itself to the cluster: id, address, capabilities.
-    pub fn local_member(&self) -> Member {
-        let node = &self.inner.config.node_id;
-        self.routing()
-            .members()
-            .iter()
-            .find(|m| m.node == *node)
-            .cloned()
-            .expect("the local node is always a member of its own view")
-    }
-
     /// This node's registered capabilities.
     pub fn capabilities(&self) -> BTreeSet<Capability> {
         self.local_member().capabilities
@@ -746,13 +631,6 @@ impl Mesh {
     /// Activation counters of this node.
     pub fn activation_stats(&self) -> RegistryStats {
         self.inner.registry.stats()
-    }
-
-    /// Counts a call or cast that a front end (e.g. the HTTP routes) refused before it could
-    /// reach the mesh — a malformed body, a missing secret — so that the request counters
-    /// cover every outcome.
-    pub fn record_rejection(&self, delivery: Delivery, error: &MeshError) {
-        self.inner.metrics.record_rejection(delivery, error);
     }
 
     /// Request counters and the call-latency histogram of this node.
@@ -1229,6 +1107,99 @@ impl Mesh {
     }
 }
 
+impl Hops for Mesh {
+    async fn forwarded_call(&self, request: Request) -> Result<Reply, HopError> {
+        let reply = self.timed(request, Origin::Forwarded, Delivery::Call).await;
+        reply.map(|r| r.expect("a call always ends with a reply"))
+    }
+
+    async fn forwarded_cast(&self, request: Request) -> Result<(), HopError> {
+        let result = self.timed(request, Origin::Forwarded, Delivery::Cast).await;
+        result.map(drop)
+    }
+
+    async fn renew_lease(&self, request: RenewRequest) -> RenewReply {
+        match self.inner.router.send(Renew(request)).await {
+            Ok(reply) => reply,
+            Err(_) => RenewReply {
+                from: self.local_member(),
+                round: 0,
+                granted: false,
+                fenced: false,
+                acknowledged: None,
+                members: Vec::new(),
+                expired: Vec::new(),
+                established: Vec::new(),
+            },
+        }
+    }
+
+    async fn accept_handoff(&self, handoff: Handoff) -> Result<(), HopError> {
+        let Some(activator) = self.activator(&handoff.module) else {
+            return Err(HopError::Failed(MeshError::unknown_module(
+                handoff.module.as_str(),
+            )));
+        };
+        let shard = self.shard_for(handoff.id.as_str());
+        if let (true, Some(store)) = (activator.is_durable(), &self.inner.config.store) {
+            return self
+                .accept_durable_handoff(store.as_ref(), shard, handoff)
+                .await;
+        }
+        tracing::debug!(node = %self.node_id(), module = %handoff.module, id = %handoff.id,
+            shard = shard.0, from = %handoff.from, "handoff received");
+        match self.inner.registry.put_handoff(shard, handoff) {
+            Ok(()) => Ok(()),
+            Err(RefusedHandoff::Full(handoff)) => Err(HopError::refused(
+                Refusal::MailboxFull,
+                format!(
+                    "{} handoffs are waiting on this node already; {}/{} was not taken",
+                    crate::registry::MAX_WAITING_HANDOFFS,
+                    handoff.module,
+                    handoff.id
+                ),
+            )),
+            Err(RefusedHandoff::Live(handoff)) => {
+                Err(HopError::Failed(MeshError::OwnerUnavailable(format!(
+                    "{}/{} is already active on this node; its state is the newer one",
+                    handoff.module, handoff.id
+                ))))
+            }
+        }
+    }
+}
+
+impl MembershipFeed for Mesh {
+    async fn update_members(&self, members: Vec<Member>) {
+        // The router only stops with the arbiters, i.e. with this Mesh.
+        let _ = self.inner.router.send(UpdateMembers(members)).await;
+    }
+
+    async fn await_cluster(&self) {
+        let _ = self.inner.router.send(AwaitCluster).await;
+    }
+
+    fn routing_updates(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.routing_updates.clone()
+    }
+
+    fn local_member(&self) -> Member {
+        let node = &self.inner.config.node_id;
+        self.routing()
+            .members()
+            .iter()
+            .find(|m| m.node == *node)
+            .cloned()
+            .expect("the local node is always a member of its own view")
+    }
+}
+
+impl FrontEnd for Mesh {
+    fn record_rejection(&self, delivery: Delivery, error: &MeshError) {
+        self.inner.metrics.record_rejection(delivery, error);
+    }
+}
+
 /// Why [`Mesh::activate`] started nothing.
 enum NotActivated {
     Failed(MeshError),
@@ -1301,7 +1272,7 @@ fn release_free_memory() {
 
 /// Where a request comes from, which decides whether it may still be forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// From a client of this node: forwarded once to the owner if another node owns it.
     Client,
     /// Forwarded by another node: served here or refused, never forwarded again.

@@ -10,17 +10,18 @@ use futures_util::FutureExt;
 use mesh_core::{
     Handoff, HopError, Member, MeshError, NodeId, Refusal, RenewReply, RenewRequest, Reply, Request,
 };
+
+use crate::provider::Hops;
 use parking_lot::RwLock;
 
 use crate::mesh::{Mesh, WeakMesh};
 
 /// Carries what one node sends another: requests to their owner, which serves them with
-/// [`Mesh::forwarded_call`](crate::Mesh::forwarded_call) and never forwards them again; lease
-/// renewals, which it answers with [`Mesh::renew_lease`](crate::Mesh::renew_lease); and
-/// handoffs of identities that moved, which it takes with
-/// [`Mesh::accept_handoff`](crate::Mesh::accept_handoff).
+/// [`Hops::forwarded_call`] and never forwards them again; lease renewals, which it answers
+/// with [`Hops::renew_lease`]; and handoffs of identities that moved, which it takes with
+/// [`Hops::accept_handoff`] (the receiving end, [`crate::provider`]).
 ///
-/// A failed hop says what became of the request ([`HopError`]): a transport reports
+/// A failed hop says what became of the request ([`HopError`](crate::provider::HopError)): a transport reports
 /// [`HopError::NotDelivered`] only when the request certainly did not reach the owner (no
 /// connection could be made, or the owner refused it with a [`Refusal`]), since mesh sends such
 /// a request again; anything that may have reached it is [`HopError::MaybeDelivered`].
@@ -67,6 +68,7 @@ pub trait RemoteTransport: Send + Sync + 'static {
 /// process.
 ///
 /// ```
+/// use mesh_actix::provider::MembershipFeed;
 /// use mesh_actix::{InProcessTransport, Mesh, MeshConfig, NodeId, Request};
 /// # use mesh_actix::{InitError, MeshActor, MeshInit, Payload};
 /// # use mesh_actix::actix::{Actor, Context, Handler, MessageResult};

@@ -3,10 +3,10 @@
 //!
 //! Each node publishes its descriptor (HTTP address, capabilities, incarnation, version,
 //! leaving) as gossip keys. Whenever the nodes chitchat knows or their keys change, the whole
-//! member list goes to the node's `ShardRouter` (`Mesh::update_members`), which learns new
+//! member list goes to the node's `ShardRouter` (`MembershipFeed::update_members`), which learns new
 //! members and descriptors from it. Gossip only *discovers*: chitchat's own failure detector
 //! decides nothing here; who may serve is decided by the lease protocol
-//! ([`mesh_actix::Mesh::renew_lease`]), whose messages carry descriptors too. Whenever this
+//! ([`Hops::renew_lease`](mesh_actix::provider::Hops::renew_lease)), whose messages carry descriptors too. Whenever this
 //! node's own descriptor changes, its keys follow.
 //!
 //! Seeds are `host:port`; a host may be a DNS name that stands for many nodes (a Kubernetes
@@ -26,6 +26,7 @@ use chitchat::{
     spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState,
 };
 use futures_util::future::join_all;
+use mesh_actix::provider::MembershipFeed;
 use mesh_actix::{Member, MemberStatus, Mesh, NodeId, ShardCount};
 use tokio::sync::oneshot;
 

@@ -5,9 +5,8 @@ use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use mesh_actix::{
-    Capability, Delivery, Handoff, HopError, Mesh, MeshError, Origin, RenewRequest, Request,
-};
+use mesh_actix::provider::{FrontEnd, Handoff, HopError, Hops, RenewRequest};
+use mesh_actix::{Capability, Delivery, Mesh, MeshError, Request};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -215,7 +214,7 @@ async fn call(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult
     let request = state
         .request(&req, body, Delivery::Call, Sender::Client)
         .await?;
-    let reply = state.mesh.call_from(request, Origin::Client).await?;
+    let reply = state.mesh.call(request).await?;
     Ok(HttpResponse::Ok().json(reply))
 }
 
@@ -223,7 +222,7 @@ async fn cast(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult
     let request = state
         .request(&req, body, Delivery::Cast, Sender::Client)
         .await?;
-    state.mesh.cast_from(request, Origin::Client).await?;
+    state.mesh.cast(request).await?;
     Ok(HttpResponse::Accepted().json(json!({"status": "accepted"})))
 }
 

@@ -6,10 +6,8 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use mesh_actix::{
-    ErrorCode, Handoff, HopError, Member, MeshError, Refusal, RemoteTransport, RenewReply,
-    RenewRequest, Reply, Request,
-};
+use mesh_actix::provider::{Handoff, HopError, Refusal, RenewReply, RenewRequest};
+use mesh_actix::{ErrorCode, Member, MeshError, RemoteTransport, Reply, Request};
 use serde::Deserialize;
 
 use crate::error::REFUSAL_HEADER;
@@ -301,6 +299,7 @@ mod tests {
 
     use actix_web::{web, App, HttpServer};
     use mesh_actix::actix::{Actor, Context, Handler, MessageResult};
+    use mesh_actix::provider::MembershipFeed;
     use mesh_actix::{
         ActorId, InitError, Mesh, MeshActor, MeshConfig, MeshInit, NodeId, Payload, Request,
     };

@@ -6,7 +6,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use mesh_actix::{Member, Mesh, MeshConfig, NodeId, RenewRequest};
+use mesh_actix::provider::RenewRequest;
+use mesh_actix::{Member, Mesh, MeshConfig, NodeId};
 use mesh_http::{ClusterKey, HttpOptions, ServeOptions, SIGNATURE_HEADER};
 
 /// Posts `body` to `/internal/lease` with `signature` on a connection of its own; the status.

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer};
+use mesh_actix::provider::MembershipFeed;
 use mesh_actix::store::MemoryStore;
 use mesh_actix::{
     Delivery, InProcessTransport, Member, Mesh, MeshConfig, MeshError, NodeId, Reply, Request,

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use cluster::*;
 use futures_util::future::join_all;
+use mesh_actix::provider::{HopError, Hops, MembershipFeed};
 use mesh_actix::store::{StateKey, StateStore};
-use mesh_actix::{ActorId, Capability, MemberStatus, MeshError, Module, Origin, Request};
+use mesh_actix::{ActorId, Capability, MemberStatus, MeshError, Module, Request};
 use serde_json::json;
 
 /// Instantiates each scenario once per transport.
@@ -306,16 +307,18 @@ async fn a_forwarded_request_for_an_actor_the_receiver_does_not_own_is_refused(
 
     let e = cluster
         .node(0)
-        .call_from(counter(&id), Origin::Forwarded)
+        .forwarded_call(counter(&id))
         .await
+        .map_err(HopError::into_error)
         .expect_err("node-0 does not own the actor");
     assert!(matches!(e, MeshError::OwnerUnavailable(_)), "{e:?}");
     assert_eq!(e.code().as_str(), "owner_unavailable");
 
     let e = cluster
         .node(0)
-        .cast_from(counter(&id), Origin::Forwarded)
+        .forwarded_cast(counter(&id))
         .await
+        .map_err(HopError::into_error)
         .expect_err("node-0 does not own the actor");
     assert!(matches!(e, MeshError::OwnerUnavailable(_)), "{e:?}");
 
@@ -327,7 +330,7 @@ async fn a_forwarded_request_for_an_actor_the_receiver_does_not_own_is_refused(
     // The owner serves a forwarded request for it.
     let reply = cluster
         .node(1)
-        .call_from(counter(&id), Origin::Forwarded)
+        .forwarded_call(counter(&id))
         .await
         .expect("the owner serves it");
     assert_eq!(reply.result, json!({"ok": 1}));
