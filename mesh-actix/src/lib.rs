@@ -30,6 +30,7 @@ extern crate self as mesh_actix;
 
 mod activation;
 mod actor;
+mod builder;
 mod gate;
 mod mesh;
 mod metrics;
@@ -40,6 +41,7 @@ pub mod store;
 mod transport;
 
 pub use actor::{Delivery, HandlesPayload, InitError, MeshActor, MeshInit, Payload, Snapshot};
+pub use builder::MeshBuilder;
 pub use mesh::{
     Mesh, MeshConfig, Placement, StartError, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAILBOX_CAPACITY,
 };

@@ -23,6 +23,7 @@ use crate::activation::{
     Undelivered,
 };
 use crate::actor::{Delivery, MeshActor, Payload};
+use crate::builder::MeshBuilder;
 use crate::gate::Gate;
 use crate::metrics::{RequestMetrics, RequestStats};
 use crate::provider::{FrontEnd, Hops, MembershipFeed};
@@ -168,6 +169,10 @@ pub enum StartError {
     /// Arbiters and actors need a running actix `System` (e.g. `#[actix_web::main]`).
     #[error("Mesh::start must be called inside a running actix System")]
     NoSystem,
+    /// A capability given to [`MeshBuilder::capabilities`] is invalid, or the set is over
+    /// its bounds (a `bad_request`).
+    #[error("invalid capabilities: {0}")]
+    Capabilities(MeshError),
 }
 
 /// The handle to this node's mesh: register actor types and capabilities, call and cast.
@@ -263,24 +268,37 @@ impl Drop for MeshInner {
 }
 
 impl Mesh {
-    /// Starts this node's mesh: its arbiter pool and its `ShardRouter`. Must run inside an
-    /// actix `System`.
+    /// A builder of a node with default settings: register its actor types, capabilities
+    /// and transport on it, then [`MeshBuilder::start`] it.
+    pub fn builder(node_id: NodeId, addr: impl Into<String>) -> MeshBuilder {
+        MeshBuilder::from_config(MeshConfig::new(node_id, addr))
+    }
+
+    /// Starts a node with these settings and nothing registered yet:
+    /// `MeshBuilder::from_config(config).start()`. Must run inside an actix `System`.
     pub fn start(config: MeshConfig) -> Result<Mesh, StartError> {
+        MeshBuilder::from_config(config).start()
+    }
+
+    /// Starts this node's mesh: its arbiter pool and its `ShardRouter`, this node
+    /// described with `capabilities` from the start, reaching others through `transport`.
+    pub(crate) fn launch(
+        config: MeshConfig,
+        capabilities: &[String],
+        transport: Option<Arc<dyn RemoteTransport>>,
+    ) -> Result<Mesh, StartError> {
         if System::try_current().is_none() {
             return Err(StartError::NoSystem);
         }
+        let local = Member::alive(config.node_id.clone(), config.addr.clone(), capabilities)
+            .and_then(|local| mesh_core::check_capabilities(&local.capabilities).map(|()| local))
+            .map_err(StartError::Capabilities)?
+            .with_incarnation(config.incarnation);
         let arbiters: Vec<Arbiter> = (0..config.arbiters.get()).map(|_| Arbiter::new()).collect();
         let router_arbiter = Arbiter::new();
         let registry = Arc::new(ActivationRegistry::new());
         let gate = Arc::new(Gate::new());
-        let transport = Arc::new(OnceLock::new());
-        let local = Member::alive(
-            config.node_id.clone(),
-            config.addr.clone(),
-            Vec::<&str>::new(),
-        )
-        .expect("no capabilities to validate")
-        .with_incarnation(config.incarnation);
+        let transport = Arc::new(transport.map_or_else(OnceLock::new, OnceLock::from));
         let routing = ShardRouter::initial(&local, config.shards);
         let (updates, routing_updates) = tokio::sync::watch::channel(routing.load().epoch());
         let (shards, lease, joining) = (config.shards, config.lease, config.joining);
@@ -433,15 +451,6 @@ impl Mesh {
                 "drain timed out with activations still stopping; leaving anyway");
         }
         let _ = self.inner.router.send(Leave).await;
-    }
-
-    /// Sets how this node reaches other nodes. Without one, a request owned by another node
-    /// fails with `owner_unavailable`. Can be set once.
-    pub fn set_transport(&self, transport: Arc<dyn RemoteTransport>) -> Result<(), MeshError> {
-        self.inner
-            .transport
-            .set(transport)
-            .map_err(|_| MeshError::BadRequest("the transport is already set".into()))
     }
 
     /// Calls the actor `(request.module, request.id)` wherever it lives, activating it on

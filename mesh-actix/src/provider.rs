@@ -15,15 +15,13 @@
 //!
 //! ```
 //! use mesh_actix::provider::MembershipFeed;
-//! use mesh_actix::{InProcessTransport, Mesh, MeshConfig, NodeId};
+//! use mesh_actix::{InProcessTransport, Mesh, NodeId};
 //!
 //! # actix_rt::System::new().block_on(async {
 //! // Two nodes in one process; a membership layer tells each about the other.
 //! let network = InProcessTransport::new();
-//! let a = Mesh::start(MeshConfig::new(NodeId::new("a").unwrap(), "a:1")).unwrap();
-//! let b = Mesh::start(MeshConfig::new(NodeId::new("b").unwrap(), "b:1")).unwrap();
-//! network.connect(&a).unwrap();
-//! network.connect(&b).unwrap();
+//! let a = network.start(Mesh::builder(NodeId::new("a").unwrap(), "a:1")).unwrap();
+//! let b = network.start(Mesh::builder(NodeId::new("b").unwrap(), "b:1")).unwrap();
 //! a.update_members(vec![b.local_member()]).await;
 //! b.update_members(vec![a.local_member()]).await;
 //! assert_eq!(a.routing().members().len(), 2);

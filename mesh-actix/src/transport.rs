@@ -14,7 +14,8 @@ use mesh_core::{
 use crate::provider::Hops;
 use parking_lot::RwLock;
 
-use crate::mesh::{Mesh, WeakMesh};
+use crate::builder::MeshBuilder;
+use crate::mesh::{Mesh, StartError, WeakMesh};
 
 /// Carries what one node sends another: requests to their owner, which serves them with
 /// [`Hops::forwarded_call`] and never forwards them again; lease renewals, which it answers
@@ -69,7 +70,7 @@ pub trait RemoteTransport: Send + Sync + 'static {
 ///
 /// ```
 /// use mesh_actix::provider::MembershipFeed;
-/// use mesh_actix::{InProcessTransport, Mesh, MeshConfig, NodeId, Request};
+/// use mesh_actix::{InProcessTransport, Mesh, NodeId, Request};
 /// # use mesh_actix::{InitError, MeshActor, MeshInit, Payload};
 /// # use mesh_actix::actix::{Actor, Context, Handler, MessageResult};
 /// # use serde_json::{json, Value};
@@ -87,14 +88,12 @@ pub trait RemoteTransport: Send + Sync + 'static {
 /// #     }
 /// # }
 /// # actix_rt::System::new().block_on(async {
-/// let transport = InProcessTransport::new();
-/// let a = Mesh::start(MeshConfig::new(NodeId::new("a").unwrap(), "a:1")).unwrap();
-/// let b = Mesh::start(MeshConfig::new(NodeId::new("b").unwrap(), "b:1")).unwrap();
-/// for node in [&a, &b] {
-///     node.register::<Counter>();
-///     node.register_capabilities(["counter"]).await.unwrap();
-///     transport.connect(node).unwrap();
-/// }
+/// let network = InProcessTransport::new();
+/// let node = |id: &str| Mesh::builder(NodeId::new(id).unwrap(), format!("{id}:1"))
+///     .register::<Counter>()
+///     .capabilities(["counter"]);
+/// let a = network.start(node("a")).unwrap();
+/// let b = network.start(node("b")).unwrap();
 /// // What the membership layer would do: tell each node about the other.
 /// a.update_members(vec![b.local_member()]).await;
 /// b.update_members(vec![a.local_member()]).await;
@@ -121,18 +120,18 @@ impl InProcessTransport {
         InProcessTransport::default()
     }
 
-    /// Makes `mesh` reachable through this transport and sets this transport as its way to
-    /// reach the others.
-    pub fn connect(&self, mesh: &Mesh) -> Result<(), MeshError> {
+    /// Starts the node `builder` describes on this transport: it reaches the other nodes
+    /// through it, and they reach it.
+    pub fn start(&self, builder: MeshBuilder) -> Result<Mesh, StartError> {
         let link = InProcessLink {
-            from: mesh.node_id().clone(),
+            from: builder.node_id().clone(),
             net: self.clone(),
         };
-        mesh.set_transport(Arc::new(link))?;
+        let mesh = builder.transport(link).start()?;
         self.nodes
             .write()
             .insert(mesh.node_id().clone(), mesh.downgrade());
-        Ok(())
+        Ok(mesh)
     }
 
     /// Cuts the link from `from` to `to`: what is sent over it is lost, as on a network that

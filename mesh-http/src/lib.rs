@@ -33,6 +33,7 @@
 
 mod auth;
 mod body;
+mod cluster;
 mod connections;
 mod error;
 mod membership;
@@ -45,6 +46,7 @@ mod signing;
 mod tls;
 mod transport;
 
+pub use cluster::{join, ClusterNode, JoinOptions, DRAIN_TIMEOUT};
 pub use connections::{
     default_max_connections, default_max_connections_per_ip, fd_limits, raise_fd_limit, FD_RESERVE,
 };

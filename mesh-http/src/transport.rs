@@ -295,14 +295,11 @@ impl RemoteTransport for HttpTransport {
 mod tests {
     use std::net::TcpListener;
     use std::num::NonZeroUsize;
-    use std::sync::Arc;
 
     use actix_web::{web, App, HttpServer};
     use mesh_actix::actix::{Actor, Context, Handler, MessageResult};
     use mesh_actix::provider::MembershipFeed;
-    use mesh_actix::{
-        ActorId, InitError, Mesh, MeshActor, MeshConfig, MeshInit, NodeId, Payload, Request,
-    };
+    use mesh_actix::{ActorId, InitError, Mesh, MeshActor, MeshInit, NodeId, Payload, Request};
     use serde_json::{json, Value};
 
     use super::HttpTransport;
@@ -332,13 +329,14 @@ mod tests {
     async fn node(id: &str) -> (Mesh, actix_web::dev::ServerHandle) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let mut config = MeshConfig::new(NodeId::new(id).unwrap(), addr);
-        config.arbiters = NonZeroUsize::MIN;
-        let mesh = Mesh::start(config).unwrap();
-        mesh.register::<Echo>();
-        mesh.register_capabilities(["echo"]).await.unwrap();
         let transport = HttpTransport::new(None).unwrap().with_path_prefix("/mesh/");
-        mesh.set_transport(Arc::new(transport)).unwrap();
+        let mesh = Mesh::builder(NodeId::new(id).unwrap(), addr)
+            .arbiters(NonZeroUsize::MIN)
+            .register::<Echo>()
+            .capabilities(["echo"])
+            .transport(transport)
+            .start()
+            .unwrap();
         let served = mesh.clone();
         let server = HttpServer::new(move || {
             App::new().service(web::scope("/mesh").configure(configure(served.clone())))
