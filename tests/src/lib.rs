@@ -6,7 +6,8 @@
 //!
 //! - [`node`]: [`MeshNode`], one real node (started by [`NodeBuilder::start`] on a port the OS
 //!   picks, ready once `GET /health` answers, killed and reaped on drop, and unable to outlive the
-//!   test process), and [`node_bin`], the program it runs.
+//!   test process), and the [`Program`] it runs: `mesh-node`, or the embedded example's service;
+//!   [`lifeline`] is the program's half of "cannot outlive".
 //! - [`client`]: [`Client`], an HTTP client bound to one node, with a timeout on every request,
 //!   returning [`Resp`] values that carry assertion helpers.
 //! - [`in_process`]: [`InProcessNode`], a node in the test process behind `actix_web::test`, with
@@ -30,6 +31,7 @@ pub mod bodies;
 pub mod client;
 pub mod cluster;
 pub mod in_process;
+pub mod lifeline;
 pub mod netns;
 pub mod node;
 pub mod observe;
@@ -43,7 +45,7 @@ pub use client::{Api, Client, Resp, REQUEST_TIMEOUT};
 pub use cluster::{disagreement, member, start_cluster, wait_converged};
 pub use in_process::{InProcessBuilder, InProcessNode};
 pub use netns::{Host, Network};
-pub use node::{node_bin, MeshNode, NodeBuilder, READY_TIMEOUT};
+pub use node::{node_bin, MeshNode, NodeBuilder, Program, READY_TIMEOUT};
 pub use postgres::PostgresServer;
 pub use raw::{Closed, RawConn};
 pub use serde_json::{json, Value};
