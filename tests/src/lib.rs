@@ -27,6 +27,13 @@
 //! - [`bodies`] and [`util`]: request bodies for the example actors, [`eventually`] (polling
 //!   instead of fixed sleeps), unique names, Prometheus text, [`serial`].
 
+/// Every ```rust block of README.md, compiled (and run, unless marked `no_run`) as a doc-test
+/// of this crate, which depends on everything a reader's crate would: a README example that
+/// stops compiling fails `cargo test`.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub mod bodies;
 pub mod client;
 pub mod cluster;
