@@ -201,7 +201,10 @@ async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
     )
 }
 
-/// A JSON 404 for paths no route serves; `mesh-node` uses it as its default service.
+/// A JSON 404 (`not_found`, in the contract's error shape) for paths no route serves: the
+/// default service of `mesh-node`'s app, and of any app that mounts the mesh routes
+/// (`App::new().configure(routes).default_service(web::to(mesh_http::not_found))`), where
+/// actix-web would answer an empty 404.
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
     error_body(
         StatusCode::NOT_FOUND,

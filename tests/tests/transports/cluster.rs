@@ -3,7 +3,7 @@
 //! ([`HttpTransport`] posting to an actix-web server per node on 127.0.0.1).
 //!
 //! Membership is driven by hand, as the membership layer would: [`Cluster::sync_views`] gives
-//! every node the [`Mesh::local_member`] of every other node. Servers are stopped by
+//! every node the `MembershipFeed::local_member` of every other node. Servers are stopped by
 //! [`Cluster::shutdown`], or on drop when a test fails.
 
 use std::net::TcpListener;

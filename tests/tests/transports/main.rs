@@ -4,7 +4,7 @@
 //! `for_both_transports!` turns it into `in_process::<scenario>` and `http::<scenario>` tests.
 //!
 //! Every node registers the example actors of `mesh-examples`; the membership layer is played by
-//! the test (`Cluster::sync_views`, `Mesh::update_members`).
+//! the test (`Cluster::sync_views`, `MembershipFeed::update_members`).
 
 mod cluster;
 mod faults;
