@@ -66,6 +66,15 @@ const HANDOFF_TIMEOUT: Duration = Duration::from_secs(2);
 /// call wakes that thread and, for the reply, the caller's (an eventfd write, an epoll wake-up
 /// and a context switch each way, most of a local call's cost and nearly all of its latency on
 /// an idle machine).
+///
+/// ```
+/// use mesh_actix::{Mesh, NodeId, Placement};
+///
+/// // A node whose actors block or compute for long: keep them off the HTTP workers.
+/// let builder = Mesh::builder(NodeId::new("node-1").unwrap(), "127.0.0.1:4000")
+///     .placement(Placement::Pool);
+/// assert_eq!(builder.config().placement, Placement::Pool);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Placement {
     /// Start an activation on the actix arbiter of the thread whose call activates it (an
@@ -94,7 +103,20 @@ pub enum Placement {
     Pool,
 }
 
-/// How to start a node's [`Mesh`].
+/// How to start a node's [`Mesh`]: settings with defaults from [`MeshConfig::new`], set
+/// field by field or through [`MeshBuilder`]'s methods.
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_actix::{MeshBuilder, MeshConfig, NodeId, ShardCount};
+///
+/// let mut config = MeshConfig::new(NodeId::new("node-1").unwrap(), "10.0.0.1:4000");
+/// assert_eq!(config.shards, ShardCount::default());
+/// config.idle_timeout = Some(Duration::from_secs(60));
+/// config.joining = true; // it will be given seeds
+/// let builder = MeshBuilder::from(config); // then .register::<A>() ... .start()
+/// assert!(builder.config().joining);
+/// ```
 #[derive(Debug, Clone)]
 pub struct MeshConfig {
     /// This node's id, unique in the cluster.
@@ -164,6 +186,14 @@ impl MeshConfig {
 }
 
 /// Why a [`Mesh`] could not start.
+///
+/// ```
+/// use mesh_actix::{Mesh, NodeId, StartError};
+///
+/// // Outside an actix System (no #[actix_web::main], no System::new().block_on):
+/// let started = Mesh::builder(NodeId::new("node-1").unwrap(), "127.0.0.1:4000").start();
+/// assert!(matches!(started, Err(StartError::NoSystem)));
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// Arbiters and actors need a running actix `System` (e.g. `#[actix_web::main]`).

@@ -87,6 +87,17 @@ impl OwnerTable {
 /// An immutable routing snapshot: members, and the owner of every shard of every capability.
 ///
 /// Built once per membership change and shared read-only by every caller.
+///
+/// ```
+/// use mesh_core::{Member, MembershipView, NodeId, RoutingTable, ShardCount};
+///
+/// let mut view = MembershipView::default();
+/// view.upsert(Member::alive(NodeId::new("a").unwrap(), "a:1", ["counter"]).unwrap());
+/// let table = RoutingTable::build(&view, ShardCount::default());
+/// let shard = table.shards().shard_for("counter_1");
+/// assert_eq!(table.owner("counter", shard).unwrap().node.as_str(), "a");
+/// assert!(table.owner("game", shard).is_none());
+/// ```
 #[derive(Debug, Clone)]
 pub struct RoutingTable {
     epoch: u64,

@@ -26,6 +26,19 @@ pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
 pub const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How the routes behave.
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_http::HttpOptions;
+///
+/// let options = HttpOptions {
+///     body_limit: 64 << 10,
+///     body_timeout: Duration::from_secs(2),
+///     secret: Some("s3cret".into()),
+/// };
+/// # let _ = options;
+/// assert_eq!(HttpOptions::default().body_limit, mesh_http::DEFAULT_BODY_LIMIT);
+/// ```
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
     /// Bodies over this many bytes get `413 payload_too_large`.

@@ -27,6 +27,23 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 /// How [`serve`] runs a node.
+///
+/// ```no_run
+/// use std::net::TcpListener;
+/// use mesh_actix::{Mesh, NodeId};
+/// use mesh_http::ServeOptions;
+///
+/// #[actix_web::main]
+/// async fn main() -> anyhow::Result<()> {
+///     let listener = TcpListener::bind("127.0.0.1:4001")?;
+///     let builder = Mesh::builder(NodeId::new("node-2")?, "127.0.0.1:4001");
+///     let options = ServeOptions { seeds: vec!["127.0.0.1:4000".into()], ..ServeOptions::default() };
+///     let node = mesh_http::serve(builder, listener, options).await?;
+///     actix_web::rt::signal::ctrl_c().await?;
+///     node.shutdown().await?;
+///     Ok(())
+/// }
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
     /// Other nodes' HTTP (and gossip) addresses to join; empty to start a cluster.

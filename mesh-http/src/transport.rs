@@ -17,6 +17,23 @@ use crate::tls::TlsConfig;
 /// Forwards requests to their owner over HTTP/JSON, reusing pooled keep-alive connections.
 /// With a secret, every hop is signed with a key derived from it (see [`ClusterKey`]); the
 /// secret itself is never sent. With TLS ([`HttpTransport::over_tls`]), hops are HTTPS.
+/// [`crate::join`] and [`crate::serve`] build one; a service that wires its node by hand gives
+/// one to the builder:
+///
+/// ```
+/// use mesh_actix::{Mesh, NodeId};
+/// use mesh_http::HttpTransport;
+///
+/// # actix_rt::System::new().block_on(async {
+/// // The other nodes mount their mesh routes under /mesh, as this one does.
+/// let transport = HttpTransport::new(Some("s3cret".into())).unwrap().with_path_prefix("/mesh");
+/// let mesh = Mesh::builder(NodeId::new("web-1").unwrap(), "127.0.0.1:8080")
+///     .transport(transport)
+///     .start()
+///     .unwrap();
+/// # drop(mesh);
+/// # });
+/// ```
 #[derive(Clone)]
 pub struct HttpTransport {
     client: reqwest::Client,
