@@ -169,3 +169,75 @@ impl From<MeshConfig> for MeshBuilder {
         MeshBuilder::from_config(config)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use actix::{Actor, Context, Handler, MessageResult};
+    use mesh_core::{ActorId, MeshError, Request};
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::{InitError, MeshInit, Payload};
+
+    #[derive(crate::MeshActor)]
+    struct Echo;
+
+    impl Actor for Echo {
+        type Context = Context<Self>;
+    }
+
+    impl MeshInit for Echo {
+        fn init(_: &ActorId, _: Option<&Value>) -> Result<Self, InitError> {
+            Ok(Echo)
+        }
+    }
+
+    impl Handler<Payload> for Echo {
+        type Result = MessageResult<Payload>;
+        fn handle(&mut self, msg: Payload, _: &mut Context<Self>) -> Self::Result {
+            MessageResult(msg.body)
+        }
+    }
+
+    fn builder() -> MeshBuilder {
+        Mesh::builder(NodeId::new("built").unwrap(), "127.0.0.1:1")
+    }
+
+    #[actix_rt::test]
+    async fn a_started_node_has_its_types_and_capabilities_from_its_first_request() {
+        let mesh = builder()
+            .register::<Echo>()
+            .capabilities(["echo", "other"])
+            .start()
+            .unwrap();
+        let modules = mesh.modules();
+        let names: Vec<&str> = modules.iter().map(|m| m.as_str()).collect();
+        assert_eq!(names, ["Echo"]);
+        let capabilities = mesh.capabilities();
+        let capabilities: Vec<&str> = capabilities.iter().map(|c| c.as_str()).collect();
+        assert_eq!(capabilities, ["echo", "other"]);
+        // No register_capabilities awaited: the node owns them as it starts.
+        let shard = mesh.shard_for("e1");
+        assert_eq!(mesh.owner("echo", shard).unwrap(), *mesh.node_id());
+        let request = Request::new("Echo", "e1", "echo")
+            .unwrap()
+            .with_payload(json!(7));
+        assert_eq!(mesh.call(request).await.unwrap().result, json!(7));
+    }
+
+    #[actix_rt::test]
+    async fn invalid_capabilities_fail_the_start_as_a_bad_request() {
+        for bad in [vec![String::new()], vec!["x".repeat(256)]] {
+            match builder().capabilities(bad).start() {
+                Err(StartError::Capabilities(MeshError::BadRequest(_))) => {}
+                Err(other) => panic!("expected a bad_request, got {other}"),
+                Ok(_) => panic!("started with invalid capabilities"),
+            }
+        }
+        let too_many = (0..=mesh_core::MAX_CAPABILITIES).map(|i| format!("c{i}"));
+        assert!(matches!(
+            builder().capabilities(too_many).start(),
+            Err(StartError::Capabilities(MeshError::BadRequest(_)))
+        ));
+    }
+}

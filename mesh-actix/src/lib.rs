@@ -12,7 +12,8 @@
 //! - delivers the payload by message, with no JSON encoding, through a guard that catches a
 //!   panic: the call fails with `actor_crashed`, the supervisor restarts the actor in place
 //!   with fresh state from `init` and a new pid, and nothing else on the node notices;
-//! - reaches other nodes through a [`RemoteTransport`] (HTTP in `mesh-http`), re-sending a
+//! - reaches other nodes through a [`RemoteTransport`](provider::RemoteTransport) (HTTP in
+//!   `mesh-http`), re-sending a
 //!   request only while it was certainly not delivered ([`HopError`](provider::HopError));
 //! - serves only while it may: the `ShardRouter` runs the lease protocol
 //!   ([`mesh_core::Fencing`]) on a thread of its own and opens a serving gate that every
@@ -52,7 +53,7 @@ pub use mesh_core::{
 pub use mesh_macros::MeshActor;
 pub use metrics::{LatencyStats, RequestStats, HOP_OUTCOMES, LATENCY_BUCKETS};
 pub use registry::RegistryStats;
-pub use transport::{InProcessTransport, RemoteTransport};
+pub use transport::InProcessTransport;
 
 /// The actix crate mesh runs on, re-exported so that an actor is written against the very
 /// version mesh uses, without a dependency of its own: `use mesh_actix::actix::prelude::*;`

@@ -1,6 +1,8 @@
-//! The API of those who connect a node to the world, not of those who call actors: the
-//! receiving end of a transport ([`Hops`]), a membership layer ([`MembershipFeed`]) and a
-//! front end that refuses requests before they reach the mesh ([`FrontEnd`]).
+//! The API of those who connect a node to the world, not of those who call actors: a
+//! transport ([`RemoteTransport`], the sending end, given to
+//! [`MeshBuilder::transport`](crate::MeshBuilder::transport)) and its receiving end
+//! ([`Hops`]), a membership layer ([`MembershipFeed`]) and a front end that refuses requests
+//! before they reach the mesh ([`FrontEnd`]).
 //!
 //! Each audience gets an extension trait, implemented by [`Mesh`](crate::Mesh) alone (they are sealed),
 //! rather than inherent methods: a user's page of [`Mesh`](crate::Mesh) lists only what a user calls, and
@@ -9,7 +11,7 @@
 //! `Membership`), as is [`InProcessTransport`](crate::InProcessTransport); a user of those
 //! needs none of them.
 //!
-//! The types only these traits and [`RemoteTransport`](crate::RemoteTransport) speak of are
+//! The types only these traits speak of are
 //! here too: what a hop can come to ([`HopError`], [`Refusal`]), lease renewals
 //! ([`RenewRequest`], [`RenewReply`]) and handed-over identities ([`Handoff`]).
 //!
@@ -32,11 +34,13 @@ use std::future::Future;
 
 pub use mesh_core::{Handoff, HopError, Refusal, RenewReply, RenewRequest};
 
+pub use crate::transport::RemoteTransport;
+
 use mesh_core::{Member, MeshError, Reply, Request};
 
 use crate::actor::Delivery;
 
-/// The receiving end of a [`RemoteTransport`](crate::RemoteTransport): what another node sent
+/// The receiving end of a [`RemoteTransport`]: what another node sent
 /// this one, served here.
 pub trait Hops: sealed::Sealed {
     /// Serves a call another node forwarded here: served only if this node owns the actor

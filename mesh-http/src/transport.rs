@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use mesh_actix::provider::{Handoff, HopError, Refusal, RenewReply, RenewRequest};
-use mesh_actix::{ErrorCode, Member, MeshError, RemoteTransport, Reply, Request};
+use mesh_actix::provider::{Handoff, HopError, Refusal, RemoteTransport, RenewReply, RenewRequest};
+use mesh_actix::{ErrorCode, Member, MeshError, Reply, Request};
 use serde::Deserialize;
 
 use crate::error::REFUSAL_HEADER;
