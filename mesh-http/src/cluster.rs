@@ -20,6 +20,16 @@ use crate::transport::HttpTransport;
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How a node takes part in its cluster over HTTP and gossip.
+///
+/// ```
+/// use mesh_http::{HttpOptions, JoinOptions};
+///
+/// let listen = "0.0.0.0:8080".parse().unwrap();
+/// let mut options = JoinOptions::new(listen, vec!["mesh-headless:4000".into()]);
+/// options.advertise = Some("10.0.0.7:8080".parse().unwrap()); // what the others dial
+/// options.http = HttpOptions { secret: Some("s3cret".into()), ..HttpOptions::default() };
+/// options.path_prefix = Some("/mesh".into()); // every node mounts the routes there
+/// ```
 #[derive(Debug, Clone)]
 pub struct JoinOptions {
     /// The address the service's HTTP server listens on; gossip uses UDP on the same address,
@@ -61,7 +71,7 @@ impl JoinOptions {
 }
 
 /// A started node that takes part in its cluster: its [`Mesh`], its gossip membership and its
-/// routes. [`ClusterNode::leave`] it before the service exits.
+/// routes. [`ClusterNode::leave`] it before the service exits. See [`join`] for an example.
 pub struct ClusterNode {
     mesh: Mesh,
     membership: Membership,

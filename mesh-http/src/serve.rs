@@ -94,7 +94,8 @@ pub enum ServeError {
     Membership(#[from] MembershipError),
 }
 
-/// A node serving HTTP and taking part in the cluster.
+/// A node serving HTTP and taking part in the cluster: what [`serve`] returns (see
+/// [`ServeOptions`] for an example). [`ServingNode::shutdown`] it before the process exits.
 pub struct ServingNode {
     node: ClusterNode,
     http: ServerHandle,
