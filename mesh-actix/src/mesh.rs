@@ -3,7 +3,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -281,7 +281,8 @@ struct MeshInner {
     next_arbiter: AtomicUsize,
     next_serial: AtomicU64,
     metrics: RequestMetrics,
-    transport: Arc<OnceLock<Arc<dyn RemoteTransport>>>,
+    /// How this node reaches the others (none: a node alone), fixed at start.
+    transport: Option<Arc<dyn RemoteTransport>>,
 }
 
 impl Drop for MeshInner {
@@ -328,7 +329,6 @@ impl Mesh {
         let router_arbiter = Arbiter::new();
         let registry = Arc::new(ActivationRegistry::new());
         let gate = Arc::new(Gate::new());
-        let transport = Arc::new(transport.map_or_else(OnceLock::new, OnceLock::from));
         let routing = ShardRouter::initial(&local, config.shards);
         let (updates, routing_updates) = tokio::sync::watch::channel(routing.load().epoch());
         let (shards, lease, joining) = (config.shards, config.lease, config.joining);
@@ -566,7 +566,7 @@ impl Mesh {
             let (module, id) = (&key.module, &key.id);
             let result = if to.node == *mesh.node_id() {
                 mesh.accept_handoff(handoff).await
-            } else if let Some(transport) = mesh.inner.transport.get() {
+            } else if let Some(transport) = &mesh.inner.transport {
                 transport.handoff(&to, handoff, HANDOFF_TIMEOUT).await
             } else {
                 Err(HopError::Failed(MeshError::OwnerUnavailable(
@@ -855,7 +855,7 @@ impl Mesh {
         deadline: tokio::time::Instant,
         timeout: Duration,
     ) -> Attempt {
-        let Some(transport) = self.inner.transport.get() else {
+        let Some(transport) = &self.inner.transport else {
             return Attempt::Done(Err(HopError::Failed(MeshError::OwnerUnavailable(format!(
                 "node {} owns the actor and this node has no transport to reach it",
                 owner.node
