@@ -8,7 +8,7 @@ pub mod node;
 
 pub use actors::{Account, Counter, Crasher, GameActor, Sleeper};
 
-use mesh_actix::MeshBuilder;
+use mesh_actix::{MeshBuilder, Placement};
 
 /// Logs every panic as one line. Actor panics are caught and answered with `actor_crashed`,
 /// so a node's log needs to say that one happened, not to print a backtrace for each.
@@ -80,4 +80,41 @@ pub fn register_examples(builder: MeshBuilder) -> MeshBuilder {
         .register::<Crasher>()
         .register::<Sleeper>()
         .register::<Account>()
+}
+
+/// `--placement`: [`Placement`] on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlacementArg {
+    /// [`Placement::CallerThread`].
+    CallerThread,
+    /// [`Placement::Pool`].
+    Pool,
+}
+
+impl PlacementArg {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            PlacementArg::CallerThread => "caller-thread",
+            PlacementArg::Pool => "pool",
+        }
+    }
+}
+
+impl From<Placement> for PlacementArg {
+    fn from(placement: Placement) -> PlacementArg {
+        match placement {
+            Placement::CallerThread => PlacementArg::CallerThread,
+            Placement::Pool => PlacementArg::Pool,
+        }
+    }
+}
+
+impl From<PlacementArg> for Placement {
+    fn from(placement: PlacementArg) -> Placement {
+        match placement {
+            PlacementArg::CallerThread => Placement::CallerThread,
+            PlacementArg::Pool => Placement::Pool,
+        }
+    }
 }

@@ -142,6 +142,13 @@ struct Args {
     #[arg(long, env = "MESH_IDLE_TIMEOUT", default_value_t = 600)]
     idle_timeout: u64,
 
+    /// Which thread a new activation runs on: `caller-thread` (the HTTP worker that received
+    /// its first call, so that its later calls there never cross threads) or `pool` (mesh's
+    /// arbiters, one per core: for actors whose handlers block or run long).
+    #[arg(long, env = "MESH_PLACEMENT", value_enum,
+          default_value_t = crate::PlacementArg::from(mesh_actix::Placement::default()))]
+    placement: crate::PlacementArg,
+
     /// Log lines as `text` or `json` (filter with RUST_LOG, e.g. `RUST_LOG=mesh_actix=debug`).
     #[arg(long, env = "MESH_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -205,6 +212,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     config.lease = LeaseConfig::with_lease(Duration::from_millis(args.lease_ms));
     config.idle_timeout = Some(Duration::from_secs(args.idle_timeout)).filter(|t| !t.is_zero());
     config.store = Some(open_store(&args, &node_id)?);
+    config.placement = args.placement.into();
     let builder = crate::register_examples(MeshBuilder::from_config(config));
     let builder = builder.capabilities(capabilities);
 

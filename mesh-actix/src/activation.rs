@@ -216,7 +216,19 @@ impl ActivationCell {
     /// The pid of one incarnation: node, activation serial, incarnation. A restart after a
     /// crash bumps the incarnation; a re-activation gets a new serial.
     pub(crate) fn pid(&self, incarnation: u64) -> String {
-        format!("<{}.{}.{}>", self.host.node, self.serial, incarnation)
+        // Written by hand, not with `format!`: every reply carries one, and the formatting
+        // machinery was ~3 % of a local call (BENCHMARKS.md, "Per-call work").
+        let (mut serial, mut incarnation_digits) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let (serial, incarnation) = (
+            serial.format(self.serial),
+            incarnation_digits.format(incarnation),
+        );
+        let node = self.host.node.as_str();
+        let mut pid = String::with_capacity(node.len() + serial.len() + incarnation.len() + 4);
+        for part in ["<", node, ".", serial, ".", incarnation, ">"] {
+            pid.push_str(part);
+        }
+        pid
     }
 
     pub(crate) fn is_retired(&self) -> bool {

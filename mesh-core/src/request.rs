@@ -100,22 +100,44 @@ impl Request {
     /// The JSON body of this request, with `timeout_ms` set to `remaining` when given
     /// (a forwarded request carries the caller's remaining deadline).
     pub fn to_json(&self, remaining: Option<Duration>) -> Value {
-        let timeout = remaining.or(self.timeout);
-        serde_json::to_value(WireRequest {
-            module: self.module.as_str().to_owned(),
-            id: self.id.as_str().to_owned(),
-            capability: self.capability.as_str().to_owned(),
-            payload: self.payload.clone(),
-            init_arg: self.init_arg.clone(),
-            timeout_ms: timeout.map(|t| t.as_millis().clamp(1, u128::from(u64::MAX)) as u64),
-        })
-        .expect("a request always serializes")
+        serde_json::to_value(self.wire(remaining)).expect("a request always serializes")
     }
+
+    /// [`Request::to_json`] as bytes, written straight from the request (no intermediate
+    /// [`Value`] and no copies of its strings): what a node-to-node hop sends.
+    pub fn to_json_bytes(&self, remaining: Option<Duration>) -> Vec<u8> {
+        serde_json::to_vec(&self.wire(remaining)).expect("a request always serializes")
+    }
+
+    fn wire(&self, remaining: Option<Duration>) -> WireRequestRef<'_> {
+        let timeout = remaining.or(self.timeout);
+        WireRequestRef {
+            module: self.module.as_str(),
+            id: self.id.as_str(),
+            capability: self.capability.as_str(),
+            payload: &self.payload,
+            init_arg: self.init_arg.as_ref(),
+            timeout_ms: timeout.map(|t| t.as_millis().clamp(1, u128::from(u64::MAX)) as u64),
+        }
+    }
+}
+
+/// [`WireRequest`] borrowed from a [`Request`], for writing.
+#[derive(Serialize)]
+struct WireRequestRef<'a> {
+    module: &'a str,
+    id: &'a str,
+    capability: &'a str,
+    payload: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    init_arg: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout_ms: Option<u64>,
 }
 
 /// The JSON shape of a request; names are plain strings here so that an empty one gets the
 /// field-specific message of [`Module::new`] and friends.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WireRequest {
     module: String,
@@ -266,5 +288,8 @@ mod tests {
         let back = Request::from_json(wire.to_string().as_bytes()).unwrap();
         assert_eq!(back.payload, r.payload);
         assert_eq!(back.timeout, Some(Duration::from_millis(1200)));
+        // The hop's bytes are the same JSON.
+        let bytes = r.to_json_bytes(Some(Duration::from_millis(1200)));
+        assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap(), wire);
     }
 }

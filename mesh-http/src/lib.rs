@@ -34,12 +34,14 @@
 //! `GET /health`, `GET /ready`, `GET /metrics`, `GET /openapi.json` (an OpenAPI 3 document of
 //! them all, served without the secret), and the node-to-node routes [`HttpTransport`] posts
 //! to: `POST /internal/call` and `POST /internal/cast`, which serve a request only if this
-//! node owns it (a request is forwarded at most once), `POST /internal/lease` and
-//! `POST /internal/handoff`. Every error is `{"error": {"code", "message"}}` with the
+//! node owns it (a request is forwarded at most once), `POST /internal/batch` (many
+//! calls in one request, answered a JSON line each as they complete: see
+//! [`HttpTransport::with_max_in_flight`]), `POST /internal/lease` and `POST /internal/handoff`. Every error is `{"error": {"code", "message"}}` with the
 //! contract's status for its code ([`HttpError`]). Handlers are thin: they parse, call
 //! [`Mesh`](mesh_actix::Mesh), and render.
 
 mod auth;
+mod batch;
 mod body;
 mod cluster;
 mod connections;
@@ -54,6 +56,7 @@ mod signing;
 mod tls;
 mod transport;
 
+pub use batch::MAX_BATCH_CALLS;
 pub use cluster::{join, ClusterNode, JoinOptions, DRAIN_TIMEOUT};
 pub use connections::{
     default_max_connections, default_max_connections_per_ip, fd_limits, raise_fd_limit, FD_RESERVE,
@@ -70,4 +73,4 @@ pub use serve::{
 };
 pub use signing::{ClusterKey, SignatureError, MAX_NONCES, MAX_SKEW, SIGNATURE_HEADER};
 pub use tls::{TlsConfig, TlsError};
-pub use transport::HttpTransport;
+pub use transport::{BatchStats, HttpTransport};

@@ -248,6 +248,17 @@ pub(crate) fn document() -> Value {
         errors(&hop_errors),
         node.clone(),
     );
+    let batch = operation(
+        "internalBatch",
+        "internal",
+        "Calls forwarded by another node in one request (an array of requests, at most 64); \
+         answered 200 with one JSON line per call, in completion order",
+        Some("#/components/schemas/Internal"),
+        json!({"200": {"description": "one line per call: {\"i\", \"reply\"} or {\"i\", \"error\", \"refusal\"}",
+                       "content": {"application/x-ndjson": {"schema": {"$ref": "#/components/schemas/Internal"}}}}}),
+        with(&BODY_ERRORS),
+        node.clone(),
+    );
     let lease = operation(
         "internalLease",
         "internal",
@@ -299,6 +310,7 @@ pub(crate) fn document() -> Value {
             "/openapi.json": {"get": openapi},
             "/internal/call": {"post": internal_call},
             "/internal/cast": {"post": internal_cast},
+            "/internal/batch": {"post": batch},
             "/internal/lease": {"post": lease},
             "/internal/handoff": {"post": handoff},
         },

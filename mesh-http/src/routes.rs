@@ -63,7 +63,7 @@ impl Default for HttpOptions {
 }
 
 pub(crate) struct State {
-    mesh: Mesh,
+    pub(crate) mesh: Mesh,
     options: HttpOptions,
     /// Checks the signatures of hops from other nodes, when a secret is configured.
     hops: Option<Verifier>,
@@ -76,7 +76,7 @@ pub(crate) struct State {
 impl State {
     /// The body of a hop from another node (`/internal/...`): with a secret, its signature
     /// must hold (the secret itself is never sent between nodes; see [`crate::ClusterKey`]).
-    async fn hop_body(
+    pub(crate) async fn hop_body(
         &self,
         req: &HttpRequest,
         body: web::Payload,
@@ -190,6 +190,7 @@ pub(crate) fn mount(state: Shared) -> impl Fn(&mut web::ServiceConfig) + Clone {
             .service(resource("/cast").route(web::post().to(cast)))
             .service(resource("/internal/call").route(web::post().to(forwarded_call)))
             .service(resource("/internal/cast").route(web::post().to(forwarded_cast)))
+            .service(resource("/internal/batch").route(web::post().to(crate::batch::serve_batch)))
             .service(resource("/internal/lease").route(web::post().to(renew_lease)))
             .service(resource("/internal/handoff").route(web::post().to(accept_handoff)))
             .service(resource("/owner").route(web::get().to(owner)))

@@ -227,3 +227,44 @@ async fn the_secret_can_come_from_a_file_and_never_shows_on_the_command_line() {
     assert_eq!(r.result(), &json!({"ok": 1}), "{r}");
     let _ = std::fs::remove_file(&path);
 }
+
+#[tokio::test]
+async fn a_node_with_its_activations_on_the_pool_serves_calls() {
+    let node = MeshNode::standard()
+        .arg("--placement")
+        .arg("pool")
+        .arg("--workers")
+        .arg("2")
+        .start()
+        .await;
+    let c = node.client();
+    // Concurrent first calls from several connections, then more calls: each id keeps one
+    // activation (one pid) and its state, wherever the pool runs it.
+    let ids: Vec<String> = (0..16).map(|i| format!("pooled-{i}")).collect();
+    let first = futures_util::future::join_all(ids.iter().map(|id| {
+        let c = node.client();
+        async move { c.call(&counter(id, json!({}))).await.pid() }
+    }))
+    .await;
+    for (id, pid) in ids.iter().zip(&first) {
+        let r = c.call(&counter(id, json!({}))).await;
+        assert_eq!(r.result(), &json!({"ok": 2}), "{id}: {r}");
+        assert_eq!(&r.pid(), pid, "{id}: one activation");
+    }
+}
+
+#[test]
+fn an_unknown_placement_is_refused_at_start() {
+    let out = std::process::Command::new(mesh_tests::node_bin())
+        .args(["--listen", "127.0.0.1:0", "--placement", "nowhere"])
+        .output()
+        .expect("mesh-node runs");
+    assert!(!out.status.success(), "started with --placement nowhere");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--placement")
+            && stderr.contains("caller-thread")
+            && stderr.contains("pool"),
+        "the error names the flag and its values: {stderr}"
+    );
+}

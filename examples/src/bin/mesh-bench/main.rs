@@ -24,6 +24,7 @@ use std::num::NonZeroUsize;
 use anyhow::Context as _;
 use clap::Parser;
 use mesh_actix::Placement;
+use mesh_examples::PlacementArg;
 
 use figures::{Figure, Name};
 
@@ -70,40 +71,6 @@ struct Args {
     /// Internal: how many activations the memory child starts.
     #[arg(long, hide = true, default_value_t = 0)]
     count: usize,
-}
-
-/// `--placement`: [`Placement`] on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum PlacementArg {
-    CallerThread,
-    Pool,
-}
-
-impl PlacementArg {
-    pub fn name(self) -> &'static str {
-        match self {
-            PlacementArg::CallerThread => "caller-thread",
-            PlacementArg::Pool => "pool",
-        }
-    }
-}
-
-impl From<Placement> for PlacementArg {
-    fn from(placement: Placement) -> PlacementArg {
-        match placement {
-            Placement::CallerThread => PlacementArg::CallerThread,
-            Placement::Pool => PlacementArg::Pool,
-        }
-    }
-}
-
-impl From<PlacementArg> for Placement {
-    fn from(placement: PlacementArg) -> Placement {
-        match placement {
-            PlacementArg::CallerThread => Placement::CallerThread,
-            PlacementArg::Pool => Placement::Pool,
-        }
-    }
 }
 
 /// Which side of a figure to measure.
