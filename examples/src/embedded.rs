@@ -80,6 +80,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     })
     // The service leaves the cluster before its server stops (below).
     .disable_signals()
+    // Hop batches from other nodes are answered a line per call: no Nagle delay between them.
+    .tcp_nodelay(true)
     .listen(listener)?
     .run();
     let server_handle = server.handle();

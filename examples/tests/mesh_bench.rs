@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const FIGURES: [&str; 8] = [
+const FIGURES: [&str; 9] = [
     "api_calls",
     "api_hot_calls",
     "api_sequential_p50_us",
@@ -15,6 +15,7 @@ const FIGURES: [&str; 8] = [
     "http_call",
     "http_call_p50_us",
     "http_forwarded",
+    "http_forwarded_p50_us",
 ];
 
 #[test]

@@ -48,6 +48,8 @@ const MAX_QUEUED_CALLS: usize = 4096;
 /// A call waiting for a batch.
 pub(crate) struct Queued {
     pub(crate) request: Request,
+    /// [`estimated_size`] of the request.
+    size: usize,
     pub(crate) deadline: Instant,
     pub(crate) reply: oneshot::Sender<Result<Reply, HopError>>,
 }
@@ -91,22 +93,34 @@ impl Lane {
         deadline: Instant,
         max_in_flight: usize,
     ) -> Admission {
-        let mut state = peer.lane.state.lock();
-        let alone = state.in_flight < max_in_flight
-            || state.single_only
-            || estimated_size(&request) > MAX_BATCHED_REQUEST
-            || state.queued.len() >= MAX_QUEUED_CALLS;
-        if alone {
+        let goes_alone = |state: &LaneState| {
+            state.in_flight < max_in_flight
+                || state.single_only
+                || state.queued.len() >= MAX_QUEUED_CALLS
+        };
+        let alone = |mut state: parking_lot::MutexGuard<'_, LaneState>, request| {
             state.in_flight += 1;
             let slot = Slot {
                 peer: peer.clone(),
                 transport: transport.clone(),
             };
-            return Admission::Alone(slot, request);
+            Admission::Alone(slot, request)
+        };
+        let state = peer.lane.state.lock();
+        if goes_alone(&state) {
+            return alone(state, request);
+        }
+        drop(state);
+        // Sized outside the lock; a slot may have freed meanwhile, so the state is read again.
+        let size = estimated_size(&request);
+        let mut state = peer.lane.state.lock();
+        if goes_alone(&state) || size > MAX_BATCHED_REQUEST {
+            return alone(state, request);
         }
         let (reply, waiting) = oneshot::channel();
         state.queued.push_back(Queued {
             request,
+            size,
             deadline,
             reply,
         });
@@ -133,7 +147,7 @@ impl Slot {
             if batch.len() == MAX_BATCH_CALLS || bytes >= MAX_BATCH_BYTES {
                 break;
             }
-            bytes += estimated_size(&next.request);
+            bytes += next.size;
             batch.extend(state.queued.pop_front());
         }
         if batch.is_empty() {
@@ -179,10 +193,27 @@ impl Slot {
     }
 }
 
-/// A request's size in a batch, roughly (its JSON is written only when the batch leaves).
+/// A request's size in a batch, within a few bytes: its strings, its payload and init_arg
+/// as JSON (counted, not written), and the field names around them.
 fn estimated_size(request: &Request) -> usize {
+    /// Counts what JSON would be written.
+    struct Counted(usize);
+    impl std::io::Write for Counted {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut json = Counted(96);
+    let _ = serde_json::to_writer(&mut json, &request.payload);
+    if let Some(init_arg) = &request.init_arg {
+        let _ = serde_json::to_writer(&mut json, init_arg);
+    }
     let strings = request.module.as_str().len() + request.id.as_str().len();
-    strings + request.capability.as_str().len() + 96
+    json.0 + strings + request.capability.as_str().len()
 }
 
 /// The body of a batch: the calls' requests as a JSON array, each with its remaining time.
@@ -293,10 +324,15 @@ pub(crate) async fn serve_batch(
             }
         })
         .collect();
-    let lines = outcomes.map(|outcome| {
-        let mut line = serde_json::to_vec(&outcome).expect("an outcome always serializes");
-        line.push(b'\n');
-        Ok::<_, std::convert::Infallible>(web::Bytes::from(line))
+    // The outcomes ready together leave in one write: one write per batch when its calls
+    // complete at once, as they usually do, whatever the server's Nagle setting.
+    let lines = outcomes.ready_chunks(MAX_BATCH_CALLS).map(|ready| {
+        let mut lines = Vec::with_capacity(ready.len() * 128);
+        for outcome in ready {
+            serde_json::to_writer(&mut lines, &outcome).expect("an outcome always serializes");
+            lines.push(b'\n');
+        }
+        Ok::<_, std::convert::Infallible>(web::Bytes::from(lines))
     });
     Ok(HttpResponse::Ok()
         .content_type("application/x-ndjson")
@@ -306,6 +342,28 @@ pub(crate) async fn serve_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_is_never_larger_in_a_batch_than_its_estimate() {
+        let big = "y".repeat(20_000);
+        for payload in [
+            serde_json::json!(null),
+            serde_json::json!({"k": [1, 2, "\u{e9}"]}),
+            serde_json::json!(big),
+        ] {
+            let request = Request::new("Counter", "id-1", "counter")
+                .unwrap()
+                .with_payload(payload.clone())
+                .with_init_arg(payload)
+                .with_timeout(Duration::from_secs(3600));
+            let written = request.to_json_bytes(Some(Duration::from_secs(3600))).len();
+            let estimate = estimated_size(&request);
+            assert!(
+                estimate >= written && estimate <= written + 96,
+                "{estimate} vs {written}"
+            );
+        }
+    }
 
     #[test]
     fn an_outcome_round_trips_a_refusal() {

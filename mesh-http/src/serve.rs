@@ -162,6 +162,10 @@ pub async fn serve(
     // ever.
     .client_request_timeout(header_timeout)
     .keep_alive(keep_alive)
+    // Replies leave at once: a batch's reply is written a line per call as each completes,
+    // and with Nagle's algorithm a line behind an unacknowledged one waited for the other
+    // side's delayed ACK (~40 ms per batch; BENCHMARKS.md, "Hops").
+    .tcp_nodelay(true)
     // With TLS, the handshake (before the head) must end within its own timeout.
     .tls_handshake_timeout(
         options

@@ -14,9 +14,10 @@ pub enum Name {
     HttpCall,
     HttpCallP50Us,
     HttpForwarded,
+    HttpForwardedP50Us,
 }
 
-pub const ALL: [Name; 8] = [
+pub const ALL: [Name; 9] = [
     Name::ApiCalls,
     Name::ApiHotCalls,
     Name::ApiSequentialP50Us,
@@ -25,6 +26,7 @@ pub const ALL: [Name; 8] = [
     Name::HttpCall,
     Name::HttpCallP50Us,
     Name::HttpForwarded,
+    Name::HttpForwardedP50Us,
 ];
 
 /// A target of the Locality issue; a benchmark figure, never a test assertion.
@@ -34,6 +36,8 @@ enum Target {
     AtMost(f64),
     RatioAtLeast(f64),
     RatioAtMost(f64),
+    /// mesh - floor at most this (a latency's overhead).
+    AddedAtMost(f64),
 }
 
 impl Name {
@@ -47,13 +51,14 @@ impl Name {
             Name::HttpCall => "http_call",
             Name::HttpCallP50Us => "http_call_p50_us",
             Name::HttpForwarded => "http_forwarded",
+            Name::HttpForwardedP50Us => "http_forwarded_p50_us",
         }
     }
 
     pub fn unit(self) -> &'static str {
         match self {
             Name::ApiCalls | Name::ApiHotCalls => "calls/s",
-            Name::ApiSequentialP50Us | Name::HttpCallP50Us => "us",
+            Name::ApiSequentialP50Us | Name::HttpCallP50Us | Name::HttpForwardedP50Us => "us",
             Name::Activations => "activations/s",
             Name::MemoryPerActivationBytes => "bytes",
             Name::HttpCall | Name::HttpForwarded => "requests/s",
@@ -64,7 +69,10 @@ impl Name {
     fn higher_is_better(self) -> bool {
         !matches!(
             self,
-            Name::ApiSequentialP50Us | Name::HttpCallP50Us | Name::MemoryPerActivationBytes
+            Name::ApiSequentialP50Us
+                | Name::HttpCallP50Us
+                | Name::HttpForwardedP50Us
+                | Name::MemoryPerActivationBytes
         )
     }
 
@@ -77,7 +85,7 @@ impl Name {
             Name::Activations => "actix actor start + first message",
             Name::MemoryPerActivationBytes => "bare actix actor, same mailbox",
             Name::HttpCall | Name::HttpCallP50Us => "bare actix-web endpoint",
-            Name::HttpForwarded => "the owner called directly",
+            Name::HttpForwarded | Name::HttpForwardedP50Us => "the owner called directly",
         }
     }
 
@@ -91,6 +99,7 @@ impl Name {
             Name::HttpCall => &[Target::RatioAtLeast(0.85)],
             Name::HttpCallP50Us => &[Target::RatioAtMost(1.2)],
             Name::HttpForwarded => &[Target::RatioAtLeast(0.6)],
+            Name::HttpForwardedP50Us => &[Target::AddedAtMost(100.0)],
         }
     }
 }
@@ -164,6 +173,10 @@ impl Figure {
                 Target::AtMost(v) => (mesh <= v, format!("<= {}", number(v))),
                 Target::RatioAtLeast(v) => (ratio >= v, format!(">= {v}x floor")),
                 Target::RatioAtMost(v) => (ratio <= v, format!("<= {v}x floor")),
+                Target::AddedAtMost(v) => (
+                    mesh - self.floor() <= v,
+                    format!("<= floor + {}", number(v)),
+                ),
             };
             text.push(format!("{what}: {}", if met { "met" } else { "NOT met" }));
         }

@@ -215,9 +215,13 @@ pub async fn run_single(
     Ok(figures)
 }
 
-/// `http_forwarded`: two mesh nodes gossiping and forwarding over HTTP; calls for ids that
-/// node B owns, sent to node A (one hop) against the same calls sent to B.
-pub async fn run_forwarded(sizes: &Sizes) -> anyhow::Result<Figure> {
+/// `http_forwarded` and `http_forwarded_p50_us`: two mesh nodes gossiping and forwarding over
+/// HTTP; calls for ids that node B owns, sent to node A (one hop) against the same calls sent
+/// to B.
+pub async fn run_forwarded(
+    sizes: &Sizes,
+    wanted: &dyn Fn(Name) -> bool,
+) -> anyhow::Result<Vec<Figure>> {
     let b = start_node("bench-b", Vec::new(), sizes).await?;
     let a = start_node("bench-a", vec![b.addr.to_string()], sizes).await?;
     converge(&[&a, &b]).await?;
@@ -245,18 +249,33 @@ pub async fn run_forwarded(sizes: &Sizes) -> anyhow::Result<Figure> {
         );
     }
 
-    let (forwarded, direct) = alternate(sizes, async |through_a| {
-        throughput(sizes, if through_a { a.addr } else { b.addr }, &requests).await
-    })
-    .await?;
+    let mut figures = Vec::new();
+    if wanted(Name::HttpForwarded) {
+        let (forwarded, direct) = alternate(sizes, async |through_a| {
+            throughput(sizes, if through_a { a.addr } else { b.addr }, &requests).await
+        })
+        .await?;
+        figures.push(Figure {
+            name: Name::HttpForwarded,
+            mesh: forwarded,
+            floor: direct,
+        });
+    }
+    if wanted(Name::HttpForwardedP50Us) {
+        let (forwarded, direct) = alternate(sizes, async |through_a| {
+            sequential(sizes, if through_a { a.addr } else { b.addr }, &requests).await
+        })
+        .await?;
+        figures.push(Figure {
+            name: Name::HttpForwardedP50Us,
+            mesh: forwarded,
+            floor: direct,
+        });
+    }
     if a.mesh.activations() != 0 {
         bail!("node A started activations of ids node B owns");
     }
     a.serving.shutdown().await?;
     b.serving.shutdown().await?;
-    Ok(Figure {
-        name: Name::HttpForwarded,
-        mesh: forwarded,
-        floor: direct,
-    })
+    Ok(figures)
 }

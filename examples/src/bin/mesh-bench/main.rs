@@ -222,12 +222,16 @@ fn main() -> anyhow::Result<()> {
                 report(figure);
             }
         }
-        if wanted(Name::HttpForwarded) {
-            report(
-                http::run_forwarded(&sizes)
-                    .await
-                    .context("http_forwarded")?,
-            );
+        if [Name::HttpForwarded, Name::HttpForwardedP50Us]
+            .into_iter()
+            .any(wanted)
+        {
+            for figure in http::run_forwarded(&sizes, &wanted)
+                .await
+                .context("forwarded HTTP figures")?
+            {
+                report(figure);
+            }
         }
         anyhow::Ok(figures)
     })?;
