@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use mesh_actix::store::{EmbeddedStore, MemoryStore, StateStore};
-use mesh_actix::{Mesh, MeshConfig, NodeId, Request};
+use mesh_actix::{MeshBuilder, MeshConfig, NodeId, Request};
 use serde_json::json;
 
 const CONCURRENCY: usize = 64;
@@ -34,8 +34,7 @@ async fn measure(name: &str, store: Option<Arc<dyn StateStore>>) -> anyhow::Resu
     };
     let mut config = MeshConfig::new(NodeId::new(format!("bench-{name}"))?, "127.0.0.1:1");
     config.store = store;
-    let mesh = Mesh::start(config)?;
-    mesh_examples::register_examples(&mesh);
+    let mesh = mesh_examples::register_examples(MeshBuilder::from_config(config)).start()?;
     mesh.register_capabilities([capability]).await?;
     for id in 0..IDS {
         mesh.call(request(module, capability, id)).await?;

@@ -3,11 +3,12 @@
 //! is an ordinary actix actor with `#[derive(MeshActor)]`.
 
 mod actors;
+pub mod embedded;
 pub mod node;
 
 pub use actors::{Account, Counter, Crasher, GameActor, Sleeper};
 
-use mesh_actix::{Mesh, Placement};
+use mesh_actix::{MeshBuilder, Placement};
 
 /// Logs every panic as one line. Actor panics are caught and answered with `actor_crashed`,
 /// so a node's log needs to say that one happened, not to print a backtrace for each.
@@ -71,13 +72,14 @@ pub async fn shutdown_signal() -> std::io::Result<()> {
     tokio::signal::ctrl_c().await
 }
 
-/// Registers every example actor type on `mesh`.
-pub fn register_examples(mesh: &Mesh) {
-    mesh.register::<Counter>()
+/// Registers every example actor type on the node `builder` describes.
+pub fn register_examples(builder: MeshBuilder) -> MeshBuilder {
+    builder
+        .register::<Counter>()
         .register::<GameActor>()
         .register::<Crasher>()
         .register::<Sleeper>()
-        .register::<Account>();
+        .register::<Account>()
 }
 
 /// `--placement`: [`Placement`] on the command line.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::Parser;
 use mesh_actix::store::{EmbeddedStore, PostgresStore, StateStore};
-use mesh_actix::{LeaseConfig, Mesh, MeshConfig, NodeId, ShardCount};
+use mesh_actix::{LeaseConfig, MeshBuilder, MeshConfig, NodeId, ShardCount};
 use mesh_http::{HttpOptions, ServeOptions};
 
 use crate::LogFormat;
@@ -209,14 +209,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
 
     let mut config = MeshConfig::new(NodeId::new(&node_id)?, addr.clone());
     config.shards = shards;
-    config.joining = !args.seeds.is_empty();
     config.lease = LeaseConfig::with_lease(Duration::from_millis(args.lease_ms));
     config.idle_timeout = Some(Duration::from_secs(args.idle_timeout)).filter(|t| !t.is_zero());
     config.store = Some(open_store(&args, &node_id)?);
     config.placement = args.placement.into();
-    let mesh = Mesh::start(config)?;
-    crate::register_examples(&mesh);
-    mesh.register_capabilities(capabilities).await?;
+    let builder = crate::register_examples(MeshBuilder::from_config(config));
+    let builder = builder.capabilities(capabilities);
 
     let secret = match &args.secret_file {
         Some(path) => Some(read_secret(path)?),
@@ -238,8 +236,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         max_connections_per_ip: args.max_connections_per_ip.map(NonZeroUsize::get),
         tls,
     };
-    let watched = mesh.clone();
-    let node = mesh_http::serve(mesh, listener, options).await?;
+    let node = mesh_http::serve(builder, listener, options).await?;
+    let watched = node.mesh().clone();
     eprintln!("mesh-node {node_id} listening on {scheme}://{addr}");
 
     tokio::select! {

@@ -7,6 +7,13 @@ use serde_json::Value;
 
 /// Whether a payload came from `call` (the reply goes back to the caller) or `cast` (the reply
 /// is discarded).
+///
+/// ```
+/// use mesh_actix::{Delivery, Payload};
+/// use serde_json::json;
+///
+/// assert_eq!(Payload::cast(json!({"action": "reset"})).delivery, Delivery::Cast);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
     /// `Mesh::call`: the caller waits for the reply.
@@ -19,6 +26,17 @@ pub enum Delivery {
 ///
 /// The handler's reply is a JSON value. Sync handlers return
 /// `MessageResult<Payload>`; handlers that wait return `ResponseActFuture<Self, Value>`.
+///
+/// ```
+/// use mesh_actix::{Delivery, Payload};
+/// use serde_json::json;
+///
+/// // What a handler sees for `POST /call` with `"payload": {"action": "deposit", "amount": 5}`:
+/// let msg = Payload::call(json!({"action": "deposit", "amount": 5}));
+/// assert_eq!(msg.action(), Some("deposit"));
+/// assert_eq!(msg.body["amount"].as_u64(), Some(5));
+/// assert_eq!(msg.delivery, Delivery::Call);
+/// ```
 #[derive(Debug)]
 pub struct Payload {
     /// The request's payload (`null` when the request had none).
@@ -66,6 +84,20 @@ impl Message for Payload {
 }
 
 /// Why an actor refused to start; becomes `init_failed` (HTTP 422) for the caller.
+///
+/// ```
+/// use mesh_actix::InitError;
+/// use serde_json::{json, Value};
+///
+/// fn starting_level(init_arg: Option<&Value>) -> Result<u64, InitError> {
+///     match init_arg.map(|arg| &arg["starting_level"]) {
+///         None | Some(Value::Null) => Ok(1),
+///         Some(level) => level.as_u64().ok_or_else(|| InitError::new("starting_level must be a non-negative integer")),
+///     }
+/// }
+/// assert_eq!(starting_level(Some(&json!({"starting_level": 3}))), Ok(3));
+/// assert!(starting_level(Some(&json!({"starting_level": -1}))).is_err());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct InitError(pub String);
@@ -108,6 +140,24 @@ where
 /// `init_arg` is the request's `init_arg` of the call that activated the actor; later
 /// requests' `init_arg`s are ignored. A restart after a crash calls `init` again with the same
 /// arguments, so the actor starts over with fresh state.
+///
+/// ```
+/// use mesh_actix::{ActorId, InitError, MeshInit};
+/// use serde_json::{json, Value};
+///
+/// struct Player { id: String, level: u64 }
+///
+/// impl MeshInit for Player {
+///     fn init(id: &ActorId, init_arg: Option<&Value>) -> Result<Self, InitError> {
+///         let level = init_arg.and_then(|arg| arg["level"].as_u64()).unwrap_or(1);
+///         Ok(Player { id: id.to_string(), level })
+///     }
+/// }
+///
+/// let id = ActorId::new("player_1").unwrap();
+/// let player = Player::init(&id, Some(&json!({"level": 10}))).unwrap();
+/// assert_eq!((player.id.as_str(), player.level), ("player_1", 10));
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` does not say how to build its state: it needs `impl MeshInit for {Self}`",
     label = "no `MeshInit` for `{Self}`",
@@ -122,7 +172,7 @@ pub trait MeshInit: Sized {
 ///
 /// ```
 /// use mesh_actix::{InitError, MeshActor, MeshInit, Payload};
-/// use mesh_actix::__private::actix::{Actor, Context, Handler, MessageResult};
+/// use mesh_actix::actix::{Actor, Context, Handler, MessageResult};
 /// use serde_json::{json, Value};
 ///
 /// #[derive(MeshActor)]
@@ -225,7 +275,7 @@ pub trait MeshActor:
 ///
 /// ```
 /// use mesh_actix::{ActorId, InitError, MeshActor, MeshInit, Payload, Snapshot};
-/// use mesh_actix::__private::actix::{Actor, Context, Handler, MessageResult};
+/// use mesh_actix::actix::{Actor, Context, Handler, MessageResult};
 /// use serde_json::{json, Value};
 ///
 /// #[derive(MeshActor)]

@@ -3,7 +3,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,8 +23,10 @@ use crate::activation::{
     Undelivered,
 };
 use crate::actor::{Delivery, MeshActor, Payload};
+use crate::builder::MeshBuilder;
 use crate::gate::Gate;
 use crate::metrics::{RequestMetrics, RequestStats};
+use crate::provider::{FrontEnd, Hops, MembershipFeed};
 use crate::registry::{ActivationRegistry, Entry, RefusedHandoff, RegistryStats};
 use crate::router::{
     AwaitCluster, Drain, Leave, RegisterCapabilities, Renew, RouterHealth, RouterLinks,
@@ -64,6 +66,15 @@ const HANDOFF_TIMEOUT: Duration = Duration::from_secs(2);
 /// call wakes that thread and, for the reply, the caller's (an eventfd write, an epoll wake-up
 /// and a context switch each way, most of a local call's cost and nearly all of its latency on
 /// an idle machine).
+///
+/// ```
+/// use mesh_actix::{Mesh, NodeId, Placement};
+///
+/// // A node whose actors block or compute for long: keep them off the HTTP workers.
+/// let builder = Mesh::builder(NodeId::new("node-1").unwrap(), "127.0.0.1:4000")
+///     .placement(Placement::Pool);
+/// assert_eq!(builder.config().placement, Placement::Pool);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Placement {
     /// Start an activation on the actix arbiter of the thread whose call activates it (an
@@ -92,7 +103,20 @@ pub enum Placement {
     Pool,
 }
 
-/// How to start a node's [`Mesh`].
+/// How to start a node's [`Mesh`]: settings with defaults from [`MeshConfig::new`], set
+/// field by field or through [`MeshBuilder`]'s methods.
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_actix::{MeshBuilder, MeshConfig, NodeId, ShardCount};
+///
+/// let mut config = MeshConfig::new(NodeId::new("node-1").unwrap(), "10.0.0.1:4000");
+/// assert_eq!(config.shards, ShardCount::default());
+/// config.idle_timeout = Some(Duration::from_secs(60));
+/// config.joining = true; // it will be given seeds
+/// let builder = MeshBuilder::from(config); // then .register::<A>() ... .start()
+/// assert!(builder.config().joining);
+/// ```
 #[derive(Debug, Clone)]
 pub struct MeshConfig {
     /// This node's id, unique in the cluster.
@@ -162,11 +186,23 @@ impl MeshConfig {
 }
 
 /// Why a [`Mesh`] could not start.
+///
+/// ```
+/// use mesh_actix::{Mesh, NodeId, StartError};
+///
+/// // Outside an actix System (no #[actix_web::main], no System::new().block_on):
+/// let started = Mesh::builder(NodeId::new("node-1").unwrap(), "127.0.0.1:4000").start();
+/// assert!(matches!(started, Err(StartError::NoSystem)));
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// Arbiters and actors need a running actix `System` (e.g. `#[actix_web::main]`).
     #[error("Mesh::start must be called inside a running actix System")]
     NoSystem,
+    /// A capability given to [`MeshBuilder::capabilities`] is invalid, or the set is over
+    /// its bounds (a `bad_request`).
+    #[error("invalid capabilities: {0}")]
+    Capabilities(MeshError),
 }
 
 /// The handle to this node's mesh: register actor types and capabilities, call and cast.
@@ -178,7 +214,7 @@ pub enum StartError {
 /// ```
 /// use mesh_actix::{Mesh, MeshConfig, NodeId, Request};
 /// # use mesh_actix::{InitError, MeshActor, MeshInit, Payload};
-/// # use mesh_actix::__private::actix::{Actor, Context, Handler, MessageResult};
+/// # use mesh_actix::actix::{Actor, Context, Handler, MessageResult};
 /// # use serde_json::{json, Value};
 /// # #[derive(MeshActor)]
 /// # struct Counter { count: u64 }
@@ -248,7 +284,8 @@ struct MeshInner {
     next_arbiter: AtomicUsize,
     next_serial: AtomicU64,
     metrics: RequestMetrics,
-    transport: Arc<OnceLock<Arc<dyn RemoteTransport>>>,
+    /// How this node reaches the others (none: a node alone), fixed at start.
+    transport: Option<Arc<dyn RemoteTransport>>,
 }
 
 impl Drop for MeshInner {
@@ -265,24 +302,36 @@ impl Drop for MeshInner {
 }
 
 impl Mesh {
-    /// Starts this node's mesh: its arbiter pool and its `ShardRouter`. Must run inside an
-    /// actix `System`.
+    /// A builder of a node with default settings: register its actor types, capabilities
+    /// and transport on it, then [`MeshBuilder::start`] it.
+    pub fn builder(node_id: NodeId, addr: impl Into<String>) -> MeshBuilder {
+        MeshBuilder::from_config(MeshConfig::new(node_id, addr))
+    }
+
+    /// Starts a node with these settings and nothing registered yet:
+    /// `MeshBuilder::from_config(config).start()`. Must run inside an actix `System`.
     pub fn start(config: MeshConfig) -> Result<Mesh, StartError> {
+        MeshBuilder::from_config(config).start()
+    }
+
+    /// Starts this node's mesh: its arbiter pool and its `ShardRouter`, this node
+    /// described with `capabilities` from the start, reaching others through `transport`.
+    pub(crate) fn launch(
+        config: MeshConfig,
+        capabilities: &[String],
+        transport: Option<Arc<dyn RemoteTransport>>,
+    ) -> Result<Mesh, StartError> {
         if System::try_current().is_none() {
             return Err(StartError::NoSystem);
         }
+        let local = Member::alive(config.node_id.clone(), config.addr.clone(), capabilities)
+            .and_then(|local| mesh_core::check_capabilities(&local.capabilities).map(|()| local))
+            .map_err(StartError::Capabilities)?
+            .with_incarnation(config.incarnation);
         let arbiters: Vec<Arbiter> = (0..config.arbiters.get()).map(|_| Arbiter::new()).collect();
         let router_arbiter = Arbiter::new();
         let registry = Arc::new(ActivationRegistry::new());
         let gate = Arc::new(Gate::new());
-        let transport = Arc::new(OnceLock::new());
-        let local = Member::alive(
-            config.node_id.clone(),
-            config.addr.clone(),
-            Vec::<&str>::new(),
-        )
-        .expect("no capabilities to validate")
-        .with_incarnation(config.incarnation);
         let routing = ShardRouter::initial(&local, config.shards);
         let (updates, routing_updates) = tokio::sync::watch::channel(routing.load().epoch());
         let (shards, lease, joining) = (config.shards, config.lease, config.joining);
@@ -396,32 +445,6 @@ impl Mesh {
             .map_err(|_| MeshError::OwnerUnavailable("the shard router has stopped".into()))?
     }
 
-    /// Tells this node what the membership layer (gossip) knows of the other members. Members
-    /// are learned from it; ownership moves only when the lease protocol fences a member or a
-    /// member announces its leave. The local member is always kept as this node describes
-    /// itself.
-    pub async fn update_members(&self, members: Vec<Member>) {
-        // The router only stops with the arbiters, i.e. with this Mesh.
-        let _ = self.inner.router.send(UpdateMembers(members)).await;
-    }
-
-    /// Answers another node's lease renewal (called by the transports' receiving end).
-    pub async fn renew_lease(&self, request: RenewRequest) -> RenewReply {
-        match self.inner.router.send(Renew(request)).await {
-            Ok(reply) => reply,
-            Err(_) => RenewReply {
-                from: self.local_member(),
-                round: 0,
-                granted: false,
-                fenced: false,
-                acknowledged: None,
-                members: Vec::new(),
-                expired: Vec::new(),
-                established: Vec::new(),
-            },
-        }
-    }
-
     /// Resolves if this node's `ShardRouter` (the actor that renews its lease and publishes
     /// its routing) dies, which only a bug can cause, with the reason. The node has then
     /// stopped serving for good: every request is refused and [`Mesh::readiness`] says why.
@@ -429,13 +452,6 @@ impl Mesh {
     /// rejoins as a new incarnation.
     pub async fn router_failure(&self) -> String {
         self.inner.router_health.failed().await
-    }
-
-    /// Says that this node joins an existing cluster (the membership layer was given seeds):
-    /// like [`MeshConfig::joining`], for a node that was started before it knew. Until it has
-    /// heard from another member it serves nothing; requests through it wait.
-    pub async fn await_cluster(&self) {
-        let _ = self.inner.router.send(AwaitCluster).await;
     }
 
     /// Whether this node serves requests now: it has learned its cluster, every member
@@ -471,19 +487,13 @@ impl Mesh {
         let _ = self.inner.router.send(Leave).await;
     }
 
-    /// Sets how this node reaches other nodes. Without one, a request owned by another node
-    /// fails with `owner_unavailable`. Can be set once.
-    pub fn set_transport(&self, transport: Arc<dyn RemoteTransport>) -> Result<(), MeshError> {
-        self.inner
-            .transport
-            .set(transport)
-            .map_err(|_| MeshError::BadRequest("the transport is already set".into()))
-    }
-
     /// Calls the actor `(request.module, request.id)` wherever it lives, activating it on
     /// its owner first if needed, and waits for its reply within the request's timeout.
     pub async fn call(&self, request: Request) -> Result<Reply, MeshError> {
-        self.call_from(request, Origin::Client).await
+        let reply = self.timed(request, Origin::Client, Delivery::Call).await;
+        reply
+            .map(|r| r.expect("a call always ends with a reply"))
+            .map_err(HopError::into_error)
     }
 
     /// Delivers `request.payload` to the actor like [`Mesh::call`] but discards the reply:
@@ -493,77 +503,8 @@ impl Mesh {
     /// without bound. Like a cast to a dying GenServer, a cast that races with the actor's
     /// deactivation may be dropped.
     pub async fn cast(&self, request: Request) -> Result<(), MeshError> {
-        self.cast_from(request, Origin::Client).await
-    }
-
-    /// [`Mesh::call`] for a request that comes from `origin`. A request another node
-    /// forwarded is served here only if this node owns the actor under its current view, and
-    /// refused with `owner_unavailable` otherwise: a request is forwarded at most once.
-    pub async fn call_from(&self, request: Request, origin: Origin) -> Result<Reply, MeshError> {
-        let reply = self.timed(request, origin, Delivery::Call).await;
-        reply
-            .map(|r| r.expect("a call always ends with a reply"))
-            .map_err(HopError::into_error)
-    }
-
-    /// [`Mesh::cast`] for a request that comes from `origin`; see [`Mesh::call_from`].
-    pub async fn cast_from(&self, request: Request, origin: Origin) -> Result<(), MeshError> {
-        let result = self.timed(request, origin, Delivery::Cast).await;
+        let result = self.timed(request, Origin::Client, Delivery::Cast).await;
         result.map(drop).map_err(HopError::into_error)
-    }
-
-    /// Serves a call another node forwarded here (the receiving end of a transport): like
-    /// [`Mesh::call_from`] with [`Origin::Forwarded`], with the typed outcome the sender needs
-    /// to decide whether it may send the request again.
-    pub async fn forwarded_call(&self, request: Request) -> Result<Reply, HopError> {
-        let reply = self.timed(request, Origin::Forwarded, Delivery::Call).await;
-        reply.map(|r| r.expect("a call always ends with a reply"))
-    }
-
-    /// Serves a cast another node forwarded here; see [`Mesh::forwarded_call`].
-    pub async fn forwarded_cast(&self, request: Request) -> Result<(), HopError> {
-        let result = self.timed(request, Origin::Forwarded, Delivery::Cast).await;
-        result.map(drop)
-    }
-
-    /// Accepts an identity handed over by its old owner (the receiving end of a transport):
-    /// kept until the identity's first call here, which starts it from the handed-over state.
-    ///
-    /// A durable type's state goes into this node's store before the handoff is accepted
-    /// (a node-local store: what it may hold for the identity is older), or is already there
-    /// (a shared store); its first call here loads it.
-    pub async fn accept_handoff(&self, handoff: Handoff) -> Result<(), HopError> {
-        let Some(activator) = self.activator(&handoff.module) else {
-            return Err(HopError::Failed(MeshError::unknown_module(
-                handoff.module.as_str(),
-            )));
-        };
-        let shard = self.shard_for(handoff.id.as_str());
-        if let (true, Some(store)) = (activator.is_durable(), &self.inner.config.store) {
-            return self
-                .accept_durable_handoff(store.as_ref(), shard, handoff)
-                .await;
-        }
-        tracing::debug!(node = %self.node_id(), module = %handoff.module, id = %handoff.id,
-            shard = shard.0, from = %handoff.from, "handoff received");
-        match self.inner.registry.put_handoff(shard, handoff) {
-            Ok(()) => Ok(()),
-            Err(RefusedHandoff::Full(handoff)) => Err(HopError::refused(
-                Refusal::MailboxFull,
-                format!(
-                    "{} handoffs are waiting on this node already; {}/{} was not taken",
-                    crate::registry::MAX_WAITING_HANDOFFS,
-                    handoff.module,
-                    handoff.id
-                ),
-            )),
-            Err(RefusedHandoff::Live(handoff)) => {
-                Err(HopError::Failed(MeshError::OwnerUnavailable(format!(
-                    "{}/{} is already active on this node; its state is the newer one",
-                    handoff.module, handoff.id
-                ))))
-            }
-        }
     }
 
     async fn accept_durable_handoff(
@@ -650,7 +591,7 @@ impl Mesh {
             let (module, id) = (&key.module, &key.id);
             let result = if to.node == *mesh.node_id() {
                 mesh.accept_handoff(handoff).await
-            } else if let Some(transport) = mesh.inner.transport.get() {
+            } else if let Some(transport) = &mesh.inner.transport {
                 transport.handoff(&to, handoff, HANDOFF_TIMEOUT).await
             } else {
                 Err(HopError::Failed(MeshError::OwnerUnavailable(
@@ -710,8 +651,10 @@ impl Mesh {
         self.inner.config.shards.shard_for(id)
     }
 
-    /// The node that owns `shard` for `capability` under this node's current view.
-    pub fn owner(&self, shard: ShardId, capability: &str) -> Result<NodeId, MeshError> {
+    /// The node that owns `shard` for `capability` under this node's current view
+    /// (`no_capable_node` if no live node registered it). Arguments in the order of an
+    /// identity, `(capability, …)`, as in [`RoutingTable::owner`].
+    pub fn owner(&self, capability: &str, shard: ShardId) -> Result<NodeId, MeshError> {
         self.inner
             .routing
             .load()
@@ -739,23 +682,6 @@ impl Mesh {
         self.inner.routing.load_full()
     }
 
-    /// Changes whenever a new routing snapshot is published (a capability registered, a
-    /// member joined, changed or left); the value is the snapshot's epoch.
-    pub fn routing_updates(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.routing_updates.clone()
-    }
-
-    /// This node as it describes itself to the cluster: id, address, capabilities.
-    pub fn local_member(&self) -> Member {
-        let node = &self.inner.config.node_id;
-        self.routing()
-            .members()
-            .iter()
-            .find(|m| m.node == *node)
-            .cloned()
-            .expect("the local node is always a member of its own view")
-    }
-
     /// This node's registered capabilities.
     pub fn capabilities(&self) -> BTreeSet<Capability> {
         self.local_member().capabilities
@@ -769,13 +695,6 @@ impl Mesh {
     /// Activation counters of this node.
     pub fn activation_stats(&self) -> RegistryStats {
         self.inner.registry.stats()
-    }
-
-    /// Counts a call or cast that a front end (e.g. the HTTP routes) refused before it could
-    /// reach the mesh — a malformed body, a missing secret — so that the request counters
-    /// cover every outcome.
-    pub fn record_rejection(&self, delivery: Delivery, error: &MeshError) {
-        self.inner.metrics.record_rejection(delivery, error);
     }
 
     /// Request counters and the call-latency histogram of this node.
@@ -961,7 +880,7 @@ impl Mesh {
         deadline: tokio::time::Instant,
         timeout: Duration,
     ) -> Attempt {
-        let Some(transport) = self.inner.transport.get() else {
+        let Some(transport) = &self.inner.transport else {
             return Attempt::Done(Err(HopError::Failed(MeshError::OwnerUnavailable(format!(
                 "node {} owns the actor and this node has no transport to reach it",
                 owner.node
@@ -1252,6 +1171,99 @@ impl Mesh {
     }
 }
 
+impl Hops for Mesh {
+    async fn forwarded_call(&self, request: Request) -> Result<Reply, HopError> {
+        let reply = self.timed(request, Origin::Forwarded, Delivery::Call).await;
+        reply.map(|r| r.expect("a call always ends with a reply"))
+    }
+
+    async fn forwarded_cast(&self, request: Request) -> Result<(), HopError> {
+        let result = self.timed(request, Origin::Forwarded, Delivery::Cast).await;
+        result.map(drop)
+    }
+
+    async fn renew_lease(&self, request: RenewRequest) -> RenewReply {
+        match self.inner.router.send(Renew(request)).await {
+            Ok(reply) => reply,
+            Err(_) => RenewReply {
+                from: self.local_member(),
+                round: 0,
+                granted: false,
+                fenced: false,
+                acknowledged: None,
+                members: Vec::new(),
+                expired: Vec::new(),
+                established: Vec::new(),
+            },
+        }
+    }
+
+    async fn accept_handoff(&self, handoff: Handoff) -> Result<(), HopError> {
+        let Some(activator) = self.activator(&handoff.module) else {
+            return Err(HopError::Failed(MeshError::unknown_module(
+                handoff.module.as_str(),
+            )));
+        };
+        let shard = self.shard_for(handoff.id.as_str());
+        if let (true, Some(store)) = (activator.is_durable(), &self.inner.config.store) {
+            return self
+                .accept_durable_handoff(store.as_ref(), shard, handoff)
+                .await;
+        }
+        tracing::debug!(node = %self.node_id(), module = %handoff.module, id = %handoff.id,
+            shard = shard.0, from = %handoff.from, "handoff received");
+        match self.inner.registry.put_handoff(shard, handoff) {
+            Ok(()) => Ok(()),
+            Err(RefusedHandoff::Full(handoff)) => Err(HopError::refused(
+                Refusal::MailboxFull,
+                format!(
+                    "{} handoffs are waiting on this node already; {}/{} was not taken",
+                    crate::registry::MAX_WAITING_HANDOFFS,
+                    handoff.module,
+                    handoff.id
+                ),
+            )),
+            Err(RefusedHandoff::Live(handoff)) => {
+                Err(HopError::Failed(MeshError::OwnerUnavailable(format!(
+                    "{}/{} is already active on this node; its state is the newer one",
+                    handoff.module, handoff.id
+                ))))
+            }
+        }
+    }
+}
+
+impl MembershipFeed for Mesh {
+    async fn update_members(&self, members: Vec<Member>) {
+        // The router only stops with the arbiters, i.e. with this Mesh.
+        let _ = self.inner.router.send(UpdateMembers(members)).await;
+    }
+
+    async fn await_cluster(&self) {
+        let _ = self.inner.router.send(AwaitCluster).await;
+    }
+
+    fn routing_updates(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.routing_updates.clone()
+    }
+
+    fn local_member(&self) -> Member {
+        let node = &self.inner.config.node_id;
+        self.routing()
+            .members()
+            .iter()
+            .find(|m| m.node == *node)
+            .cloned()
+            .expect("the local node is always a member of its own view")
+    }
+}
+
+impl FrontEnd for Mesh {
+    fn record_rejection(&self, delivery: Delivery, error: &MeshError) {
+        self.inner.metrics.record_rejection(delivery, error);
+    }
+}
+
 /// Why [`Mesh::activate`] started nothing.
 enum NotActivated {
     Failed(MeshError),
@@ -1324,7 +1336,7 @@ fn release_free_memory() {
 
 /// Where a request comes from, which decides whether it may still be forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// From a client of this node: forwarded once to the owner if another node owns it.
     Client,
     /// Forwarded by another node: served here or refused, never forwarded again.

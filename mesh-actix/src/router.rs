@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -82,14 +82,14 @@ pub(crate) struct RouterLinks {
     pub(crate) updates: tokio::sync::watch::Sender<u64>,
     pub(crate) registry: Arc<ActivationRegistry>,
     pub(crate) gate: Arc<Gate>,
-    pub(crate) transport: Arc<OnceLock<Arc<dyn RemoteTransport>>>,
+    pub(crate) transport: Option<Arc<dyn RemoteTransport>>,
     /// The node's `Mesh`, to send handoffs.
     pub(crate) mesh: WeakMesh,
     pub(crate) health: Arc<RouterHealth>,
 }
 
 /// Owns the membership view and lease state; publishes routing snapshots.
-pub struct ShardRouter {
+pub(crate) struct ShardRouter {
     fencing: Fencing,
     shards: ShardCount,
     links: RouterLinks,
@@ -277,7 +277,7 @@ impl ShardRouter {
         let now = self.now();
         let requests = self.fencing.tick(now);
         self.apply();
-        let Some(transport) = self.links.transport.get().cloned() else {
+        let Some(transport) = self.links.transport.clone() else {
             return;
         };
         let timeout = self.fencing.config().lease;
@@ -506,7 +506,7 @@ mod tests {
                 updates: tokio::sync::watch::channel(0).0,
                 registry: Arc::new(ActivationRegistry::new()),
                 gate: gate.clone(),
-                transport: Arc::new(OnceLock::new()),
+                transport: None,
                 mesh: WeakMesh::detached(),
                 health: health.clone(),
             };

@@ -10,17 +10,19 @@ use futures_util::FutureExt;
 use mesh_core::{
     Handoff, HopError, Member, MeshError, NodeId, Refusal, RenewReply, RenewRequest, Reply, Request,
 };
+
+use crate::provider::Hops;
 use parking_lot::RwLock;
 
-use crate::mesh::{Mesh, WeakMesh};
+use crate::builder::MeshBuilder;
+use crate::mesh::{Mesh, StartError, WeakMesh};
 
 /// Carries what one node sends another: requests to their owner, which serves them with
-/// [`Mesh::forwarded_call`](crate::Mesh::forwarded_call) and never forwards them again; lease
-/// renewals, which it answers with [`Mesh::renew_lease`](crate::Mesh::renew_lease); and
-/// handoffs of identities that moved, which it takes with
-/// [`Mesh::accept_handoff`](crate::Mesh::accept_handoff).
+/// [`Hops::forwarded_call`] and never forwards them again; lease renewals, which it answers
+/// with [`Hops::renew_lease`]; and handoffs of identities that moved, which it takes with
+/// [`Hops::accept_handoff`] (the receiving end, [`crate::provider`]).
 ///
-/// A failed hop says what became of the request ([`HopError`]): a transport reports
+/// A failed hop says what became of the request ([`HopError`](crate::provider::HopError)): a transport reports
 /// [`HopError::NotDelivered`] only when the request certainly did not reach the owner (no
 /// connection could be made, or the owner refused it with a [`Refusal`]), since mesh sends such
 /// a request again; anything that may have reached it is [`HopError::MaybeDelivered`].
@@ -67,9 +69,10 @@ pub trait RemoteTransport: Send + Sync + 'static {
 /// process.
 ///
 /// ```
-/// use mesh_actix::{InProcessTransport, Mesh, MeshConfig, NodeId, Request};
+/// use mesh_actix::provider::MembershipFeed;
+/// use mesh_actix::{InProcessTransport, Mesh, NodeId, Request};
 /// # use mesh_actix::{InitError, MeshActor, MeshInit, Payload};
-/// # use mesh_actix::__private::actix::{Actor, Context, Handler, MessageResult};
+/// # use mesh_actix::actix::{Actor, Context, Handler, MessageResult};
 /// # use serde_json::{json, Value};
 /// # #[derive(MeshActor)]
 /// # struct Counter { count: u64 }
@@ -85,20 +88,18 @@ pub trait RemoteTransport: Send + Sync + 'static {
 /// #     }
 /// # }
 /// # actix_rt::System::new().block_on(async {
-/// let transport = InProcessTransport::new();
-/// let a = Mesh::start(MeshConfig::new(NodeId::new("a").unwrap(), "a:1")).unwrap();
-/// let b = Mesh::start(MeshConfig::new(NodeId::new("b").unwrap(), "b:1")).unwrap();
-/// for node in [&a, &b] {
-///     node.register::<Counter>();
-///     node.register_capabilities(["counter"]).await.unwrap();
-///     transport.connect(node).unwrap();
-/// }
+/// let network = InProcessTransport::new();
+/// let node = |id: &str| Mesh::builder(NodeId::new(id).unwrap(), format!("{id}:1"))
+///     .register::<Counter>()
+///     .capabilities(["counter"]);
+/// let a = network.start(node("a")).unwrap();
+/// let b = network.start(node("b")).unwrap();
 /// // What the membership layer would do: tell each node about the other.
 /// a.update_members(vec![b.local_member()]).await;
 /// b.update_members(vec![a.local_member()]).await;
 ///
 /// // Whichever node a call enters, it reaches the one activation on the owner.
-/// let id = (0..).map(|i| format!("c{i}")).find(|id| a.owner(a.shard_for(id), "counter").unwrap().as_str() == "b").unwrap();
+/// let id = (0..).map(|i| format!("c{i}")).find(|id| a.owner("counter", a.shard_for(id)).unwrap().as_str() == "b").unwrap();
 /// let request = Request::new("Counter", &id, "counter").unwrap();
 /// let first = a.call(request.clone()).await.unwrap();
 /// let second = b.call(request).await.unwrap();
@@ -119,18 +120,18 @@ impl InProcessTransport {
         InProcessTransport::default()
     }
 
-    /// Makes `mesh` reachable through this transport and sets this transport as its way to
-    /// reach the others.
-    pub fn connect(&self, mesh: &Mesh) -> Result<(), MeshError> {
+    /// Starts the node `builder` describes on this transport: it reaches the other nodes
+    /// through it, and they reach it.
+    pub fn start(&self, builder: MeshBuilder) -> Result<Mesh, StartError> {
         let link = InProcessLink {
-            from: mesh.node_id().clone(),
+            from: builder.node_id().clone(),
             net: self.clone(),
         };
-        mesh.set_transport(Arc::new(link))?;
+        let mesh = builder.transport(link).start()?;
         self.nodes
             .write()
             .insert(mesh.node_id().clone(), mesh.downgrade());
-        Ok(())
+        Ok(mesh)
     }
 
     /// Cuts the link from `from` to `to`: what is sent over it is lost, as on a network that

@@ -6,6 +6,14 @@ use crate::MeshError;
 
 /// Why a request was certainly not executed. Crosses node-to-node hops (HTTP: the
 /// `x-mesh-refusal` header of a 503), so the sender knows it may route the request again.
+///
+/// ```
+/// use mesh_core::Refusal;
+///
+/// assert_eq!(Refusal::parse("draining"), Some(Refusal::Draining));
+/// assert!(Refusal::Draining.is_transient(), "the others take its shards in a moment");
+/// assert!(!Refusal::MailboxFull.is_transient());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Refusal {
     /// The receiver does not own the actor under its current view.
@@ -57,6 +65,16 @@ impl Refusal {
 }
 
 /// A request that produced no reply, by what it means for sending it again.
+///
+/// ```
+/// use mesh_core::{HopError, Refusal};
+///
+/// // A transport that could not connect: nothing was sent, so mesh may send it again.
+/// let hop = HopError::refused(Refusal::Unreachable, "node-2 is not reachable");
+/// assert!(matches!(hop, HopError::NotDelivered(Refusal::Unreachable, _)));
+/// // What the caller sees if the deadline leaves no room for another try.
+/// assert_eq!(hop.into_error().code().as_str(), "owner_unavailable");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HopError {
     /// Certainly not executed: it may be routed again, to the same or another owner.

@@ -6,6 +6,15 @@ use std::time::Duration;
 /// contract's error table ([`ErrorCode`]) and so to one HTTP status, and carries the message
 /// for a person. The constructors below write the messages; an error received from another
 /// node keeps the owner's message word for word ([`MeshError::from_code`]).
+///
+/// ```
+/// use mesh_core::{ErrorCode, MeshError};
+///
+/// let error = MeshError::no_capable_node("counter");
+/// assert_eq!(error.code(), ErrorCode::NoCapableNode);
+/// assert_eq!(error.code().as_str(), "no_capable_node");
+/// assert_eq!(error.code().http_status(), 503);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MeshError {
     /// The request is malformed: not JSON, a missing or mistyped field, an empty name.
@@ -142,6 +151,13 @@ impl MeshError {
 }
 
 /// The stable error codes of the contract, with their HTTP statuses.
+///
+/// ```
+/// use mesh_core::ErrorCode;
+///
+/// assert_eq!(ErrorCode::Timeout.as_str(), "timeout");
+/// assert_eq!(ErrorCode::Timeout.http_status(), 504);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     /// 400 `bad_request`

@@ -9,6 +9,16 @@ use serde::{Deserialize, Serialize};
 use crate::{Member, MemberStatus, MembershipView, NodeId, Refusal};
 
 /// The timings of the lease protocol. Every node of a cluster should use the same.
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_core::LeaseConfig;
+///
+/// // `mesh-node --lease-ms 2000`:
+/// let lease = LeaseConfig::with_lease(Duration::from_secs(2));
+/// assert_eq!(lease.renew_interval, Duration::from_millis(500));
+/// assert_eq!(LeaseConfig::default().lease, Duration::from_secs(1));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseConfig {
     /// How long a quorum's grants let a node serve, from the moment it asked for them.

@@ -22,6 +22,15 @@ macro_rules! name_type {
         /// Cheap to clone (a shared string), never empty, at most
         #[doc = concat!("`", stringify!($max), "`")]
         /// bytes.
+        ///
+        /// ```
+        #[doc = concat!("use mesh_core::", stringify!($name), ";")]
+        ///
+        #[doc = concat!("let name = ", stringify!($name), "::new(\"counter_1\").unwrap();")]
+        /// assert_eq!(name.as_str(), "counter_1");
+        #[doc = concat!("let empty = ", stringify!($name), "::new(\"\").unwrap_err();")]
+        /// assert_eq!(empty.code().as_str(), "bad_request");
+        /// ```
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(Arc<str>);
 

@@ -41,6 +41,6 @@ pub use membership::{
     check_capabilities, Member, MemberStatus, MembershipView, MAX_CAPABILITIES,
     MAX_CAPABILITIES_BYTES,
 };
-pub use placement::{OwnerTable, RoutingTable, StableNodeHasher};
+pub use placement::RoutingTable;
 pub use request::{Reply, Request, DEFAULT_TIMEOUT, MAX_TIMEOUT};
 pub use shard::{ShardCount, ShardId, DEFAULT_SHARDS};

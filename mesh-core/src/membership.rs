@@ -34,7 +34,13 @@ pub fn check_capabilities(capabilities: &BTreeSet<Capability>) -> Result<(), Mes
 }
 
 /// Whether a member is believed to be running, as this node's lease protocol judges it
-/// (see [`Fencing`](crate::Fencing)).
+/// (see [`Fencing`](crate::Fencing)); `"alive"`, `"suspect"` or `"dead"` in JSON.
+///
+/// ```
+/// use mesh_core::MemberStatus;
+///
+/// assert_eq!(serde_json::to_value(MemberStatus::Suspect).unwrap(), "suspect");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MemberStatus {
@@ -49,6 +55,16 @@ pub enum MemberStatus {
 }
 
 /// One node as seen from this node, in the JSON shape of `GET /cluster`'s `members`.
+///
+/// ```
+/// use mesh_core::{Member, MemberStatus, NodeId};
+///
+/// let member = Member::alive(NodeId::new("node-1").unwrap(), "127.0.0.1:4000", ["counter"]).unwrap();
+/// assert_eq!(member.status, MemberStatus::Alive);
+/// let json = serde_json::to_value(&member).unwrap();
+/// assert_eq!(json["status"], "alive");
+/// assert_eq!(json["capabilities"], serde_json::json!(["counter"]));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
     /// The node's id.

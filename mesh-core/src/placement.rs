@@ -16,7 +16,7 @@ use crate::{Member, MembershipView, ShardCount, ShardId};
 /// Shards are `u32`, so the item is always 4 little-endian bytes: the weight is the same on
 /// every platform and build, unlike the crate's default (`DefaultHasher`).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct StableNodeHasher;
+pub(crate) struct StableNodeHasher;
 
 impl NodeHasher<&str> for StableNodeHasher {
     fn hash<T: Hash>(&self, node: &&str, item: &T) -> u64 {
@@ -55,7 +55,7 @@ impl Hasher for LittleEndianXxh3 {
 /// The owner of every shard for one capability: `owner[shard]` indexes the routing table's
 /// members.
 #[derive(Debug, Clone)]
-pub struct OwnerTable {
+pub(crate) struct OwnerTable {
     /// Shared by every capability with the same candidate nodes.
     owners: Arc<[u16]>,
 }
@@ -87,6 +87,17 @@ impl OwnerTable {
 /// An immutable routing snapshot: members, and the owner of every shard of every capability.
 ///
 /// Built once per membership change and shared read-only by every caller.
+///
+/// ```
+/// use mesh_core::{Member, MembershipView, NodeId, RoutingTable, ShardCount};
+///
+/// let mut view = MembershipView::default();
+/// view.upsert(Member::alive(NodeId::new("a").unwrap(), "a:1", ["counter"]).unwrap());
+/// let table = RoutingTable::build(&view, ShardCount::default());
+/// let shard = table.shards().shard_for("counter_1");
+/// assert_eq!(table.owner("counter", shard).unwrap().node.as_str(), "a");
+/// assert!(table.owner("game", shard).is_none());
+/// ```
 #[derive(Debug, Clone)]
 pub struct RoutingTable {
     epoch: u64,

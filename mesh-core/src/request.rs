@@ -177,6 +177,22 @@ impl TryFrom<WireRequest> for Request {
 }
 
 /// A call's answer: which activation handled it, on which node, and what the actor replied.
+/// Serialised, it is the body of a `POST /call`'s 200:
+///
+/// ```
+/// use mesh_core::{NodeId, Reply};
+/// use serde_json::json;
+///
+/// let reply = Reply {
+///     pid: "<node-1.0.0>".into(),
+///     node: NodeId::new("node-1").unwrap(),
+///     result: json!({"ok": 1}),
+/// };
+/// assert_eq!(
+///     serde_json::to_value(&reply).unwrap(),
+///     json!({"pid": "<node-1.0.0>", "node": "node-1", "result": {"ok": 1}})
+/// );
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reply {
     /// The activation's process id; it changes when the actor restarts or is re-activated.

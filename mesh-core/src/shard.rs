@@ -9,6 +9,15 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_SHARDS: u32 = 4096;
 
 /// A shard number, in `0..ShardCount`.
+///
+/// ```
+/// use mesh_core::{ShardCount, ShardId};
+///
+/// let shards = ShardCount::default(); // 4096
+/// let shard: ShardId = shards.shard_for("counter_1");
+/// assert!(shard.0 < shards.get());
+/// assert_eq!(shard, shards.shard_for("counter_1"), "stable");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct ShardId(pub u32);
@@ -20,6 +29,14 @@ impl fmt::Display for ShardId {
 }
 
 /// How many shards the id space is cut into. Every node of a cluster must use the same count.
+///
+/// ```
+/// use mesh_core::ShardCount;
+///
+/// assert_eq!(ShardCount::default().get(), 4096);
+/// assert_eq!(ShardCount::new(16).unwrap().get(), 16);
+/// assert!(ShardCount::new(0).is_none());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ShardCount(NonZeroU32);
 

@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use mesh_actix::{HopError, MeshError, Refusal, Reply, Request};
+use mesh_actix::provider::{FrontEnd, HopError, Hops, Refusal};
+use mesh_actix::{MeshError, Reply, Request};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;

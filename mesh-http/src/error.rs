@@ -6,11 +6,20 @@ use mesh_actix::MeshError;
 use serde_json::json;
 
 /// The header of a node-to-node 503 that names why the request was certainly not executed
-/// (a [`Refusal`](mesh_actix::Refusal)): its sender may route it again.
+/// (a [`Refusal`](mesh_actix::provider::Refusal)): its sender may route it again.
 pub const REFUSAL_HEADER: &str = "x-mesh-refusal";
 
 /// A [`MeshError`] as an HTTP response: the contract's status for its code and the body
 /// `{"error": {"code": "...", "message": "..."}}`.
+///
+/// ```
+/// use actix_web::ResponseError;
+/// use mesh_actix::MeshError;
+/// use mesh_http::HttpError;
+///
+/// let error = HttpError(MeshError::no_capable_node("counter"));
+/// assert_eq!(error.status_code().as_u16(), 503);
+/// ```
 #[derive(Debug)]
 pub struct HttpError(pub MeshError);
 

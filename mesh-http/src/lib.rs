@@ -1,20 +1,28 @@
 //! The HTTP face of a mesh node, on actix-web.
 //!
-//! [`configure`] mounts every route of the contract into any actix-web `App`, beside the
-//! app's own routes:
+//! Three ways to put a node on HTTP, from the most to the least given:
+//! - [`serve`]: a standalone node (what `mesh-node` runs): the node, its own `HttpServer`
+//!   with every route and the connection bounds, the HTTP transport and gossip;
+//! - [`join`]: a node of a cluster inside your own actix-web service: the node, the HTTP
+//!   transport and gossip, and the routes ([`ClusterNode::routes`]) to mount in your `App`;
+//! - [`configure`]: the routes of a node alone, mounted into any `App`, beside the app's own
+//!   routes. Pair it with [`not_found`] as the app's default service, so that unknown paths
+//!   get the JSON 404 of the contract:
 //!
 //! ```no_run
 //! use actix_web::{web, App, HttpServer};
-//! use mesh_actix::{Mesh, MeshConfig, NodeId};
+//! use mesh_actix::{Mesh, NodeId};
 //!
 //! #[actix_web::main]
 //! async fn main() -> std::io::Result<()> {
-//!     let mesh = Mesh::start(MeshConfig::new(NodeId::new("node-1").unwrap(), "127.0.0.1:8080"))
+//!     let mesh = Mesh::builder(NodeId::new("node-1").unwrap(), "127.0.0.1:8080")
+//!         .start()
 //!         .expect("inside an actix System");
 //!     HttpServer::new(move || {
 //!         App::new()
 //!             .configure(mesh_http::configure(mesh.clone()))
 //!             .route("/hello", web::get().to(|| async { "hello" }))
+//!             .default_service(web::to(mesh_http::not_found))
 //!     })
 //!     .bind("127.0.0.1:8080")?
 //!     .run()
@@ -35,6 +43,7 @@
 mod auth;
 mod batch;
 mod body;
+mod cluster;
 mod connections;
 mod error;
 mod membership;
@@ -48,6 +57,7 @@ mod tls;
 mod transport;
 
 pub use batch::MAX_BATCH_CALLS;
+pub use cluster::{join, ClusterNode, JoinOptions, DRAIN_TIMEOUT};
 pub use connections::{
     default_max_connections, default_max_connections_per_ip, fd_limits, raise_fd_limit, FD_RESERVE,
 };

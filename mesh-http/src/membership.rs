@@ -3,10 +3,10 @@
 //!
 //! Each node publishes its descriptor (HTTP address, capabilities, incarnation, version,
 //! leaving) as gossip keys. Whenever the nodes chitchat knows or their keys change, the whole
-//! member list goes to the node's `ShardRouter` (`Mesh::update_members`), which learns new
+//! member list goes to the node's `ShardRouter` (`MembershipFeed::update_members`), which learns new
 //! members and descriptors from it. Gossip only *discovers*: chitchat's own failure detector
 //! decides nothing here; who may serve is decided by the lease protocol
-//! ([`mesh_actix::Mesh::renew_lease`]), whose messages carry descriptors too. Whenever this
+//! ([`Hops::renew_lease`](mesh_actix::provider::Hops::renew_lease)), whose messages carry descriptors too. Whenever this
 //! node's own descriptor changes, its keys follow.
 //!
 //! Seeds are `host:port`; a host may be a DNS name that stands for many nodes (a Kubernetes
@@ -26,6 +26,7 @@ use chitchat::{
     spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState,
 };
 use futures_util::future::join_all;
+use mesh_actix::provider::MembershipFeed;
 use mesh_actix::{Member, MemberStatus, Mesh, NodeId, ShardCount};
 use tokio::sync::oneshot;
 
@@ -43,6 +44,18 @@ const KEY_VERSION: &str = "version";
 pub const SEED_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How a node joins the gossip.
+///
+/// ```
+/// use mesh_actix::ShardCount;
+/// use mesh_http::GossipOptions;
+///
+/// let listen = "127.0.0.1:4001".parse().unwrap();
+/// let seeds = vec!["127.0.0.1:4000".to_owned()];
+/// let sealed = GossipOptions::new(listen, seeds.clone(), ShardCount::default(), Some("s3cret"));
+/// let plain = GossipOptions::new(listen, seeds, ShardCount::default(), None);
+/// assert!(sealed.key.is_some() && plain.key.is_none());
+/// assert_ne!(sealed.cluster_id, plain.cluster_id, "they never gossip together");
+/// ```
 #[derive(Debug, Clone)]
 pub struct GossipOptions {
     /// Where to gossip (UDP); by convention the HTTP listen address.
@@ -104,6 +117,28 @@ pub struct MembershipError {
 }
 
 /// This node's membership in the cluster; [`Membership::leave`] it before exiting.
+/// [`crate::join`] starts one with the node; by hand:
+///
+/// ```no_run
+/// use mesh_actix::{Mesh, NodeId};
+/// use mesh_http::{GossipOptions, HttpTransport, Membership};
+///
+/// #[actix_web::main]
+/// async fn main() -> anyhow::Result<()> {
+///     let listen = "127.0.0.1:4001".parse()?;
+///     let seeds = vec!["127.0.0.1:4000".to_owned()];
+///     let mesh = Mesh::builder(NodeId::new("node-2")?, "127.0.0.1:4001")
+///         .transport(HttpTransport::new(None)?)
+///         .joining(true)
+///         .start()?;
+///     let shards = mesh.config().shards;
+///     let membership = Membership::join(mesh.clone(), GossipOptions::new(listen, seeds, shards, None)).await?;
+///     // ... serve mesh_http::configure(mesh.clone()) on `listen` ...
+///     mesh.drain(std::time::Duration::from_secs(5)).await;
+///     membership.leave().await;
+///     Ok(())
+/// }
+/// ```
 pub struct Membership {
     /// The task that resolves the seeds again; it holds chitchat's handle, and gives it back
     /// (for the shutdown) once told to stop.

@@ -5,9 +5,8 @@ use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use mesh_actix::{
-    Capability, Delivery, Handoff, HopError, Mesh, MeshError, Origin, RenewRequest, Request,
-};
+use mesh_actix::provider::{FrontEnd, Handoff, HopError, Hops, RenewRequest};
+use mesh_actix::{Capability, Delivery, Mesh, MeshError, Request};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -27,6 +26,19 @@ pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
 pub const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How the routes behave.
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_http::HttpOptions;
+///
+/// let options = HttpOptions {
+///     body_limit: 64 << 10,
+///     body_timeout: Duration::from_secs(2),
+///     secret: Some("s3cret".into()),
+/// };
+/// # let _ = options;
+/// assert_eq!(HttpOptions::default().body_limit, mesh_http::DEFAULT_BODY_LIMIT);
+/// ```
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
     /// Bodies over this many bytes get `413 payload_too_large`.
@@ -203,7 +215,10 @@ async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
     )
 }
 
-/// A JSON 404 for paths no route serves; `mesh-node` uses it as its default service.
+/// A JSON 404 (`not_found`, in the contract's error shape) for paths no route serves: the
+/// default service of `mesh-node`'s app, and of any app that mounts the mesh routes
+/// (`App::new().configure(routes).default_service(web::to(mesh_http::not_found))`), where
+/// actix-web would answer an empty 404.
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
     error_body(
         StatusCode::NOT_FOUND,
@@ -216,7 +231,7 @@ async fn call(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult
     let request = state
         .request(&req, body, Delivery::Call, Sender::Client)
         .await?;
-    let reply = state.mesh.call_from(request, Origin::Client).await?;
+    let reply = state.mesh.call(request).await?;
     Ok(HttpResponse::Ok().json(reply))
 }
 
@@ -224,7 +239,7 @@ async fn cast(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult
     let request = state
         .request(&req, body, Delivery::Cast, Sender::Client)
         .await?;
-    state.mesh.cast_from(request, Origin::Client).await?;
+    state.mesh.cast(request).await?;
     Ok(HttpResponse::Accepted().json(json!({"status": "accepted"})))
 }
 
@@ -303,7 +318,7 @@ async fn owner(state: Shared, req: HttpRequest) -> HttpResult {
     let id = mesh_actix::ActorId::new(&query.id)?;
     let capability = Capability::new(&query.capability)?;
     let shard = state.mesh.shard_for(id.as_str());
-    let node = state.mesh.owner(shard, capability.as_str())?;
+    let node = state.mesh.owner(capability.as_str(), shard)?;
     Ok(HttpResponse::Ok().json(json!({"shard": shard.0, "node": node})))
 }
 

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use actix_web::dev::{ServerHandle, Service as _};
 use actix_web::{web, App, HttpServer};
-use mesh_actix::Mesh;
+use mesh_actix::{Mesh, MeshBuilder, StartError};
 
+use crate::cluster::{join_observed, ClusterNode, JoinOptions};
 use crate::connections::{default_max_connections, default_max_connections_per_ip, Connections};
-use crate::membership::{GossipOptions, Membership, MembershipError};
-use crate::routes::{mount, not_found, shared_state, HttpOptions};
+use crate::membership::MembershipError;
+use crate::routes::{not_found, HttpOptions};
 use crate::tls::TlsConfig;
-use crate::transport::HttpTransport;
 
 /// How long a TLS handshake may take by default before its connection is closed (actix-web's
 /// default, named here because the README documents it).
@@ -27,6 +27,23 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 /// How [`serve`] runs a node.
+///
+/// ```no_run
+/// use std::net::TcpListener;
+/// use mesh_actix::{Mesh, NodeId};
+/// use mesh_http::ServeOptions;
+///
+/// #[actix_web::main]
+/// async fn main() -> anyhow::Result<()> {
+///     let listener = TcpListener::bind("127.0.0.1:4001")?;
+///     let builder = Mesh::builder(NodeId::new("node-2")?, "127.0.0.1:4001");
+///     let options = ServeOptions { seeds: vec!["127.0.0.1:4000".into()], ..ServeOptions::default() };
+///     let node = mesh_http::serve(builder, listener, options).await?;
+///     actix_web::rt::signal::ctrl_c().await?;
+///     node.shutdown().await?;
+///     Ok(())
+/// }
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
     /// Other nodes' HTTP (and gossip) addresses to join; empty to start a cluster.
@@ -69,45 +86,33 @@ pub enum ServeError {
     /// The HTTP client for node-to-node hops could not be built.
     #[error("HTTP client: {0}")]
     Client(#[from] reqwest::Error),
-    /// The mesh already had a transport.
-    #[error("transport: {0}")]
-    Transport(#[from] mesh_actix::MeshError),
+    /// The mesh could not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
     /// Gossip could not start.
     #[error(transparent)]
     Membership(#[from] MembershipError),
 }
 
-/// A node serving HTTP and taking part in the cluster.
+/// A node serving HTTP and taking part in the cluster: what [`serve`] returns (see
+/// [`ServeOptions`] for an example). [`ServingNode::shutdown`] it before the process exits.
 pub struct ServingNode {
-    mesh: Mesh,
-    membership: Membership,
+    node: ClusterNode,
     http: ServerHandle,
     serving: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
 }
 
-/// Serves `mesh` on `listener`, gossips on the same address over UDP, and joins
-/// `options.seeds`. Other nodes reach this one at `options.advertise`, or at the listener's
-/// address, which should be the mesh's `MeshConfig::addr`.
+/// Starts the node `builder` describes and serves it on `listener`: every mesh route, the
+/// HTTP transport to other nodes, gossip on the same address over UDP, joining
+/// `options.seeds` ([`crate::join`] and an `HttpServer` of its own). Other nodes reach this
+/// one at `options.advertise`, or at the listener's address, which should be the mesh's
+/// `MeshConfig::addr`.
 pub async fn serve(
-    mesh: Mesh,
+    builder: MeshBuilder,
     listener: TcpListener,
     options: ServeOptions,
 ) -> Result<ServingNode, ServeError> {
     let listen = listener.local_addr()?;
-    let secret = options.http.secret.clone();
-    // Hops leave from the address this node listens on, when it names one.
-    let local = Some(listen.ip()).filter(|ip| !ip.is_unspecified());
-    let transport = match &options.tls {
-        Some(tls) => HttpTransport::over_tls(secret.clone(), local, tls)?,
-        None => HttpTransport::from_address(secret.clone(), local)?,
-    };
-    mesh.set_transport(Arc::new(transport))?;
-    let shards = mesh.config().shards;
-    let mut gossip = GossipOptions::new(listen, options.seeds, shards, secret.as_deref());
-    gossip.advertise = options.advertise.unwrap_or(listen);
-    let membership = Membership::join(mesh.clone(), gossip).await?;
-
-    let serving_mesh = mesh.clone();
     let bound = options
         .max_connections
         .unwrap_or_else(default_max_connections);
@@ -123,11 +128,16 @@ pub async fn serve(
         max_connections_per_ip = connections.bound_per_ip(),
         "connections bounded"
     );
-    let observed = Some(connections.clone());
-    // One state for every worker: a hop's nonce is refused as a replay whichever worker it
-    // reaches.
-    let state = shared_state(mesh, options.http, membership.gossip_stats(), observed);
-    let routes = mount(state);
+    let join = JoinOptions {
+        listen,
+        advertise: options.advertise,
+        seeds: options.seeds,
+        http: options.http,
+        path_prefix: None,
+        tls: options.tls.clone(),
+    };
+    let node = join_observed(builder, join, Some(connections.clone())).await?;
+    let routes = node.routes();
     let server = HttpServer::new(move || {
         App::new()
             // Each request marks its connection busy while it is served: the sweep closes
@@ -180,20 +190,24 @@ pub async fn serve(
     let http = server.handle();
     let serving = actix_web::rt::spawn(server);
     Ok(ServingNode {
-        mesh: serving_mesh,
-        membership,
+        node,
         http,
         serving,
     })
 }
 
 impl ServingNode {
-    /// Leaves the cluster gracefully: stops serving and stops every activation (for at most
-    /// 5 s), announces the leave so that others take this node's shards at once, lets the news
-    /// spread, finishes in-flight requests (for at most 5 s) and stops the server.
+    /// The node's mesh.
+    pub fn mesh(&self) -> &Mesh {
+        self.node.mesh()
+    }
+
+    /// Leaves the cluster gracefully ([`ClusterNode::leave`]: stops serving and stops every
+    /// activation, for at most 5 s, announces the leave so that others take this node's shards
+    /// at once, lets the news spread), finishes in-flight requests (for at most 5 s) and stops
+    /// the server.
     pub async fn shutdown(self) -> std::io::Result<()> {
-        self.mesh.drain(Duration::from_secs(5)).await;
-        self.membership.leave().await;
+        self.node.leave().await;
         self.http.stop(true).await;
         self.serving.await.map_err(std::io::Error::other)?
     }

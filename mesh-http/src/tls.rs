@@ -15,6 +15,17 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 /// A node's certificate chain and key (served on its listener), and the certificates its hops
 /// trust as roots: the cluster's CA, or by default the node's own certificates, which is enough
 /// for a cluster that shares one self-signed certificate.
+///
+/// ```no_run
+/// use std::path::Path;
+/// use mesh_http::{JoinOptions, ServeOptions, TlsConfig};
+///
+/// let tls = TlsConfig::from_pem_files(Path::new("node.pem"), Path::new("node.key"), Some(Path::new("ca.pem")))?;
+/// let serve = ServeOptions { tls: Some(tls.clone()), ..ServeOptions::default() };
+/// let mut join = JoinOptions::new("10.0.0.1:4000".parse()?, vec!["10.0.0.2:4000".into()]);
+/// join.tls = Some(tls);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct TlsConfig {
     server: ServerConfig,

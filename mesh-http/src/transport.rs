@@ -8,10 +8,8 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use mesh_actix::{
-    ErrorCode, Handoff, HopError, Member, MeshError, NodeId, Refusal, RemoteTransport, RenewReply,
-    RenewRequest, Reply, Request,
-};
+use mesh_actix::provider::{Handoff, HopError, Refusal, RemoteTransport, RenewReply, RenewRequest};
+use mesh_actix::{ErrorCode, Member, MeshError, NodeId, Reply, Request};
 use parking_lot::RwLock;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -25,6 +23,23 @@ use crate::tls::TlsConfig;
 /// Forwards requests to their owner over HTTP/JSON, reusing pooled keep-alive connections.
 /// With a secret, every hop is signed with a key derived from it (see [`ClusterKey`]); the
 /// secret itself is never sent. With TLS ([`HttpTransport::over_tls`]), hops are HTTPS.
+/// [`crate::join`] and [`crate::serve`] build one; a service that wires its node by hand gives
+/// one to the builder:
+///
+/// ```
+/// use mesh_actix::{Mesh, NodeId};
+/// use mesh_http::HttpTransport;
+///
+/// # actix_rt::System::new().block_on(async {
+/// // The other nodes mount their mesh routes under /mesh, as this one does.
+/// let transport = HttpTransport::new(Some("s3cret".into())).unwrap().with_path_prefix("/mesh");
+/// let mesh = Mesh::builder(NodeId::new("web-1").unwrap(), "127.0.0.1:8080")
+///     .transport(transport)
+///     .start()
+///     .unwrap();
+/// # drop(mesh);
+/// # });
+/// ```
 ///
 /// Cloning is cheap (a few reference counts): the connection pool and the cache of the other
 /// nodes' route URLs are shared by every clone.
@@ -582,17 +597,15 @@ impl RemoteTransport for HttpTransport {
 mod tests {
     use std::net::TcpListener;
     use std::num::NonZeroUsize;
-    use std::sync::Arc;
     use std::time::Duration;
 
     use actix_web::{web, App, HttpServer};
     use futures_util::future::join_all;
-    use mesh_actix::__private::actix::{
+    use mesh_actix::actix::{
         Actor, Context, Handler, MessageResult, ResponseActFuture, WrapFuture,
     };
-    use mesh_actix::{
-        ActorId, InitError, Mesh, MeshActor, MeshConfig, MeshInit, NodeId, Payload, Request,
-    };
+    use mesh_actix::provider::MembershipFeed;
+    use mesh_actix::{ActorId, InitError, Mesh, MeshActor, MeshInit, NodeId, Payload, Request};
     use serde_json::{json, Value};
     use tokio::sync::Semaphore;
 
@@ -658,16 +671,18 @@ mod tests {
     async fn node(id: &str, max_in_flight: usize, body_limit: usize) -> Node {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let mut config = MeshConfig::new(NodeId::new(id).unwrap(), addr);
-        config.arbiters = NonZeroUsize::MIN;
-        let mesh = Mesh::start(config).unwrap();
-        mesh.register::<Echo>().register::<Gate>();
-        mesh.register_capabilities(["echo"]).await.unwrap();
         let transport = HttpTransport::new(None)
             .unwrap()
             .with_path_prefix("/mesh/")
             .with_max_in_flight(NonZeroUsize::new(max_in_flight).unwrap());
-        mesh.set_transport(Arc::new(transport.clone())).unwrap();
+        let mesh = Mesh::builder(NodeId::new(id).unwrap(), addr)
+            .arbiters(NonZeroUsize::MIN)
+            .register::<Echo>()
+            .register::<Gate>()
+            .capabilities(["echo"])
+            .transport(transport.clone())
+            .start()
+            .unwrap();
         let routes = configure_with(
             mesh.clone(),
             HttpOptions {
@@ -704,7 +719,7 @@ mod tests {
     fn owned_by_b(a: &Mesh, count: usize) -> Vec<String> {
         (0..)
             .map(|i| format!("e{i}"))
-            .filter(|id| a.owner(a.shard_for(id), "echo").unwrap().as_str() == "b")
+            .filter(|id| a.owner("echo", a.shard_for(id)).unwrap().as_str() == "b")
             .take(count)
             .collect()
     }

@@ -5,7 +5,8 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::Duration;
 
-use mesh_actix::{Member, NodeId, RemoteTransport, Request};
+use mesh_actix::provider::RemoteTransport;
+use mesh_actix::{Member, NodeId, Request};
 use mesh_http::HttpTransport;
 
 #[actix_web::test]

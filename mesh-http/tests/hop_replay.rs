@@ -6,7 +6,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use mesh_actix::{Member, Mesh, MeshConfig, NodeId, RenewRequest};
+use mesh_actix::provider::RenewRequest;
+use mesh_actix::{Member, Mesh, NodeId};
 use mesh_http::{ClusterKey, HttpOptions, ServeOptions, SIGNATURE_HEADER};
 
 /// Posts `body` to `/internal/lease` with `signature` on a connection of its own; the status.
@@ -32,11 +33,7 @@ fn post(addr: SocketAddr, signature: &str, body: &[u8]) -> String {
 async fn a_hop_replayed_to_another_worker_is_refused() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let mesh = Mesh::start(MeshConfig::new(
-        NodeId::new("replayed").unwrap(),
-        addr.to_string(),
-    ))
-    .unwrap();
+    let builder = Mesh::builder(NodeId::new("replayed").unwrap(), addr.to_string());
     let options = ServeOptions {
         http: HttpOptions {
             secret: Some("s3cret".into()),
@@ -45,7 +42,7 @@ async fn a_hop_replayed_to_another_worker_is_refused() {
         workers: NonZeroUsize::new(2),
         ..ServeOptions::default()
     };
-    let node = mesh_http::serve(mesh, listener, options).await.unwrap();
+    let node = mesh_http::serve(builder, listener, options).await.unwrap();
     let renewal = RenewRequest {
         from: Member::alive(NodeId::new("peer").unwrap(), "127.0.0.1:1", ["c"]).unwrap(),
         round: 1,

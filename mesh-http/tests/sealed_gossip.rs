@@ -6,7 +6,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant, SystemTime};
 
-use mesh_actix::{Mesh, MeshConfig, NodeId, ShardCount};
+use mesh_actix::{Mesh, NodeId, ShardCount};
 use mesh_http::{ClusterKey, GossipOptions, HttpOptions, ServeOptions, ServingNode};
 use tokio::net::UdpSocket;
 
@@ -21,12 +21,8 @@ async fn node(
 ) -> (ServingNode, Mesh, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut config = MeshConfig::new(NodeId::new(id).unwrap(), addr.to_string());
-    config.joining = !seeds.is_empty();
-    let mesh = Mesh::start(config).unwrap();
-    mesh.register_capabilities(capabilities.iter().map(String::as_str))
-        .await
-        .unwrap();
+    let builder =
+        Mesh::builder(NodeId::new(id).unwrap(), addr.to_string()).capabilities(capabilities);
     let options = ServeOptions {
         seeds: seeds.to_vec(),
         http: HttpOptions {
@@ -35,9 +31,8 @@ async fn node(
         },
         ..ServeOptions::default()
     };
-    let serving = mesh_http::serve(mesh.clone(), listener, options)
-        .await
-        .unwrap();
+    let serving = mesh_http::serve(builder, listener, options).await.unwrap();
+    let mesh = serving.mesh().clone();
     (serving, mesh, addr)
 }
 

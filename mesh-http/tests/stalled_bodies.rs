@@ -7,18 +7,14 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use mesh_actix::{Mesh, MeshConfig, NodeId};
+use mesh_actix::{Mesh, NodeId};
 use mesh_http::{HttpOptions, ServeOptions};
 
 /// A node on a free port of 127.0.0.1 with a short body timeout and keep-alive.
 async fn node() -> (mesh_http::ServingNode, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let mesh = Mesh::start(MeshConfig::new(
-        NodeId::new("limits").unwrap(),
-        addr.to_string(),
-    ))
-    .unwrap();
+    let builder = Mesh::builder(NodeId::new("limits").unwrap(), addr.to_string());
     let options = ServeOptions {
         http: HttpOptions {
             body_timeout: Duration::from_millis(300),
@@ -28,7 +24,7 @@ async fn node() -> (mesh_http::ServingNode, SocketAddr) {
         ..ServeOptions::default()
     };
     (
-        mesh_http::serve(mesh, listener, options).await.unwrap(),
+        mesh_http::serve(builder, listener, options).await.unwrap(),
         addr,
     )
 }

@@ -1,4 +1,4 @@
-//! A node in the test process: a [`Mesh`] with the example actors and every route of `mesh-http`
+//! A node in the test process: a [`Mesh`](mesh_actix::Mesh) with the example actors and every route of `mesh-http`
 //! mounted on an actix-web app that [`actix_web::test`](mod@actix_web::test) serves, with no socket and no process.
 //!
 //! For tests of HTTP shapes, errors and the example actors' behaviour, which need neither signals,
@@ -17,7 +17,7 @@ use actix_web::dev::ServiceResponse;
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::http::Method;
 use actix_web::{test, web, App};
-use mesh_actix::{Mesh, MeshConfig, NodeId};
+use mesh_actix::{MeshBuilder, MeshConfig, NodeId};
 use mesh_http::HttpOptions;
 use serde_json::Value;
 
@@ -54,8 +54,9 @@ impl InProcessBuilder {
         quiet_intentional_panics(&[]);
         let id = unique("in-process");
         let config = MeshConfig::new(NodeId::new(&id).expect("a valid node id"), "127.0.0.1:1");
-        let mesh = Mesh::start(config).expect("inside an actix System (#[actix_rt::test])");
-        mesh_examples::register_examples(&mesh);
+        let mesh = mesh_examples::register_examples(MeshBuilder::from_config(config))
+            .start()
+            .expect("inside an actix System (#[actix_rt::test])");
         mesh.register_capabilities(self.capabilities.iter().map(String::as_str))
             .await
             .expect("registering capabilities");

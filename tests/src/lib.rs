@@ -6,7 +6,8 @@
 //!
 //! - [`node`]: [`MeshNode`], one real node (started by [`NodeBuilder::start`] on a port the OS
 //!   picks, ready once `GET /health` answers, killed and reaped on drop, and unable to outlive the
-//!   test process), and [`node_bin`], the program it runs.
+//!   test process), and the [`Program`] it runs: `mesh-node`, or the embedded example's service;
+//!   [`lifeline`] is the program's half of "cannot outlive".
 //! - [`client`]: [`Client`], an HTTP client bound to one node, with a timeout on every request,
 //!   returning [`Resp`] values that carry assertion helpers.
 //! - [`in_process`]: [`InProcessNode`], a node in the test process behind `actix_web::test`, with
@@ -26,10 +27,18 @@
 //! - [`bodies`] and [`util`]: request bodies for the example actors, [`eventually`] (polling
 //!   instead of fixed sleeps), unique names, Prometheus text, [`serial`].
 
+/// Every ```rust block of README.md, compiled (and run, unless marked `no_run`) as a doc-test
+/// of this crate, which depends on everything a reader's crate would: a README example that
+/// stops compiling fails `cargo test`.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub mod bodies;
 pub mod client;
 pub mod cluster;
 pub mod in_process;
+pub mod lifeline;
 pub mod netns;
 pub mod node;
 pub mod observe;
@@ -43,7 +52,7 @@ pub use client::{Api, Client, Resp, REQUEST_TIMEOUT};
 pub use cluster::{disagreement, member, start_cluster, wait_converged};
 pub use in_process::{InProcessBuilder, InProcessNode};
 pub use netns::{Host, Network};
-pub use node::{node_bin, MeshNode, NodeBuilder, READY_TIMEOUT};
+pub use node::{node_bin, MeshNode, NodeBuilder, Program, READY_TIMEOUT};
 pub use postgres::PostgresServer;
 pub use raw::{Closed, RawConn};
 pub use serde_json::{json, Value};

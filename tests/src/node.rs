@@ -66,12 +66,33 @@ const LISTENING: &str = " listening on ";
 /// Path of the `mesh-node-under-test` executable, which cargo builds with this package's tests and
 /// names in `CARGO_BIN_EXE_mesh-node-under-test` while it runs them (as `cargo nextest` does).
 pub fn node_bin() -> PathBuf {
-    const VAR: &str = "CARGO_BIN_EXE_mesh-node-under-test";
-    let path = std::env::var_os(VAR)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| panic!("{VAR} is not set: run the tests with cargo test (or nextest)"));
-    assert!(path.is_file(), "{VAR}={} is not a file", path.display());
-    path
+    Program::MeshNode.path()
+}
+
+/// Which program a [`NodeBuilder`] starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Program {
+    /// `mesh-node` (as `mesh-node-under-test`): every flag of the builder applies.
+    MeshNode,
+    /// The embedded example's service, `mesh_examples::embedded` (as `embedded-under-test`):
+    /// it takes `--node-id`, `--listen`, `--seeds` and `--capabilities`, and keeps no store.
+    Embedded,
+}
+
+impl Program {
+    /// The executable, which cargo builds with this package's tests and names in
+    /// `CARGO_BIN_EXE_<name>` while it runs them.
+    pub fn path(self) -> PathBuf {
+        let var = match self {
+            Program::MeshNode => "CARGO_BIN_EXE_mesh-node-under-test",
+            Program::Embedded => "CARGO_BIN_EXE_embedded-under-test",
+        };
+        let path = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+            panic!("{var} is not set: run the tests with cargo test (or nextest)")
+        });
+        assert!(path.is_file(), "{var}={} is not a file", path.display());
+        path
+    }
 }
 
 /// Directory for node logs: `mesh-test-logs` in the system temp dir. A passing test deletes its
@@ -85,6 +106,7 @@ fn log_dir() -> PathBuf {
 /// How to start a node. Obtain with [`MeshNode::builder`].
 #[derive(Debug, Clone)]
 pub struct NodeBuilder {
+    program: Program,
     node_id: String,
     capabilities: Vec<String>,
     secret: Option<String>,
@@ -225,10 +247,10 @@ impl NodeBuilder {
             Some(host) => {
                 let mut cmd = Command::new("ip");
                 cmd.args(["netns", "exec", host.namespace()])
-                    .arg(node_bin());
+                    .arg(self.program.path());
                 cmd
             }
-            None => Command::new(node_bin()),
+            None => Command::new(self.program.path()),
         };
         if let Some(limit) = self.fd_limit {
             let mut limited = Command::new("prlimit");
@@ -273,7 +295,9 @@ impl NodeBuilder {
             settings.push((flag, var, path.as_str()));
         }
         let data_dir = data_dir.display().to_string();
-        settings.push(("--data-dir", "MESH_DATA_DIR", &data_dir));
+        if self.program == Program::MeshNode {
+            settings.push(("--data-dir", "MESH_DATA_DIR", &data_dir));
+        }
         for (flag, var, value) in settings {
             if self.via_env {
                 cmd.env(var, value);
@@ -313,6 +337,7 @@ impl NodeBuilder {
         let (cmd, mut child) = spawned.map_err(|e| (e, String::new()))?;
         let stdin = child.stdin.take();
         let mut node = MeshNode {
+            program: self.program,
             id: self.node_id.clone(),
             // Until the node says where it listens.
             addr: SocketAddr::new(IpAddr::V4(ip), 0),
@@ -345,6 +370,7 @@ impl NodeBuilder {
 /// it cannot outlive the test process either.
 #[derive(Debug)]
 pub struct MeshNode {
+    program: Program,
     id: String,
     addr: SocketAddr,
     secret: Option<String>,
@@ -364,6 +390,7 @@ impl MeshNode {
     /// A builder with a unique node id and no capabilities.
     pub fn builder() -> NodeBuilder {
         NodeBuilder {
+            program: Program::MeshNode,
             node_id: unique("node"),
             capabilities: Vec::new(),
             secret: None,
@@ -377,6 +404,16 @@ impl MeshNode {
             fd_limit: None,
             tls: None,
             data_dir: None,
+        }
+    }
+
+    /// A builder of the embedded example's service ([`Program::Embedded`]) with a unique node
+    /// id and no capabilities; only the node id, capabilities and seeds apply to it.
+    pub fn embedded() -> NodeBuilder {
+        NodeBuilder {
+            program: Program::Embedded,
+            node_id: unique("embedded"),
+            ..Self::builder()
         }
     }
 
@@ -545,7 +582,7 @@ impl MeshNode {
     /// (rather than waiting for it as a parent): killing [`MeshNode::pid`] must kill the node.
     fn check_exec(&self) -> anyhow::Result<()> {
         let exe = fs::read_link(format!("/proc/{}/exe", self.pid())).context("reading /proc")?;
-        if exe != node_bin() {
+        if exe != self.program.path() {
             bail!(
                 "process {} runs {}, not the node",
                 self.pid(),

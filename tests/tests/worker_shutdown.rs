@@ -8,7 +8,7 @@ use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpServer};
-use mesh_actix::{Mesh, MeshConfig, NodeId, Placement, Request};
+use mesh_actix::{MeshBuilder, MeshConfig, NodeId, Placement, Request};
 use serde_json::{json, Value};
 
 /// A hang guard for polls, not a speed bound.
@@ -29,8 +29,9 @@ async fn activations_on_a_stopped_http_worker_are_replaced_on_the_next_call() {
     let mut config = MeshConfig::new(NodeId::new("w1").unwrap(), addr.to_string());
     assert_eq!(config.placement, Placement::CallerThread);
     config.arbiters = NonZeroUsize::MIN;
-    let mesh = Mesh::start(config).unwrap();
-    mesh_examples::register_examples(&mesh);
+    let mesh = mesh_examples::register_examples(MeshBuilder::from_config(config))
+        .start()
+        .unwrap();
     mesh.register_capabilities(["counter"]).await.unwrap();
     let server = HttpServer::new({
         let mesh = mesh.clone();

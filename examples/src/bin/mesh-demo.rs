@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use mesh_actix::{Mesh, MeshConfig, NodeId};
+use mesh_actix::{Mesh, NodeId};
 use mesh_http::ServeOptions;
 use serde_json::{json, Value};
 
@@ -29,19 +29,16 @@ async fn main() -> anyhow::Result<()> {
         let addr = format!("127.0.0.1:{}", base + i);
         let listener = TcpListener::bind(&addr)
             .with_context(|| format!("port {} is taken; pass another first port", base + i))?;
-        let mesh = Mesh::start(MeshConfig::new(
-            NodeId::new(format!("node-{}", i + 1))?,
-            addr,
-        ))?;
-        mesh_examples::register_examples(&mesh);
-        mesh.register_capabilities(CAPABILITIES).await?;
+        let builder = Mesh::builder(NodeId::new(format!("node-{}", i + 1))?, addr);
+        let builder = mesh_examples::register_examples(builder).capabilities(CAPABILITIES);
         let seeds = if i == 0 { vec![] } else { vec![first.clone()] };
         let options = ServeOptions {
             seeds,
             ..ServeOptions::default()
         };
-        nodes.push(mesh_http::serve(mesh.clone(), listener, options).await?);
-        meshes.push(mesh);
+        let node = mesh_http::serve(builder, listener, options).await?;
+        meshes.push(node.mesh().clone());
+        nodes.push(node);
     }
     converge(&meshes).await?;
     println!(

@@ -1,5 +1,5 @@
 // Registering an actor that lacks `#[derive(MeshActor)]`: the error says to add it.
-use mesh_actix::__private::actix::{Actor, Context};
+use mesh_actix::actix::{Actor, Context};
 use mesh_actix::Mesh;
 
 struct Plain;

@@ -1,5 +1,5 @@
 // A mesh actor without `impl Handler<Payload>`: one error, saying what to add.
-use mesh_actix::__private::actix::{Actor, Context};
+use mesh_actix::actix::{Actor, Context};
 use mesh_actix::{ActorId, InitError, MeshActor, MeshInit};
 use serde_json::Value;
 

@@ -1,5 +1,5 @@
 // A mesh actor without `impl MeshInit`: the error says what to add.
-use mesh_actix::__private::actix::{Actor, Context, Handler, MessageResult};
+use mesh_actix::actix::{Actor, Context, Handler, MessageResult};
 use mesh_actix::{MeshActor, Payload};
 use serde_json::json;
 

@@ -1,5 +1,5 @@
 // `#[mesh(durable)]` without `impl Snapshot`: the error says what to add.
-use mesh_actix::__private::actix::{Actor, Context, Handler, MessageResult};
+use mesh_actix::actix::{Actor, Context, Handler, MessageResult};
 use mesh_actix::{ActorId, InitError, MeshActor, MeshInit, Payload};
 use serde_json::{json, Value};
 

@@ -10,20 +10,7 @@
 //! binary of the `mesh-tests` package, it is built by cargo with the tests and found through
 //! `CARGO_BIN_EXE_mesh-node-under-test`: no test runs cargo.
 
-use std::io::Read as _;
-
-/// Exit status when the test process went away (`EX_SOFTWARE` of sysexits.h).
-const ORPHANED: i32 = 70;
-
 fn main() -> anyhow::Result<()> {
-    std::thread::Builder::new()
-        .name("stdin-watchdog".into())
-        .spawn(|| {
-            // Discards whatever comes; returns at end of file (or on an error reading).
-            let mut buf = [0u8; 64];
-            while matches!(std::io::stdin().read(&mut buf), Ok(n) if n > 0) {}
-            eprintln!("mesh-node-under-test: standard input closed (the test is gone); exiting");
-            std::process::exit(ORPHANED);
-        })?;
+    mesh_tests::lifeline::exit_when_stdin_closes("mesh-node-under-test")?;
     mesh_examples::node::run()
 }

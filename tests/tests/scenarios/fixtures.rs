@@ -17,8 +17,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use futures_util::future::join_all;
 use mesh_actix::{
-    ActorId, InitError, Mesh, MeshActor, MeshConfig, MeshError, MeshInit, NodeId, Payload, Reply,
-    Request,
+    ActorId, InitError, Mesh, MeshActor, MeshBuilder, MeshConfig, MeshError, MeshInit, NodeId,
+    Payload, Reply, Request,
 };
 use serde_json::{json, Value};
 
@@ -243,12 +243,13 @@ pub async fn start_mesh() -> Mesh {
 /// Like [`start_mesh`] with a custom config.
 pub async fn start_mesh_with(config: MeshConfig) -> Mesh {
     mesh_tests::quiet_intentional_panics(&[CRASH_MARKER]);
-    let mesh = Mesh::start(config).expect("inside an actix System");
-    mesh_examples::register_examples(&mesh);
-    mesh.register::<HoldingCounter>()
+    let mesh = mesh_examples::register_examples(MeshBuilder::from_config(config))
+        .register::<HoldingCounter>()
         .register::<IdleStopper>()
         .register::<AsyncCrasher>()
-        .register::<NamedActor>();
+        .register::<NamedActor>()
+        .start()
+        .expect("inside an actix System");
     mesh.register_capabilities(CAPABILITIES)
         .await
         .expect("valid capabilities");

@@ -3,7 +3,7 @@
 //! ([`HttpTransport`] posting to an actix-web server per node on 127.0.0.1).
 //!
 //! Membership is driven by hand, as the membership layer would: [`Cluster::sync_views`] gives
-//! every node the [`Mesh::local_member`] of every other node. Servers are stopped by
+//! every node the `MembershipFeed::local_member` of every other node. Servers are stopped by
 //! [`Cluster::shutdown`], or on drop when a test fails.
 
 use std::net::TcpListener;
@@ -13,9 +13,11 @@ use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer};
+use mesh_actix::provider::MembershipFeed;
 use mesh_actix::store::MemoryStore;
 use mesh_actix::{
-    Delivery, InProcessTransport, Member, Mesh, MeshConfig, MeshError, NodeId, Reply, Request,
+    Delivery, InProcessTransport, Member, Mesh, MeshBuilder, MeshConfig, MeshError, NodeId, Reply,
+    Request,
 };
 use mesh_http::HttpTransport;
 use serde_json::Value;
@@ -120,23 +122,23 @@ impl Cluster {
         config.joining = self.formed;
         let store = self.shared_store.clone().unwrap_or_default();
         config.store = Some(Arc::new(store.clone()));
-        let mesh = Mesh::start(config).expect("inside an actix System");
-        mesh_examples::register_examples(&mesh);
-        mesh.register_capabilities(capabilities.iter().copied())
-            .await
-            .expect("valid capabilities");
+        let builder = mesh_examples::register_examples(MeshBuilder::from_config(config))
+            .capabilities(capabilities.iter().copied());
 
-        let server = match listener {
+        let (mesh, server) = match listener {
             None => {
-                self.in_process
-                    .connect(&mesh)
-                    .expect("the transport is set once");
-                None
+                let mesh = self
+                    .in_process
+                    .start(builder)
+                    .expect("inside an actix System");
+                (mesh, None)
             }
             Some(listener) => {
                 let transport = HttpTransport::new(None).expect("an HTTP client");
-                mesh.set_transport(Arc::new(transport))
-                    .expect("the transport is set once");
+                let mesh = builder
+                    .transport(transport)
+                    .start()
+                    .expect("inside an actix System");
                 let app_mesh = mesh.clone();
                 let server = HttpServer::new(move || {
                     App::new().configure(mesh_http::configure(app_mesh.clone()))
@@ -149,7 +151,7 @@ impl Cluster {
                 .run();
                 let handle = server.handle();
                 actix_rt::spawn(server);
-                Some(handle)
+                (mesh, Some(handle))
             }
         };
         self.nodes.push(Node {
@@ -239,7 +241,7 @@ impl Cluster {
             .iter()
             .map(|n| {
                 n.mesh
-                    .owner(n.mesh.shard_for(id), capability)
+                    .owner(capability, n.mesh.shard_for(id))
                     .unwrap_or_else(|e| panic!("no owner of {id} on {}: {e:?}", n.mesh.node_id()))
             })
             .collect();

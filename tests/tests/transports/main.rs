@@ -4,7 +4,7 @@
 //! `for_both_transports!` turns it into `in_process::<scenario>` and `http::<scenario>` tests.
 //!
 //! Every node registers the example actors of `mesh-examples`; the membership layer is played by
-//! the test (`Cluster::sync_views`, `Mesh::update_members`).
+//! the test (`Cluster::sync_views`, `MembershipFeed::update_members`).
 
 mod cluster;
 mod faults;
@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use cluster::*;
 use futures_util::future::join_all;
+use mesh_actix::provider::{HopError, Hops, MembershipFeed};
 use mesh_actix::store::{StateKey, StateStore};
-use mesh_actix::{ActorId, Capability, MemberStatus, MeshError, Module, Origin, Request};
+use mesh_actix::{ActorId, Capability, MemberStatus, MeshError, Module, Request};
 use serde_json::json;
 
 /// Instantiates each scenario once per transport.
@@ -306,16 +307,18 @@ async fn a_forwarded_request_for_an_actor_the_receiver_does_not_own_is_refused(
 
     let e = cluster
         .node(0)
-        .call_from(counter(&id), Origin::Forwarded)
+        .forwarded_call(counter(&id))
         .await
+        .map_err(HopError::into_error)
         .expect_err("node-0 does not own the actor");
     assert!(matches!(e, MeshError::OwnerUnavailable(_)), "{e:?}");
     assert_eq!(e.code().as_str(), "owner_unavailable");
 
     let e = cluster
         .node(0)
-        .cast_from(counter(&id), Origin::Forwarded)
+        .forwarded_cast(counter(&id))
         .await
+        .map_err(HopError::into_error)
         .expect_err("node-0 does not own the actor");
     assert!(matches!(e, MeshError::OwnerUnavailable(_)), "{e:?}");
 
@@ -327,7 +330,7 @@ async fn a_forwarded_request_for_an_actor_the_receiver_does_not_own_is_refused(
     // The owner serves a forwarded request for it.
     let reply = cluster
         .node(1)
-        .call_from(counter(&id), Origin::Forwarded)
+        .forwarded_call(counter(&id))
         .await
         .expect("the owner serves it");
     assert_eq!(reply.result, json!({"ok": 1}));
@@ -346,7 +349,7 @@ async fn a_forwarded_request_is_never_forwarded_again_when_views_disagree(transp
     cluster.node(1).update_members(vec![phantom.clone()]).await;
     let owner_on = |node: usize, id: &str| {
         let mesh = cluster.node(node);
-        mesh.owner(mesh.shard_for(id), "counter").expect("an owner")
+        mesh.owner("counter", mesh.shard_for(id)).expect("an owner")
     };
     let id = find_id("disagree", |id| {
         owner_on(0, id) == ids[1] && owner_on(1, id) == phantom.node
@@ -442,7 +445,7 @@ async fn a_capability_nobody_registered_has_no_capable_node(transport: Transport
             .expect_err("no capable node");
         assert_eq!(e.code().as_str(), "no_capable_node");
         let e = mesh
-            .owner(mesh.shard_for("nobody-1"), "nobody")
+            .owner("nobody", mesh.shard_for("nobody-1"))
             .expect_err("no owner");
         assert_eq!(e.code().as_str(), "no_capable_node");
     }
@@ -757,7 +760,7 @@ async fn an_unreachable_owner_is_refused_then_fenced_and_its_ids_fail_over(trans
     let node0 = cluster.node(0);
     let id = find_id("haunted", |id| {
         node0
-            .owner(node0.shard_for(id), "counter")
+            .owner("counter", node0.shard_for(id))
             .expect("an owner")
             == ghost.node
     });
@@ -786,7 +789,7 @@ async fn an_unreachable_owner_is_refused_then_fenced_and_its_ids_fail_over(trans
     // And node-0 still serves what it can reach.
     let reachable = find_id("reachable", |id| {
         node0
-            .owner(node0.shard_for(id), "counter")
+            .owner("counter", node0.shard_for(id))
             .expect("an owner")
             == cluster.ids()[1]
     });

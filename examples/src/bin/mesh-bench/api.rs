@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use anyhow::Context as _;
 use futures_util::future::join_all;
-use mesh_actix::{Mesh, MeshConfig, NodeId, Placement, Request, DEFAULT_MAILBOX_CAPACITY};
+use mesh_actix::{
+    Mesh, MeshBuilder, MeshConfig, NodeId, Placement, Request, DEFAULT_MAILBOX_CAPACITY,
+};
 use serde_json::{json, Value};
 
 use crate::figures::{Figure, Name};
@@ -67,8 +69,7 @@ pub async fn lone_mesh(name: &str, threads: usize, placement: Placement) -> anyh
     let mut config = MeshConfig::new(NodeId::new(name)?, "127.0.0.1:1");
     config.arbiters = NonZeroUsize::new(threads).context("at least one thread")?;
     config.placement = placement;
-    let mesh = Mesh::start(config)?;
-    mesh_examples::register_examples(&mesh);
+    let mesh = mesh_examples::register_examples(MeshBuilder::from_config(config)).start()?;
     mesh.register_capabilities(["counter"]).await?;
     Ok(mesh)
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::{bail, Context as _};
-use mesh_actix::{MemberStatus, Mesh, MeshConfig, NodeId, Reply, Request};
+use mesh_actix::{MemberStatus, Mesh, MeshBuilder, MeshConfig, NodeId, Reply, Request};
 use mesh_http::{ServeOptions, ServingNode};
 use serde_json::json;
 
@@ -36,16 +36,15 @@ async fn start_node(name: &str, seeds: Vec<String>, sizes: &Sizes) -> anyhow::Re
     let mut config = MeshConfig::new(NodeId::new(name)?, addr.to_string());
     config.arbiters = threads;
     config.placement = sizes.placement;
-    config.joining = !seeds.is_empty();
-    let mesh = Mesh::start(config)?;
-    mesh_examples::register_examples(&mesh);
-    mesh.register_capabilities(["counter"]).await?;
+    let builder = mesh_examples::register_examples(MeshBuilder::from_config(config));
+    let builder = builder.capabilities(["counter"]);
     let options = ServeOptions {
         seeds,
         workers: Some(threads),
         ..ServeOptions::default()
     };
-    let serving = mesh_http::serve(mesh.clone(), listener, options).await?;
+    let serving = mesh_http::serve(builder, listener, options).await?;
+    let mesh = serving.mesh().clone();
     Ok(Node {
         mesh,
         addr,
@@ -228,7 +227,7 @@ pub async fn run_forwarded(
     converge(&[&a, &b]).await?;
     let owned_by_b = |id: &str| {
         [&a, &b].iter().all(|n| {
-            n.mesh.owner(n.mesh.shard_for(id), "counter").ok().as_ref() == Some(b.mesh.node_id())
+            n.mesh.owner("counter", n.mesh.shard_for(id)).ok().as_ref() == Some(b.mesh.node_id())
         })
     };
     let ids: Vec<String> = (0..)
