@@ -12,6 +12,7 @@ use mesh_actix::Mesh;
 
 use crate::connections::{default_max_connections, default_max_connections_per_ip, Connections};
 use crate::membership::{GossipOptions, Membership, MembershipError};
+use crate::peer_load::PeerProbe;
 use crate::routes::{mount, not_found, shared_state, HttpOptions};
 use crate::tls::TlsConfig;
 use crate::transport::HttpTransport;
@@ -126,7 +127,9 @@ pub async fn serve(
     let observed = Some(connections.clone());
     // One state for every worker: a hop's nonce is refused as a replay whichever worker it
     // reaches.
-    let state = shared_state(mesh, options.http, membership.gossip_stats(), observed);
+    let peers = Some(PeerProbe::new(options.tls.as_ref())?);
+    let gossip_stats = membership.gossip_stats();
+    let state = shared_state(mesh, options.http, gossip_stats, observed, peers);
     let routes = mount(state);
     let server = HttpServer::new(move || {
         App::new()
