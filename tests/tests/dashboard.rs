@@ -1,7 +1,8 @@
 //! `GET /dashboard` in a real browser: a cluster of three `mesh-node` processes, some calls, then
 //! headless Chromium loads the first node's dashboard, and the test reads from the DOM what a
 //! person would see: every node, its status and capabilities, the shards each owns per capability
-//! (adding up to the shard count), the activations where the calls went, and a call rate.
+//! (adding up to the shard count), the activations where the calls went, a call rate, and a
+//! node killed with SIGKILL shown without its load.
 //! Chromium is required: without it the test fails, saying how to install it.
 
 use std::collections::BTreeMap;
@@ -27,7 +28,7 @@ const CAPABILITIES: [&[&str]; 3] = [
 #[tokio::test]
 async fn the_dashboard_shows_members_capabilities_shards_and_load_in_a_browser() {
     let chromium = Chromium::find();
-    let nodes = start_cluster(3, CONVERGE, |i| {
+    let mut nodes = start_cluster(3, CONVERGE, |i| {
         MeshNode::builder().capabilities(CAPABILITIES[i].iter().copied())
     })
     .await;
@@ -46,26 +47,59 @@ async fn the_dashboard_shows_members_capabilities_shards_and_load_in_a_browser()
     let shards = shards.expect("a shard count");
 
     let url = format!("{}/dashboard", nodes[0].base_url());
+    until_shown(&chromium, &url, "the cluster", |dom| {
+        missing(dom, &nodes, &activations, shards)
+    })
+    .await;
+    screenshot(&chromium, &url).await;
+
+    // A node that dies is shown without its load, saying why, while the others keep theirs.
+    nodes[2].sigkill();
+    let dead = nodes[2].id().to_owned();
+    until_shown(&chromium, &url, "the killed node as unreachable", |dom| {
+        let row = |node: &str| between(dom, &format!("<tr data-node=\"{node}\">"), "</tr>");
+        let (Some(killed), Some(alive)) = (row(&dead), row(nodes[0].id())) else {
+            return Some(format!("no row for {dead} or {}", nodes[0].id()));
+        };
+        if !killed.contains("<td class=\"unreachable\"") {
+            return Some(format!("{dead} is shown with its load: {killed}"));
+        }
+        if !alive.contains("<td class=\"num activations\">") {
+            return Some(format!("{} lost its load: {alive}", nodes[0].id()));
+        }
+        None
+    })
+    .await;
+}
+
+/// Loads `url` in Chromium until `missing` finds nothing missing in its DOM (it says what it
+/// missed otherwise), at most [`ATTEMPTS`] times within [`ATTEMPTS_WITHIN`]; panics with the
+/// last reason and DOM.
+async fn until_shown(
+    chromium: &Chromium,
+    url: &str,
+    what: &str,
+    missing: impl Fn(&str) -> Option<String>,
+) {
     let started = Instant::now();
     let mut why = String::new();
     for attempt in 1..=ATTEMPTS {
         if started.elapsed() > ATTEMPTS_WITHIN {
             break;
         }
-        match chromium.dump_dom(&url, PAGE_TIME).await {
-            Ok(dom) => match missing(&dom, &nodes, &activations, shards) {
+        match chromium.dump_dom(url, PAGE_TIME).await {
+            Ok(dom) => match missing(&dom) {
                 None => {
-                    eprintln!("the dashboard showed everything on attempt {attempt}");
-                    screenshot(&chromium, &url).await;
+                    eprintln!("the dashboard showed {what} on load {attempt}");
                     return;
                 }
-                Some(what) => why = format!("{what}; DOM:\n{dom}"),
+                Some(missed) => why = format!("{missed}; DOM:\n{dom}"),
             },
             Err(e) => why = e,
         }
     }
     panic!(
-        "the dashboard did not show the cluster after {ATTEMPTS} loads ({:?}, each within \
+        "the dashboard did not show {what} after {ATTEMPTS} loads ({:?}, each within \
          {BROWSER_TIMEOUT:?}): {why}",
         started.elapsed()
     );
