@@ -136,23 +136,38 @@ async fn member_loads(
 }
 
 /// For every capability a member registered, how many shards each node owns.
+///
+/// Capabilities that the same members may own have the same owners (the routing table shares
+/// one owner table between them), so each such set is counted once: a node may declare 1024
+/// capabilities, and a reading must not walk every shard of every one of them.
 fn shard_owners(routing: &RoutingTable) -> Vec<CapabilityReading> {
-    let capabilities: BTreeSet<&Capability> = routing
-        .members()
-        .iter()
-        .flat_map(|m| &m.capabilities)
-        .collect();
+    let members = routing.members();
+    let capabilities: BTreeSet<&Capability> =
+        members.iter().flat_map(|m| &m.capabilities).collect();
+    let mut counted: BTreeMap<Vec<&NodeId>, BTreeMap<NodeId, u32>> = BTreeMap::new();
     capabilities
         .into_iter()
         .map(|capability| {
-            let mut owners: BTreeMap<NodeId, u32> = BTreeMap::new();
-            for shard in routing.shards().iter() {
-                if let Some(owner) = routing.owner(capability.as_str(), shard) {
-                    *owners.entry(owner.node.clone()).or_default() += 1;
-                }
-            }
+            let capability = capability.as_str();
+            let candidates = members
+                .iter()
+                .filter(|m| m.can_own(capability))
+                .map(|m| &m.node)
+                .collect();
+            let owners = counted
+                .entry(candidates)
+                .or_insert_with(|| {
+                    let mut owners = BTreeMap::new();
+                    for shard in routing.shards().iter() {
+                        if let Some(owner) = routing.owner(capability, shard) {
+                            *owners.entry(owner.node.clone()).or_default() += 1;
+                        }
+                    }
+                    owners
+                })
+                .clone();
             CapabilityReading {
-                capability: capability.as_str().to_owned(),
+                capability: capability.to_owned(),
                 owners,
             }
         })
@@ -212,8 +227,12 @@ mod tests {
     #[test]
     fn every_capability_lists_its_owners_and_their_shards_add_up() {
         let mut view = MembershipView::default();
-        view.upsert(member("a", MemberStatus::Alive, &["counter", "game"]));
-        view.upsert(member("b", MemberStatus::Alive, &["counter"]));
+        view.upsert(member(
+            "a",
+            MemberStatus::Alive,
+            &["counter", "game", "twin"],
+        ));
+        view.upsert(member("b", MemberStatus::Alive, &["counter", "twin"]));
         view.upsert(member("c", MemberStatus::Dead, &["counter", "lonely"]));
         let shards = ShardCount::new(64).unwrap();
         let owners = shard_owners(&RoutingTable::build(&view, shards));
@@ -223,14 +242,23 @@ mod tests {
             .collect();
         assert_eq!(
             by_name.keys().copied().collect::<Vec<_>>(),
-            ["counter", "game", "lonely"]
+            ["counter", "game", "lonely", "twin"]
         );
+        // The same candidates, the same owners: one count serves both.
+        assert_eq!(by_name["twin"], by_name["counter"]);
         let counter = by_name["counter"];
         let nodes: Vec<&str> = counter.keys().map(NodeId::as_str).collect();
         assert_eq!(nodes, ["a", "b"], "a dead node owns nothing");
         assert_eq!(counter.values().sum::<u32>(), 64);
         assert!(counter.values().all(|&n| n > 0), "{counter:?}");
         assert_eq!(by_name["game"].values().sum::<u32>(), 64);
+        assert_eq!(
+            by_name["game"]
+                .keys()
+                .map(NodeId::as_str)
+                .collect::<Vec<_>>(),
+            ["a"]
+        );
         assert!(by_name["lonely"].is_empty(), "only a dead node has it");
     }
 

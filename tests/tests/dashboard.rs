@@ -2,7 +2,8 @@
 //! headless Chromium loads the first node's dashboard, and the test reads from the DOM what a
 //! person would see: every node, its status and capabilities, the shards each owns per capability
 //! (adding up to the shard count), the activations where the calls went, a call rate, and a
-//! node killed with SIGKILL shown without its load.
+//! node killed with SIGKILL shown without its load. With a secret, the page shows no data and
+//! asks for it.
 //! Chromium is required: without it the test fails, saying how to install it.
 
 use std::collections::BTreeMap;
@@ -206,4 +207,24 @@ async fn screenshot(chromium: &Chromium, url: &str) {
     if let Some(keep) = std::env::var_os("MESH_TEST_SCREENSHOT") {
         std::fs::write(&keep, &bytes).expect("keeping the screenshot");
     }
+}
+
+#[tokio::test]
+async fn the_dashboard_of_a_node_with_a_secret_asks_for_it_and_shows_nothing_without_it() {
+    let chromium = Chromium::find();
+    let node = MeshNode::standard().secret("s3cret").start().await;
+    let url = format!("{}/dashboard", node.base_url());
+    until_shown(&chromium, &url, "the secret form", |dom| {
+        for shown in [
+            "<form id=\"secret\" class=\"shown\">",
+            "<span id=\"state\" class=\"refused\">needs the secret</span>",
+        ] {
+            if !dom.contains(shown) {
+                return Some(format!("no `{shown}`"));
+            }
+        }
+        dom.contains(node.id())
+            .then(|| format!("{} is shown without the secret", node.id()))
+    })
+    .await;
 }
