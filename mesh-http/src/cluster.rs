@@ -10,6 +10,7 @@ use mesh_actix::{Mesh, MeshBuilder};
 
 use crate::connections::Connections;
 use crate::membership::{GossipOptions, Membership};
+use crate::peer_load::PeerProbe;
 use crate::routes::{mount, shared_state, HttpOptions, Shared};
 use crate::serve::ServeError;
 use crate::tls::TlsConfig;
@@ -142,7 +143,10 @@ pub(crate) async fn join_observed(
     let membership = Membership::join(mesh.clone(), gossip).await?;
     // One state for every worker: a hop's nonce is refused as a replay whichever worker it
     // reaches.
-    let routes = shared_state(mesh.clone(), http, membership.gossip_stats(), connections);
+    // The dashboard reads the other nodes' load from their /metrics, over HTTPS when hops are.
+    let peers = Some(PeerProbe::new(tls.as_ref())?);
+    let gossip_stats = membership.gossip_stats();
+    let routes = shared_state(mesh.clone(), http, gossip_stats, connections, peers);
     Ok(ClusterNode {
         mesh,
         membership,

@@ -32,7 +32,8 @@
 //!
 //! Routes: `POST /call`, `POST /cast`, `GET /owner`, `GET /cluster`, `POST /capabilities`,
 //! `GET /health`, `GET /ready`, `GET /metrics`, `GET /openapi.json` (an OpenAPI 3 document of
-//! them all, served without the secret), and the node-to-node routes [`HttpTransport`] posts
+//! them all, served without the secret), `GET /dashboard` (a live page of the cluster, served
+//! without the secret) and `GET /dashboard.json` (the reading it refreshes from), and the node-to-node routes [`HttpTransport`] posts
 //! to: `POST /internal/call` and `POST /internal/cast`, which serve a request only if this
 //! node owns it (a request is forwarded at most once), `POST /internal/batch` (many
 //! calls in one request, answered a JSON line each as they complete: see
@@ -45,10 +46,12 @@ mod batch;
 mod body;
 mod cluster;
 mod connections;
+mod dashboard;
 mod error;
 mod membership;
 mod metrics;
 mod openapi;
+mod peer_load;
 mod routes;
 mod sealing;
 mod serve;

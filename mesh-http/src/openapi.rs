@@ -122,6 +122,46 @@ fn json_reply(description: &str, schema: &str) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": {"$ref": schema}}}})
 }
 
+/// The schema of `/dashboard.json` (its own `json!`: one literal for the whole document would
+/// pass the macro's recursion limit).
+fn dashboard_schema() -> Value {
+    json!({
+        "type": "object", "required": ["node", "shards", "members", "capabilities"],
+        "properties": {
+            "node": {"type": "string", "description": "the node that took the reading"},
+            "shards": {"type": "integer", "minimum": 1},
+            "members": {"type": "array", "items": {
+                "type": "object", "required": ["node", "addr", "status", "capabilities", "load"],
+                "properties": {
+                    "node": {"type": "string"},
+                    "addr": {"type": "string", "description": "host:port"},
+                    "status": {"type": "string", "enum": ["alive", "suspect", "dead"]},
+                    "capabilities": {"type": "array", "items": {"type": "string"}},
+                    "load": {
+                        "type": "object", "nullable": true,
+                        "description": "this node's from its own counters, another's read from its `/metrics` (800 ms timeout); null when it could not be read",
+                        "required": ["activations", "calls", "casts"],
+                        "properties": {
+                            "activations": {"type": "integer", "minimum": 0, "description": "live on the node"},
+                            "calls": {"type": "integer", "minimum": 0, "description": "received since the node started, any outcome; a rate is the difference of two readings"},
+                            "casts": {"type": "integer", "minimum": 0},
+                        },
+                    },
+                    "load_error": {"type": "string", "description": "why `load` is null: dead, no answer, ..."},
+                },
+            }},
+            "capabilities": {"type": "array", "items": {
+                "type": "object", "required": ["capability", "owners"],
+                "properties": {
+                    "capability": {"type": "string"},
+                    "owners": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1},
+                               "description": "node id -> shards of the capability it owns; the counts add up to `shards` (empty when no alive member registered it)"},
+                },
+            }},
+        },
+    })
+}
+
 /// The document, as served.
 pub(crate) fn document() -> Value {
     let all = table(&ErrorCode::ALL);
@@ -186,7 +226,7 @@ pub(crate) fn document() -> Value {
         Some("#/components/schemas/Capabilities"),
         json!({"200": json_reply("all of this node's capabilities", "#/components/schemas/Capabilities")}),
         with(&BODY_ERRORS),
-        client,
+        client.clone(),
     );
     let health = operation(
         "health",
@@ -229,6 +269,25 @@ pub(crate) fn document() -> Value {
                        "content": {"application/json": {"schema": {"type": "object"}}}}}),
         BTreeMap::new(),
         None,
+    );
+    let dashboard = operation(
+        "dashboard",
+        "dashboard",
+        "A live page of the cluster: members, capabilities, shard owners, activations and call rates",
+        None,
+        json!({"200": {"description": "a self-contained HTML page (nothing fetched from elsewhere); it holds no cluster data and refreshes itself from `dashboard.json`",
+                       "content": {"text/html": {"schema": {"type": "string"}}}}}),
+        BTreeMap::new(),
+        None,
+    );
+    let dashboard_reading = operation(
+        "dashboardReading",
+        "dashboard",
+        "What the dashboard shows: every member with its status, capabilities and load, and the owners of every capability's shards",
+        None,
+        json!({"200": json_reply("one reading of the cluster, as this node sees it", "#/components/schemas/DashboardReading")}),
+        with(&[ErrorCode::Unauthorized]),
+        client,
     );
     let internal_call = operation(
         "internalCall",
@@ -296,6 +355,7 @@ pub(crate) fn document() -> Value {
         "tags": [
             {"name": "public", "description": "The API for clients"},
             {"name": "probes", "description": "Health, readiness, metrics and this document: no secret needed"},
+            {"name": "dashboard", "description": "The dashboard page (no secret needed) and its reading (the secret needed, as for `/cluster`)"},
             {"name": "internal", "description": "Node-to-node hops; not for clients"},
         ],
         "paths": {
@@ -308,6 +368,8 @@ pub(crate) fn document() -> Value {
             "/ready": {"get": ready},
             "/metrics": {"get": metrics},
             "/openapi.json": {"get": openapi},
+            "/dashboard": {"get": dashboard},
+            "/dashboard.json": {"get": dashboard_reading},
             "/internal/call": {"post": internal_call},
             "/internal/cast": {"post": internal_cast},
             "/internal/batch": {"post": batch},
@@ -374,6 +436,7 @@ pub(crate) fn document() -> Value {
                         "leaving": {"type": "boolean"},
                     },
                 },
+                "DashboardReading": dashboard_schema(),
                 "Capabilities": {
                     "type": "object", "required": ["capabilities"], "additionalProperties": false,
                     "properties": {"capabilities": {"type": "array", "maxItems": 1024, "items": name(255)}},

@@ -13,9 +13,11 @@ use serde_json::json;
 use crate::auth::carries_secret;
 use crate::body::read_limited;
 use crate::connections::Connections;
+use crate::dashboard::{self, Reading, READING_PATH};
 use crate::error::{error_body, HttpError, REFUSAL_HEADER};
 use crate::metrics::render;
 use crate::openapi::openapi;
+use crate::peer_load::PeerProbe;
 use crate::sealing::GossipStats;
 use crate::signing::{ClusterKey, Verifier, SIGNATURE_HEADER};
 
@@ -46,8 +48,9 @@ pub struct HttpOptions {
     /// A body that has not arrived completely this long after the request's head gets
     /// `408 request_timeout`, and its connection is closed.
     pub body_timeout: std::time::Duration,
-    /// When set, every route but `/health`, `/ready`, `/metrics` and `/openapi.json` requires
-    /// it, as `Authorization: Bearer <secret>`, `Authorization: <secret>` or
+    /// When set, every route but `/health`, `/ready`, `/metrics`, `/openapi.json` and
+    /// `/dashboard` (the page, which holds no data; its reading `/dashboard.json` does need it)
+    /// requires it, as `Authorization: Bearer <secret>`, `Authorization: <secret>` or
     /// `x-mesh-secret: <secret>`; without it: `401`.
     pub secret: Option<String>,
 }
@@ -71,6 +74,9 @@ pub(crate) struct State {
     gossip: Option<Arc<GossipStats>>,
     /// The connections of the node, when [`crate::serve`] bounds them, for `/metrics`.
     connections: Option<Arc<Connections>>,
+    /// Reads the other nodes' load for `/dashboard.json`; `None` if its client could not be
+    /// built (the dashboard then shows them without load).
+    peers: Option<PeerProbe>,
 }
 
 impl State {
@@ -159,7 +165,10 @@ pub fn configure_with(
     mesh: Mesh,
     options: HttpOptions,
 ) -> impl Fn(&mut web::ServiceConfig) + Clone {
-    mount(shared_state(mesh, options, None, None))
+    let peers = PeerProbe::new(None)
+        .inspect_err(|e| tracing::warn!(error = %e, "the dashboard cannot read other nodes"))
+        .ok();
+    mount(shared_state(mesh, options, None, None, peers))
 }
 
 /// The state of the routes: build it once per node and [`mount`] it in every worker.
@@ -168,6 +177,7 @@ pub(crate) fn shared_state(
     options: HttpOptions,
     gossip: Option<Arc<GossipStats>>,
     connections: Option<Arc<Connections>>,
+    peers: Option<PeerProbe>,
 ) -> Shared {
     let hops = options
         .secret
@@ -179,6 +189,7 @@ pub(crate) fn shared_state(
         hops,
         gossip,
         connections,
+        peers,
     }))
 }
 
@@ -199,7 +210,9 @@ pub(crate) fn mount(state: Shared) -> impl Fn(&mut web::ServiceConfig) + Clone {
             .service(resource("/health").route(web::get().to(health)))
             .service(resource("/ready").route(web::get().to(ready)))
             .service(resource("/metrics").route(web::get().to(metrics)))
-            .service(resource("/openapi.json").route(web::get().to(openapi)));
+            .service(resource("/openapi.json").route(web::get().to(openapi)))
+            .service(resource("/dashboard").route(web::get().to(dashboard::page)))
+            .service(resource("/dashboard.json").route(web::get().to(dashboard_reading)));
     }
 }
 
@@ -330,6 +343,15 @@ async fn cluster(state: Shared, req: HttpRequest) -> HttpResult {
         "activations": state.mesh.activations(),
         "members": routing.members(),
     })))
+}
+
+/// `GET /dashboard.json`: needs the secret, like `/cluster`.
+async fn dashboard_reading(state: Shared, req: HttpRequest) -> HttpResult {
+    state.authorize(&req)?;
+    // Where the mesh routes are mounted here, and so (as hops assume) on every node.
+    let prefix = req.path().strip_suffix(READING_PATH).unwrap_or("");
+    let reading = Reading::take(&state.mesh, state.peers.as_ref(), prefix).await;
+    Ok(HttpResponse::Ok().json(reading))
 }
 
 #[derive(Deserialize)]
@@ -473,6 +495,7 @@ mod tests {
                 .await;
         let refused = [
             TestRequest::get().uri("/cluster"),
+            TestRequest::get().uri("/dashboard.json"),
             TestRequest::get().uri("/owner?id=a&capability=counter"),
             TestRequest::post().uri("/call").set_payload("{}"),
             TestRequest::post().uri("/capabilities").set_payload("{}"),

@@ -24,6 +24,8 @@
 //!   tests of the PostgreSQL state store, which a test can kill, pause and start again.
 //! - [`observe`]: `Counter` calls as a client sees them, checked against the contract's "one live
 //!   activation" rule.
+//! - [`browser`]: [`Chromium`], Debian's `chromium` headless against a page a node serves: the
+//!   DOM after its scripts ran, and screenshots; each run killed (with its helpers) on every path.
 //! - [`bodies`] and [`util`]: request bodies for the example actors, [`eventually`] (polling
 //!   instead of fixed sleeps), unique names, Prometheus text, [`serial`].
 
@@ -35,6 +37,7 @@
 pub struct ReadmeDoctests;
 
 pub mod bodies;
+pub mod browser;
 pub mod client;
 pub mod cluster;
 pub mod in_process;
@@ -48,6 +51,7 @@ pub mod tls;
 pub mod util;
 
 pub use bodies::{account, counter, crasher, game, req, sleeper, with_field, ALL_CAPABILITIES};
+pub use browser::{Chromium, BROWSER_TIMEOUT, CHROMIUM};
 pub use client::{Api, Client, Resp, REQUEST_TIMEOUT};
 pub use cluster::{disagreement, member, start_cluster, wait_converged};
 pub use in_process::{InProcessBuilder, InProcessNode};
