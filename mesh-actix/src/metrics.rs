@@ -2,8 +2,12 @@
 //! histograms of both: plain atomics, written on every request and read by whoever renders
 //! them (e.g. `GET /metrics`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::RwLock;
 
 use mesh_core::{ErrorCode, HopError, MeshError};
 
@@ -199,6 +203,137 @@ impl RequestStats {
     }
 }
 
+/// The counters of one `(capability, module)`: calls delivered to its activations here, and
+/// the activations themselves.
+#[derive(Default)]
+pub(crate) struct ModuleCounters {
+    calls: [AtomicU64; OUTCOMES],
+    latency: Histogram,
+    live: AtomicI64,
+    started: AtomicU64,
+    passivations: AtomicU64,
+}
+
+/// Per-`(capability, module)` counters, for the `mesh_module_*` metrics.
+///
+/// The label set is bounded: a pair gets counters only when one of its activations starts on
+/// this node, so `module` is a registered actor type and `capability` one this node owns
+/// shards of (at most 1024). Lookups take a read lock (writers only at an activation of a new
+/// pair) and hash two short strings with foldhash, like the activator lookup of the same call.
+#[derive(Default)]
+pub(crate) struct ModuleMetrics {
+    pairs: RwLock<HashMap<String, ByModule, Hasher>>,
+}
+
+type Hasher = foldhash::fast::RandomState;
+
+/// The counters of one capability's modules.
+type ByModule = HashMap<String, Arc<ModuleCounters>, Hasher>;
+
+impl ModuleMetrics {
+    fn find(&self, capability: &str, module: &str) -> Option<Arc<ModuleCounters>> {
+        self.pairs.read().get(capability)?.get(module).cloned()
+    }
+
+    fn find_or_add(&self, capability: &str, module: &str) -> Arc<ModuleCounters> {
+        if let Some(found) = self.find(capability, module) {
+            return found;
+        }
+        let mut pairs = self.pairs.write();
+        let modules = pairs.entry(capability.to_owned()).or_default();
+        modules.entry(module.to_owned()).or_default().clone()
+    }
+
+    /// An activation of `(capability, module)` started.
+    pub(crate) fn activated(&self, capability: &str, module: &str) {
+        let counters = self.find_or_add(capability, module);
+        counters.live.fetch_add(1, Ordering::Relaxed);
+        counters.started.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An activation left the registry.
+    pub(crate) fn deactivated(&self, capability: &str, module: &str) {
+        if let Some(counters) = self.find(capability, module) {
+            counters.live.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// An activation was passivated (it leaves the registry too, through
+    /// [`ModuleMetrics::deactivated`]).
+    pub(crate) fn passivated(&self, capability: &str, module: &str) {
+        if let Some(counters) = self.find(capability, module) {
+            counters.passivations.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A call delivered to a local activation of `(capability, module)` ended with `result`.
+    pub(crate) fn record_call(
+        &self,
+        capability: &str,
+        module: &str,
+        result: Result<(), &MeshError>,
+        elapsed: Duration,
+    ) {
+        if let Some(counters) = self.find(capability, module) {
+            counters.calls[outcome_index(result)].fetch_add(1, Ordering::Relaxed);
+            counters.latency.record(elapsed);
+        }
+    }
+
+    /// A reading of every pair, sorted by capability, then module.
+    pub(crate) fn snapshot(&self) -> Vec<ModuleStats> {
+        let pairs = self.pairs.read();
+        let mut stats: Vec<ModuleStats> = pairs
+            .iter()
+            .flat_map(|(capability, modules)| {
+                modules.iter().map(move |(module, c)| ModuleStats {
+                    capability: capability.clone(),
+                    module: module.clone(),
+                    calls: c.calls.iter().map(|n| n.load(Ordering::Relaxed)).collect(),
+                    latency: c.latency.snapshot(),
+                    live: c.live.load(Ordering::Relaxed).max(0) as u64,
+                    started: c.started.load(Ordering::Relaxed),
+                    passivations: c.passivations.load(Ordering::Relaxed),
+                })
+            })
+            .collect();
+        stats.sort_by(|a, b| (&a.capability, &a.module).cmp(&(&b.capability, &b.module)));
+        stats
+    }
+}
+
+/// A reading of one `(capability, module)`'s counters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModuleStats {
+    /// The capability.
+    pub capability: String,
+    /// The actor type.
+    pub module: String,
+    calls: Vec<u64>,
+    latency: LatencyStats,
+    /// Activations live here now.
+    pub live: u64,
+    /// Activations started here.
+    pub started: u64,
+    /// Activations passivated here.
+    pub passivations: u64,
+}
+
+impl ModuleStats {
+    /// `(outcome, count)` of calls delivered to this pair's activations here, outcome `"ok"`
+    /// or an error code.
+    pub fn calls(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        std::iter::once("ok")
+            .chain(ErrorCode::ALL.iter().map(|c| c.as_str()))
+            .zip(self.calls.iter().copied())
+    }
+
+    /// The latency of those calls, from delivery to the local activation to its reply.
+    pub fn call_latency(&self) -> &LatencyStats {
+        &self.latency
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +363,35 @@ mod tests {
         assert_eq!(cumulative.first(), Some(&(0.0001, 1)));
         assert_eq!(cumulative.last(), Some(&(f64::INFINITY, 2)));
         assert_eq!(s.call_latency().sum(), Duration::from_micros(9_000_050));
+    }
+
+    #[test]
+    fn counts_per_module_only_pairs_that_activated_here() {
+        let m = ModuleMetrics::default();
+        // No activation yet: nothing to count under (bounded labels).
+        m.record_call("counter", "Counter", Ok(()), Duration::from_micros(10));
+        assert!(m.snapshot().is_empty());
+
+        m.activated("counter", "Counter");
+        m.activated("counter", "Counter");
+        m.record_call("counter", "Counter", Ok(()), Duration::from_micros(10));
+        let crashed = MeshError::actor_crashed("boom");
+        m.record_call(
+            "counter",
+            "Counter",
+            Err(&crashed),
+            Duration::from_micros(10),
+        );
+        m.passivated("counter", "Counter");
+        m.deactivated("counter", "Counter");
+        let [stats] = m.snapshot().try_into().expect("one pair");
+        assert_eq!((stats.live, stats.started, stats.passivations), (1, 2, 1));
+        let calls: Vec<_> = stats.calls().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(calls, [("ok", 1), ("actor_crashed", 1)]);
+        assert_eq!(
+            stats.call_latency().cumulative().last(),
+            Some(&(f64::INFINITY, 2))
+        );
     }
 
     #[test]
