@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 
-use mesh_core::{ErrorCode, HopError, MeshError};
+use mesh_core::{ErrorCode, HopError, MeshError, Refusal};
 
 use crate::actor::Delivery;
 
@@ -72,6 +72,8 @@ pub(crate) struct RequestMetrics {
     casts: [AtomicU64; OUTCOMES],
     latency: Histogram,
     hops: [AtomicU64; HOP_OUTCOMES.len()],
+    /// The refused hops by reason, in [`Refusal::ALL`] order.
+    hop_refusals: [AtomicU64; Refusal::ALL.len()],
     hop_latency: Histogram,
 }
 
@@ -119,6 +121,11 @@ impl RequestMetrics {
     /// Counts one hop to another node (a call or cast forwarded there) and its latency.
     pub(crate) fn record_hop(&self, result: Result<(), &HopError>, elapsed: Duration) {
         self.hops[hop_outcome_index(result)].fetch_add(1, Ordering::Relaxed);
+        if let Err(HopError::NotDelivered(refusal, _)) = result {
+            let reason = Refusal::ALL.iter().position(|r| r == refusal);
+            let reason = reason.expect("every refusal is in ALL");
+            self.hop_refusals[reason].fetch_add(1, Ordering::Relaxed);
+        }
         self.hop_latency.record(elapsed);
     }
 
@@ -129,6 +136,7 @@ impl RequestMetrics {
             casts: load(&self.casts),
             latency: self.latency.snapshot(),
             hops: load(&self.hops),
+            hop_refusals: load(&self.hop_refusals),
             hop_latency: self.hop_latency.snapshot(),
         }
     }
@@ -171,6 +179,7 @@ pub struct RequestStats {
     casts: Vec<u64>,
     latency: LatencyStats,
     hops: Vec<u64>,
+    hop_refusals: Vec<u64>,
     hop_latency: LatencyStats,
 }
 
@@ -195,6 +204,15 @@ impl RequestStats {
     /// `(outcome, count)` of hops to other nodes, outcomes as in [`HOP_OUTCOMES`].
     pub fn hops(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         HOP_OUTCOMES.into_iter().zip(self.hops.iter().copied())
+    }
+
+    /// `(reason, count)` of refused hops (outcome `refused`), reasons as [`Refusal::as_str`]
+    /// names them.
+    pub fn hop_refusals(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Refusal::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .zip(self.hop_refusals.iter().copied())
     }
 
     /// The latency of hops, from sending one to its answer.
@@ -416,6 +434,8 @@ mod tests {
                 ("maybe_delivered", 1)
             ]
         );
+        let refusals: Vec<_> = s.hop_refusals().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(refusals, [(Refusal::NotReady.as_str(), 1)]);
         let cumulative = s.hop_latency().cumulative();
         assert_eq!(cumulative[2], (0.0005, 2));
         assert_eq!(cumulative.last(), Some(&(f64::INFINITY, 4)));

@@ -11,7 +11,8 @@ use crate::sealing::GossipStats;
 /// `mesh_casts_total{outcome}`, `mesh_call_duration_seconds` (histogram),
 /// `mesh_activations`, `mesh_activations_started_total`, `mesh_restarts_total`,
 /// `mesh_passivations_total`, `mesh_state_saves_total{outcome}`,
-/// `mesh_hops_total{outcome}`, `mesh_hop_duration_seconds` (histogram),
+/// `mesh_hops_total{outcome}`, `mesh_hop_refusals_total{reason}`,
+/// `mesh_hop_duration_seconds` (histogram),
 /// `mesh_handoffs_total{outcome}`, `mesh_handoffs_waiting`, `mesh_members{status}`, per
 /// `(capability, module)` `mesh_module_calls_total{capability,module,outcome}`,
 /// `mesh_module_call_duration_seconds{capability,module}` (histogram),
@@ -64,6 +65,16 @@ pub(crate) fn render(
     );
     for (outcome, count) in requests.hops() {
         let _ = writeln!(out, "{name}{{outcome=\"{outcome}\"}} {count}");
+    }
+    let name = "mesh_hop_refusals_total";
+    header(
+        &mut out,
+        name,
+        "Hops refused by their owner (or never connected), certainly not executed, by reason.",
+        "counter",
+    );
+    for (reason, count) in requests.hop_refusals() {
+        let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {count}");
     }
     histogram(
         &mut out,
