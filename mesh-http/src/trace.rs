@@ -189,6 +189,24 @@ pub(crate) async fn scope<F: Future>(context: TraceContext, future: F) -> F::Out
     CURRENT.scope(context, future).await
 }
 
+impl TraceContext {
+    /// Runs `future` in this trace: the hops [`crate::HttpTransport`] makes while it runs (in
+    /// its task) carry it to the owners. For calls made from Rust, e.g. by a service that
+    /// embeds mesh and has a trace of its own:
+    ///
+    /// ```no_run
+    /// # async fn run(mesh: mesh_actix::Mesh, request: mesh_actix::Request) {
+    /// use mesh_http::TraceContext;
+    /// let trace = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    ///     .unwrap_or_else(TraceContext::fresh);
+    /// let reply = trace.child().scope(mesh.call(request)).await;
+    /// # }
+    /// ```
+    pub async fn scope<F: Future>(self, future: F) -> F::Output {
+        scope(self, future).await
+    }
+}
+
 /// The trace of the request this task serves, if a route set one.
 pub(crate) fn current() -> Option<TraceContext> {
     CURRENT.try_with(|context| *context).ok()
