@@ -51,7 +51,7 @@ pub use mesh_core::{
     Reply, Request, RoutingTable, ShardCount, ShardId,
 };
 pub use mesh_macros::MeshActor;
-pub use metrics::{LatencyStats, RequestStats, HOP_OUTCOMES, LATENCY_BUCKETS};
+pub use metrics::{LatencyStats, ModuleStats, RequestStats, HOP_OUTCOMES, LATENCY_BUCKETS};
 pub use registry::RegistryStats;
 pub use transport::InProcessTransport;
 

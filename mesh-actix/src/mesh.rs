@@ -25,7 +25,7 @@ use crate::activation::{
 use crate::actor::{Delivery, MeshActor, Payload};
 use crate::builder::MeshBuilder;
 use crate::gate::Gate;
-use crate::metrics::{RequestMetrics, RequestStats};
+use crate::metrics::{ModuleStats, RequestMetrics, RequestStats};
 use crate::provider::{FrontEnd, Hops, MembershipFeed};
 use crate::registry::{ActivationRegistry, Entry, RefusedHandoff, RegistryStats};
 use crate::router::{
@@ -702,6 +702,33 @@ impl Mesh {
         self.inner.metrics.snapshot()
     }
 
+    /// Per `(capability, module)` counters of the activations started on this node and of
+    /// the calls delivered to them, sorted by capability, then module.
+    pub fn module_stats(&self) -> Vec<ModuleStats> {
+        self.inner.registry.modules().snapshot()
+    }
+
+    /// Counts a call delivered to a local activation under its `(capability, module)`; one
+    /// that found its activation retired is routed again, and counted then.
+    fn record_module_call(
+        &self,
+        request: &Request,
+        delivered: &Result<Result<Reply, Payload>, HopError>,
+        elapsed: Duration,
+    ) {
+        let error = match delivered {
+            Ok(Ok(_)) => None,
+            Ok(Err(_)) | Err(HopError::NotDelivered(..)) => return,
+            Err(error) => Some(error.clone().into_error()),
+        };
+        self.inner.registry.modules().record_call(
+            request.capability.as_str(),
+            request.module.as_str(),
+            error.as_ref().map_or(Ok(()), Err),
+            elapsed,
+        );
+    }
+
     /// Routes a call (its reply comes back) or a cast (`Ok(None)` once accepted), sending it
     /// again while it was certainly not delivered and the deadline allows.
     async fn route(
@@ -799,9 +826,10 @@ impl Mesh {
         let delivered = match delivery {
             Delivery::Call => {
                 let payload = Payload::call(body).until(deadline.into_std());
-                self.call_local(request, shard, payload, timeout)
-                    .await
-                    .map(|r| r.map(Some))
+                let started = Instant::now();
+                let delivered = self.call_local(request, shard, payload, timeout).await;
+                self.record_module_call(request, &delivered, started.elapsed());
+                delivered.map(|r| r.map(Some))
             }
             Delivery::Cast => {
                 let payload = Payload::cast(body).until(deadline.into_std());

@@ -2,10 +2,14 @@
 //! histograms of both: plain atomics, written on every request and read by whoever renders
 //! them (e.g. `GET /metrics`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_core::{ErrorCode, HopError, MeshError};
+use parking_lot::RwLock;
+
+use mesh_core::{ErrorCode, HopError, MeshError, Refusal};
 
 use crate::actor::Delivery;
 
@@ -68,6 +72,8 @@ pub(crate) struct RequestMetrics {
     casts: [AtomicU64; OUTCOMES],
     latency: Histogram,
     hops: [AtomicU64; HOP_OUTCOMES.len()],
+    /// The refused hops by reason, in [`Refusal::ALL`] order.
+    hop_refusals: [AtomicU64; Refusal::ALL.len()],
     hop_latency: Histogram,
 }
 
@@ -115,6 +121,11 @@ impl RequestMetrics {
     /// Counts one hop to another node (a call or cast forwarded there) and its latency.
     pub(crate) fn record_hop(&self, result: Result<(), &HopError>, elapsed: Duration) {
         self.hops[hop_outcome_index(result)].fetch_add(1, Ordering::Relaxed);
+        if let Err(HopError::NotDelivered(refusal, _)) = result {
+            let reason = Refusal::ALL.iter().position(|r| r == refusal);
+            let reason = reason.expect("every refusal is in ALL");
+            self.hop_refusals[reason].fetch_add(1, Ordering::Relaxed);
+        }
         self.hop_latency.record(elapsed);
     }
 
@@ -125,6 +136,7 @@ impl RequestMetrics {
             casts: load(&self.casts),
             latency: self.latency.snapshot(),
             hops: load(&self.hops),
+            hop_refusals: load(&self.hop_refusals),
             hop_latency: self.hop_latency.snapshot(),
         }
     }
@@ -167,6 +179,7 @@ pub struct RequestStats {
     casts: Vec<u64>,
     latency: LatencyStats,
     hops: Vec<u64>,
+    hop_refusals: Vec<u64>,
     hop_latency: LatencyStats,
 }
 
@@ -193,9 +206,149 @@ impl RequestStats {
         HOP_OUTCOMES.into_iter().zip(self.hops.iter().copied())
     }
 
+    /// `(reason, count)` of refused hops (outcome `refused`), reasons as [`Refusal::as_str`]
+    /// names them.
+    pub fn hop_refusals(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Refusal::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .zip(self.hop_refusals.iter().copied())
+    }
+
     /// The latency of hops, from sending one to its answer.
     pub fn hop_latency(&self) -> &LatencyStats {
         &self.hop_latency
+    }
+}
+
+/// The counters of one `(capability, module)`: calls delivered to its activations here, and
+/// the activations themselves.
+#[derive(Default)]
+pub(crate) struct ModuleCounters {
+    calls: [AtomicU64; OUTCOMES],
+    latency: Histogram,
+    live: AtomicI64,
+    started: AtomicU64,
+    passivations: AtomicU64,
+}
+
+/// Per-`(capability, module)` counters, for the `mesh_module_*` metrics.
+///
+/// The label set is bounded: a pair gets counters only when one of its activations starts on
+/// this node, so `module` is a registered actor type and `capability` one this node owns
+/// shards of (at most 1024). Lookups take a read lock (writers only at an activation of a new
+/// pair) and hash two short strings with foldhash, like the activator lookup of the same call.
+#[derive(Default)]
+pub(crate) struct ModuleMetrics {
+    pairs: RwLock<HashMap<String, ByModule, Hasher>>,
+}
+
+type Hasher = foldhash::fast::RandomState;
+
+/// The counters of one capability's modules.
+type ByModule = HashMap<String, Arc<ModuleCounters>, Hasher>;
+
+impl ModuleMetrics {
+    fn find(&self, capability: &str, module: &str) -> Option<Arc<ModuleCounters>> {
+        self.pairs.read().get(capability)?.get(module).cloned()
+    }
+
+    fn find_or_add(&self, capability: &str, module: &str) -> Arc<ModuleCounters> {
+        if let Some(found) = self.find(capability, module) {
+            return found;
+        }
+        let mut pairs = self.pairs.write();
+        let modules = pairs.entry(capability.to_owned()).or_default();
+        modules.entry(module.to_owned()).or_default().clone()
+    }
+
+    /// An activation of `(capability, module)` started.
+    pub(crate) fn activated(&self, capability: &str, module: &str) {
+        let counters = self.find_or_add(capability, module);
+        counters.live.fetch_add(1, Ordering::Relaxed);
+        counters.started.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An activation left the registry.
+    pub(crate) fn deactivated(&self, capability: &str, module: &str) {
+        if let Some(counters) = self.find(capability, module) {
+            counters.live.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// An activation was passivated (it leaves the registry too, through
+    /// [`ModuleMetrics::deactivated`]).
+    pub(crate) fn passivated(&self, capability: &str, module: &str) {
+        if let Some(counters) = self.find(capability, module) {
+            counters.passivations.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A call delivered to a local activation of `(capability, module)` ended with `result`.
+    pub(crate) fn record_call(
+        &self,
+        capability: &str,
+        module: &str,
+        result: Result<(), &MeshError>,
+        elapsed: Duration,
+    ) {
+        if let Some(counters) = self.find(capability, module) {
+            counters.calls[outcome_index(result)].fetch_add(1, Ordering::Relaxed);
+            counters.latency.record(elapsed);
+        }
+    }
+
+    /// A reading of every pair, sorted by capability, then module.
+    pub(crate) fn snapshot(&self) -> Vec<ModuleStats> {
+        let pairs = self.pairs.read();
+        let mut stats: Vec<ModuleStats> = pairs
+            .iter()
+            .flat_map(|(capability, modules)| {
+                modules.iter().map(move |(module, c)| ModuleStats {
+                    capability: capability.clone(),
+                    module: module.clone(),
+                    calls: c.calls.iter().map(|n| n.load(Ordering::Relaxed)).collect(),
+                    latency: c.latency.snapshot(),
+                    live: c.live.load(Ordering::Relaxed).max(0) as u64,
+                    started: c.started.load(Ordering::Relaxed),
+                    passivations: c.passivations.load(Ordering::Relaxed),
+                })
+            })
+            .collect();
+        stats.sort_by(|a, b| (&a.capability, &a.module).cmp(&(&b.capability, &b.module)));
+        stats
+    }
+}
+
+/// A reading of one `(capability, module)`'s counters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModuleStats {
+    /// The capability.
+    pub capability: String,
+    /// The actor type.
+    pub module: String,
+    calls: Vec<u64>,
+    latency: LatencyStats,
+    /// Activations live here now.
+    pub live: u64,
+    /// Activations started here.
+    pub started: u64,
+    /// Activations passivated here.
+    pub passivations: u64,
+}
+
+impl ModuleStats {
+    /// `(outcome, count)` of calls delivered to this pair's activations here, outcome `"ok"`
+    /// or an error code.
+    pub fn calls(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        std::iter::once("ok")
+            .chain(ErrorCode::ALL.iter().map(|c| c.as_str()))
+            .zip(self.calls.iter().copied())
+    }
+
+    /// The latency of those calls, from delivery to the local activation to its reply.
+    pub fn call_latency(&self) -> &LatencyStats {
+        &self.latency
     }
 }
 
@@ -231,6 +384,35 @@ mod tests {
     }
 
     #[test]
+    fn counts_per_module_only_pairs_that_activated_here() {
+        let m = ModuleMetrics::default();
+        // No activation yet: nothing to count under (bounded labels).
+        m.record_call("counter", "Counter", Ok(()), Duration::from_micros(10));
+        assert!(m.snapshot().is_empty());
+
+        m.activated("counter", "Counter");
+        m.activated("counter", "Counter");
+        m.record_call("counter", "Counter", Ok(()), Duration::from_micros(10));
+        let crashed = MeshError::actor_crashed("boom");
+        m.record_call(
+            "counter",
+            "Counter",
+            Err(&crashed),
+            Duration::from_micros(10),
+        );
+        m.passivated("counter", "Counter");
+        m.deactivated("counter", "Counter");
+        let [stats] = m.snapshot().try_into().expect("one pair");
+        assert_eq!((stats.live, stats.started, stats.passivations), (1, 2, 1));
+        let calls: Vec<_> = stats.calls().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(calls, [("ok", 1), ("actor_crashed", 1)]);
+        assert_eq!(
+            stats.call_latency().cumulative().last(),
+            Some(&(f64::INFINITY, 2))
+        );
+    }
+
+    #[test]
     fn records_hops_by_outcome_with_their_latency() {
         let m = RequestMetrics::default();
         m.record_hop(Ok(()), Duration::from_micros(300));
@@ -252,6 +434,8 @@ mod tests {
                 ("maybe_delivered", 1)
             ]
         );
+        let refusals: Vec<_> = s.hop_refusals().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(refusals, [(Refusal::NotReady.as_str(), 1)]);
         let cumulative = s.hop_latency().cumulative();
         assert_eq!(cumulative[2], (0.0005, 2));
         assert_eq!(cumulative.last(), Some(&(f64::INFINITY, 4)));

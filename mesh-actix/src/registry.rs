@@ -14,6 +14,7 @@ use mesh_core::{ActorId, Capability, Handoff, Member, Module, ShardId};
 use parking_lot::{Mutex, RwLock};
 
 use crate::activation::{ActivationCell, Envelope};
+use crate::metrics::ModuleMetrics;
 
 /// Number of lock stripes; a power of two well above the core count.
 const STRIPES: usize = 64;
@@ -154,6 +155,8 @@ pub(crate) struct ActivationRegistry {
     state_saves: AtomicU64,
     state_conflicts: AtomicU64,
     state_failures: AtomicU64,
+    /// The per-`(capability, module)` counters, activations and calls alike.
+    modules: ModuleMetrics,
 }
 
 impl ActivationRegistry {
@@ -174,7 +177,13 @@ impl ActivationRegistry {
             state_saves: AtomicU64::new(0),
             state_conflicts: AtomicU64::new(0),
             state_failures: AtomicU64::new(0),
+            modules: ModuleMetrics::default(),
         }
+    }
+
+    /// The per-`(capability, module)` counters.
+    pub(crate) fn modules(&self) -> &ModuleMetrics {
+        &self.modules
     }
 
     fn stripe(&self, shard: ShardId) -> &RwLock<Stripe> {
@@ -205,6 +214,8 @@ impl ActivationRegistry {
         let entry = activate()?;
         let result = send(&entry);
         debug_assert_eq!(entry.cell.id.as_str(), id.as_str());
+        self.modules
+            .activated(entry.cell.capability.as_str(), module.as_str());
         guard
             .modules
             .entry(module.clone())
@@ -223,6 +234,8 @@ impl ActivationRegistry {
         };
         if ids.remove(cell) {
             self.live.fetch_sub(1, Ordering::Relaxed);
+            self.modules
+                .deactivated(cell.capability.as_str(), cell.module.as_str());
         }
     }
 
@@ -366,7 +379,15 @@ impl ActivationRegistry {
     /// Stops every activation idle past its idle timeout as of `now` (the host clock), with
     /// `slack` for the clock's coarseness. Returns how many.
     pub(crate) fn passivate_idle(&self, now: u32, slack: u32) -> usize {
-        let passivated = self.stop_unwanted(|cell| !cell.is_idle(now, slack), |_| None);
+        let idle = |cell: &ActivationCell| {
+            let idle = cell.is_idle(now, slack);
+            if idle {
+                self.modules
+                    .passivated(cell.capability.as_str(), cell.module.as_str());
+            }
+            !idle
+        };
+        let passivated = self.stop_unwanted(idle, |_| None);
         self.passivations
             .fetch_add(passivated as u64, Ordering::Relaxed);
         passivated

@@ -29,6 +29,8 @@ use tokio::time::Instant;
 
 use crate::error::HttpError;
 use crate::routes::Shared;
+use crate::spans::{call_span, observed};
+use crate::trace::{parse_batch, TraceContext};
 use crate::transport::{outcome_of, ErrorDetail, HttpTransport, Peer};
 
 /// The most calls in one batch (the owner refuses more with 400 `bad_request`).
@@ -48,6 +50,8 @@ const MAX_QUEUED_CALLS: usize = 4096;
 /// A call waiting for a batch.
 pub(crate) struct Queued {
     pub(crate) request: Request,
+    /// The trace the call belongs to, carried to the owner.
+    pub(crate) trace: Option<TraceContext>,
     /// [`estimated_size`] of the request.
     size: usize,
     pub(crate) deadline: Instant,
@@ -90,6 +94,7 @@ impl Lane {
         transport: &HttpTransport,
         peer: &Arc<Peer>,
         request: Request,
+        trace: Option<TraceContext>,
         deadline: Instant,
         max_in_flight: usize,
     ) -> Admission {
@@ -120,6 +125,7 @@ impl Lane {
         let (reply, waiting) = oneshot::channel();
         state.queued.push_back(Queued {
             request,
+            trace,
             size,
             deadline,
             reply,
@@ -306,15 +312,21 @@ pub(crate) async fn serve_batch(
         ))
         .into());
     }
+    // Each call continues its own trace, from the batch's list of them.
     let outcomes: FuturesUnordered<_> = calls
         .into_iter()
+        .zip(parse_batch(req.headers()))
         .enumerate()
-        .map(|(i, call)| {
+        .map(|(i, (call, trace))| {
             let parsed = Request::from_json(call.get().as_bytes());
             let mesh = state.mesh.clone();
+            let trace = trace.child();
             async move {
                 let result = match parsed {
-                    Ok(request) => mesh.forwarded_call(request).await,
+                    Ok(request) => {
+                        let span = call_span(&mesh, &request, trace);
+                        observed(span, mesh.forwarded_call(request)).await
+                    }
                     Err(error) => {
                         mesh.record_rejection(mesh_actix::Delivery::Call, &error);
                         Err(HopError::Failed(error))

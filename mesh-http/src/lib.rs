@@ -56,7 +56,9 @@ mod routes;
 mod sealing;
 mod serve;
 mod signing;
+mod spans;
 mod tls;
+mod trace;
 mod transport;
 
 pub use batch::MAX_BATCH_CALLS;
@@ -76,4 +78,5 @@ pub use serve::{
 };
 pub use signing::{ClusterKey, SignatureError, MAX_NONCES, MAX_SKEW, SIGNATURE_HEADER};
 pub use tls::{TlsConfig, TlsError};
+pub use trace::{TraceContext, TraceId, TRACEPARENT};
 pub use transport::{BatchStats, HttpTransport};

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use mesh_actix::{Delivery, MemberStatus, Mesh};
+use mesh_actix::{Delivery, MemberStatus, Mesh, ModuleStats};
 
 use crate::connections::Connections;
 use crate::sealing::GossipStats;
@@ -11,8 +11,13 @@ use crate::sealing::GossipStats;
 /// `mesh_casts_total{outcome}`, `mesh_call_duration_seconds` (histogram),
 /// `mesh_activations`, `mesh_activations_started_total`, `mesh_restarts_total`,
 /// `mesh_passivations_total`, `mesh_state_saves_total{outcome}`,
-/// `mesh_hops_total{outcome}`, `mesh_hop_duration_seconds` (histogram),
-/// `mesh_handoffs_total{outcome}`, `mesh_handoffs_waiting`, `mesh_members{status}`, and with
+/// `mesh_hops_total{outcome}`, `mesh_hop_refusals_total{reason}`,
+/// `mesh_hop_duration_seconds` (histogram),
+/// `mesh_handoffs_total{outcome}`, `mesh_handoffs_waiting`, `mesh_members{status}`, per
+/// `(capability, module)` `mesh_module_calls_total{capability,module,outcome}`,
+/// `mesh_module_call_duration_seconds{capability,module}` (histogram),
+/// `mesh_module_activations`, `mesh_module_activations_started_total` and
+/// `mesh_module_passivations_total` (each `{capability,module}`), and with
 /// sealed gossip `mesh_gossip_datagrams_refused_total{reason}`, and when served by
 /// [`crate::serve`] `mesh_connections`, `mesh_connections_max`, `mesh_connections_per_ip_max`
 /// and `mesh_connections_shed_total{reason}`.
@@ -61,6 +66,16 @@ pub(crate) fn render(
     for (outcome, count) in requests.hops() {
         let _ = writeln!(out, "{name}{{outcome=\"{outcome}\"}} {count}");
     }
+    let name = "mesh_hop_refusals_total";
+    header(
+        &mut out,
+        name,
+        "Hops refused by their owner (or never connected), certainly not executed, by reason.",
+        "counter",
+    );
+    for (reason, count) in requests.hop_refusals() {
+        let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {count}");
+    }
     histogram(
         &mut out,
         "mesh_hop_duration_seconds",
@@ -97,6 +112,8 @@ pub(crate) fn render(
         header(&mut out, name, help, kind);
         let _ = writeln!(out, "{name} {value}");
     }
+
+    modules(&mut out, &mesh.module_stats());
 
     let name = "mesh_handoffs_total";
     header(
@@ -317,21 +334,124 @@ impl ProcessStats {
 /// Writes `latency` as the Prometheus histogram `name`.
 fn histogram(out: &mut String, name: &str, help: &str, latency: &mesh_actix::LatencyStats) {
     header(out, name, help, "histogram");
+    histogram_series(out, name, "", latency);
+}
+
+/// The series of one histogram's label set; `labels` is empty or `a="x",b="y"`.
+fn histogram_series(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    latency: &mesh_actix::LatencyStats,
+) {
     let cumulative = latency.cumulative();
+    let (inner, outer) = if labels.is_empty() {
+        (String::new(), String::new())
+    } else {
+        (format!("{labels},"), format!("{{{labels}}}"))
+    };
     for (le, count) in &cumulative {
         let le = if le.is_infinite() {
             "+Inf".to_owned()
         } else {
             le.to_string()
         };
-        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {count}");
+        let _ = writeln!(out, "{name}_bucket{{{inner}le=\"{le}\"}} {count}");
     }
     let total = cumulative.last().map_or(0, |(_, n)| *n);
-    let _ = writeln!(out, "{name}_sum {}", latency.sum().as_secs_f64());
-    let _ = writeln!(out, "{name}_count {total}");
+    let _ = writeln!(out, "{name}_sum{outer} {}", latency.sum().as_secs_f64());
+    let _ = writeln!(out, "{name}_count{outer} {total}");
+}
+
+/// The `mesh_module_*` families: one label set per `(capability, module)` that activated on
+/// this node (bounded: registered actor types times this node's capabilities).
+fn modules(out: &mut String, stats: &[ModuleStats]) {
+    let labels: Vec<String> = stats
+        .iter()
+        .map(|m| {
+            format!(
+                "capability=\"{}\",module=\"{}\"",
+                escape(&m.capability),
+                escape(&m.module)
+            )
+        })
+        .collect();
+    let name = "mesh_module_calls_total";
+    header(
+        out,
+        name,
+        "Calls delivered to this node's activations, by capability, module and outcome (ok or \
+         error code).",
+        "counter",
+    );
+    for (m, labels) in stats.iter().zip(&labels) {
+        for (outcome, count) in m.calls() {
+            let _ = writeln!(out, "{name}{{{labels},outcome=\"{outcome}\"}} {count}");
+        }
+    }
+    let name = "mesh_module_call_duration_seconds";
+    header(
+        out,
+        name,
+        "Latency of calls delivered to this node's activations, by capability and module.",
+        "histogram",
+    );
+    for (m, labels) in stats.iter().zip(&labels) {
+        histogram_series(out, name, labels, m.call_latency());
+    }
+    type Reading = fn(&ModuleStats) -> u64;
+    let families: [(&str, &str, &str, Reading); 3] = [
+        (
+            "mesh_module_activations",
+            "Activations live on this node, by capability and module.",
+            "gauge",
+            |m| m.live,
+        ),
+        (
+            "mesh_module_activations_started_total",
+            "Activations started on this node, by capability and module.",
+            "counter",
+            |m| m.started,
+        ),
+        (
+            "mesh_module_passivations_total",
+            "Activations passivated on this node after staying idle, by capability and module.",
+            "counter",
+            |m| m.passivations,
+        ),
+    ];
+    for (name, help, kind, read) in families {
+        header(out, name, help, kind);
+        for (m, labels) in stats.iter().zip(&labels) {
+            let _ = writeln!(out, "{name}{{{labels}}} {}", read(m));
+        }
+    }
+}
+
+/// A label value as the exposition format writes it.
+fn escape(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return value.into();
+    }
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+        .into()
 }
 
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("Counter"), "Counter");
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
 }

@@ -20,6 +20,8 @@ use crate::openapi::openapi;
 use crate::peer_load::PeerProbe;
 use crate::sealing::GossipStats;
 use crate::signing::{ClusterKey, Verifier, SIGNATURE_HEADER};
+use crate::spans::{call_span, observed, traced};
+use crate::trace::TraceContext;
 
 /// The default limit of a request body: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
@@ -240,20 +242,30 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
     )
 }
 
-async fn call(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
-    let request = state
-        .request(&req, body, Delivery::Call, Sender::Client)
-        .await?;
-    let reply = state.mesh.call(request).await?;
-    Ok(HttpResponse::Ok().json(reply))
+async fn call(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResponse {
+    let context = TraceContext::from_headers(req.headers()).child();
+    traced("/call", context, async {
+        let request = state
+            .request(&req, body, Delivery::Call, Sender::Client)
+            .await?;
+        let span = call_span(&state.mesh, &request, context);
+        let reply = observed(span, state.mesh.call(request)).await?;
+        Ok(HttpResponse::Ok().json(reply))
+    })
+    .await
 }
 
-async fn cast(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
-    let request = state
-        .request(&req, body, Delivery::Cast, Sender::Client)
-        .await?;
-    state.mesh.cast(request).await?;
-    Ok(HttpResponse::Accepted().json(json!({"status": "accepted"})))
+async fn cast(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResponse {
+    let context = TraceContext::from_headers(req.headers()).child();
+    traced("/cast", context, async {
+        let request = state
+            .request(&req, body, Delivery::Cast, Sender::Client)
+            .await?;
+        let span = call_span(&state.mesh, &request, context);
+        observed(span, state.mesh.cast(request)).await?;
+        Ok(HttpResponse::Accepted().json(json!({"status": "accepted"})))
+    })
+    .await
 }
 
 /// A hop's outcome as a response: a refusal carries its reason in [`REFUSAL_HEADER`] so the
@@ -272,21 +284,34 @@ fn hop_response(result: Result<HttpResponse, HopError>) -> HttpResponse {
     }
 }
 
-async fn forwarded_call(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
-    let request = state
-        .request(&req, body, Delivery::Call, Sender::Node)
-        .await?;
-    let reply = state.mesh.forwarded_call(request).await;
-    Ok(hop_response(reply.map(|r| HttpResponse::Ok().json(r))))
+/// `POST /internal/call`: continues the sender's trace (its `traceparent`).
+async fn forwarded_call(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResponse {
+    let context = TraceContext::from_headers(req.headers()).child();
+    traced("/internal/call", context, async {
+        let request = state
+            .request(&req, body, Delivery::Call, Sender::Node)
+            .await?;
+        let span = call_span(&state.mesh, &request, context);
+        let reply = observed(span, state.mesh.forwarded_call(request)).await;
+        Ok(hop_response(reply.map(|r| HttpResponse::Ok().json(r))))
+    })
+    .await
 }
 
-async fn forwarded_cast(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
-    let request = state
-        .request(&req, body, Delivery::Cast, Sender::Node)
-        .await?;
-    let accepted = state.mesh.forwarded_cast(request).await;
-    let accepted = accepted.map(|()| HttpResponse::Accepted().json(json!({"status": "accepted"})));
-    Ok(hop_response(accepted))
+/// `POST /internal/cast`: continues the sender's trace (its `traceparent`).
+async fn forwarded_cast(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResponse {
+    let context = TraceContext::from_headers(req.headers()).child();
+    traced("/internal/cast", context, async {
+        let request = state
+            .request(&req, body, Delivery::Cast, Sender::Node)
+            .await?;
+        let span = call_span(&state.mesh, &request, context);
+        let accepted = observed(span, state.mesh.forwarded_cast(request)).await;
+        let accepted =
+            accepted.map(|()| HttpResponse::Accepted().json(json!({"status": "accepted"})));
+        Ok(hop_response(accepted))
+    })
+    .await
 }
 
 /// `POST /internal/lease`: another node asks for a grant of its lease.

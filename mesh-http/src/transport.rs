@@ -19,6 +19,7 @@ use crate::batch::{batch_body, Admission, Lane, Outcome, Queued, Slot};
 use crate::error::REFUSAL_HEADER;
 use crate::signing::{ClusterKey, SIGNATURE_HEADER};
 use crate::tls::TlsConfig;
+use crate::trace::{batch_value, TraceContext, BATCH_TRACEPARENTS, TRACEPARENT};
 
 /// Forwards requests to their owner over HTTP/JSON, reusing pooled keep-alive connections.
 /// With a secret, every hop is signed with a key derived from it (see [`ClusterKey`]); the
@@ -88,6 +89,14 @@ pub(crate) enum Route {
     Lease,
     Handoff,
     Batch,
+}
+
+/// The trace context a hop carries: none (lease renewals, handoffs), one `traceparent`, or
+/// a batch's list of them.
+pub(crate) enum HopTrace<'a> {
+    None,
+    One(TraceContext),
+    Batch(&'a [u8]),
 }
 
 /// The paths of the internal routes, with the transport's prefix: what a signature covers.
@@ -256,12 +265,18 @@ impl HttpTransport {
         route: Route,
         body: Vec<u8>,
         remaining: Duration,
+        trace: HopTrace<'_>,
     ) -> Result<reqwest::Response, HopError> {
         let mut post = self
             .client
             .post(peer.urls[route as usize].clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .timeout(remaining);
+        match trace {
+            HopTrace::None => {}
+            HopTrace::One(context) => post = post.header(TRACEPARENT, &context.encode()[..]),
+            HopTrace::Batch(value) => post = post.header(BATCH_TRACEPARENTS, value),
+        }
         if let Some(key) = &self.key {
             post = post.header(
                 SIGNATURE_HEADER,
@@ -295,8 +310,10 @@ impl HttpTransport {
         route: Route,
         body: Vec<u8>,
         remaining: Duration,
+        trace: Option<TraceContext>,
     ) -> Result<reqwest::Response, HopError> {
-        let response = self.post(peer, route, body, remaining).await?;
+        let trace = trace.map_or(HopTrace::None, HopTrace::One);
+        let response = self.post(peer, route, body, remaining, trace).await?;
         if response.status().is_success() {
             Ok(response)
         } else {
@@ -310,9 +327,12 @@ impl HttpTransport {
         peer: &Peer,
         request: &Request,
         remaining: Duration,
+        trace: Option<TraceContext>,
     ) -> Result<Reply, HopError> {
         let body = request.to_json_bytes(Some(remaining));
-        let response = self.exchange(peer, Route::Call, body, remaining).await?;
+        let response = self
+            .exchange(peer, Route::Call, body, remaining, trace)
+            .await?;
         response.json::<Reply>().await.map_err(|e| {
             HopError::MaybeDelivered(format!(
                 "node {} sent an unreadable reply ({e}); the request may have run",
@@ -339,13 +359,17 @@ impl HttpTransport {
         if let [_] = calls.as_slice() {
             // A batch of one would only add framing: it goes as a call of its own.
             let call = calls.pop().expect("one call");
-            let result = self.call_alone(&peer, &call.request, remaining).await;
+            let result = self
+                .call_alone(&peer, &call.request, remaining, call.trace)
+                .await;
             let _ = call.reply.send(result);
             return;
         }
         let body = batch_body(&calls, now);
+        let traces = batch_value(calls.iter().map(|call| call.trace.as_ref()));
         self.count_batch(calls.len());
-        let response = match self.post(&peer, Route::Batch, body, remaining).await {
+        let trace = HopTrace::Batch(&traces);
+        let response = match self.post(&peer, Route::Batch, body, remaining, trace).await {
             Ok(response) => response,
             Err(error) => return answer_all(calls, &error),
         };
@@ -365,7 +389,9 @@ impl HttpTransport {
                 let (transport, peer) = (self.clone(), peer.clone());
                 tokio::spawn(async move {
                     let remaining = call.deadline.saturating_duration_since(Instant::now());
-                    let result = transport.call_alone(&peer, &call.request, remaining).await;
+                    let result = transport
+                        .call_alone(&peer, &call.request, remaining, call.trace)
+                        .await;
                     let _ = call.reply.send(result);
                 });
             }
@@ -499,6 +525,8 @@ impl RemoteTransport for HttpTransport {
     ) -> BoxFuture<'static, Result<Reply, HopError>> {
         let transport = self.clone();
         let peer = self.peer(owner);
+        // Read here, in the task of the request being served: the hop is a span of its trace.
+        let trace = crate::trace::current().map(TraceContext::child);
         async move {
             let peer = peer?;
             let deadline = Instant::now() + remaining;
@@ -506,11 +534,14 @@ impl RemoteTransport for HttpTransport {
                 &transport,
                 &peer,
                 request,
+                trace,
                 deadline,
                 transport.max_in_flight,
             ) {
                 Admission::Alone(_slot, request) => {
-                    transport.call_alone(&peer, &request, remaining).await
+                    transport
+                        .call_alone(&peer, &request, remaining, trace)
+                        .await
                 }
                 Admission::Queued(waiting) => {
                     match tokio::time::timeout_at(deadline, waiting).await {
@@ -539,10 +570,11 @@ impl RemoteTransport for HttpTransport {
     ) -> BoxFuture<'static, Result<(), HopError>> {
         let transport = self.clone();
         let peer = self.peer(owner);
+        let trace = crate::trace::current().map(TraceContext::child);
         async move {
             let body = request.to_json_bytes(Some(remaining));
             transport
-                .exchange(&*peer?, Route::Cast, body, remaining)
+                .exchange(&*peer?, Route::Cast, body, remaining, trace)
                 .await
                 .map(drop)
         }
@@ -561,7 +593,7 @@ impl RemoteTransport for HttpTransport {
             let peer = peer.map_err(HopError::into_error)?;
             let body = json_bytes(&request).map_err(HopError::into_error)?;
             let response = transport
-                .exchange(&peer, Route::Lease, body, timeout)
+                .exchange(&peer, Route::Lease, body, timeout, None)
                 .await
                 .map_err(HopError::into_error)?;
             response.json::<RenewReply>().await.map_err(|e| {
@@ -585,7 +617,7 @@ impl RemoteTransport for HttpTransport {
         async move {
             let body = json_bytes(&handoff)?;
             transport
-                .exchange(&*peer?, Route::Handoff, body, timeout)
+                .exchange(&*peer?, Route::Handoff, body, timeout, None)
                 .await
                 .map(drop)
         }
