@@ -41,6 +41,7 @@ use serde_json::Value;
 use crate::actor::{Delivery, HandlesPayload, MeshActor, MeshResponse, Payload};
 use crate::gate::Gate;
 use crate::mesh::WeakMesh;
+use crate::metrics::ModuleCounters;
 use crate::registry::ActivationRegistry;
 use crate::store::{StateKey, StateStore, StoreError, StoredState};
 
@@ -99,6 +100,8 @@ pub(crate) struct Identity {
     pub(crate) idle_after_ms: u32,
     /// Its type keeps its state in the store.
     pub(crate) durable: bool,
+    /// The `mesh_module_*` counters of its `(capability, module)`.
+    pub(crate) counters: Arc<ModuleCounters>,
 }
 
 /// The longest idle timeout, in milliseconds (about 12 days): the host clock and each
@@ -133,6 +136,8 @@ pub(crate) struct ActivationCell {
     idle_after_ms: u32,
     /// Durable types only.
     stored: Option<Box<StoredMark>>,
+    /// The `mesh_module_*` counters of its `(capability, module)`.
+    pub(crate) counters: Arc<ModuleCounters>,
 }
 
 impl ActivationCell {
@@ -145,6 +150,7 @@ impl ActivationCell {
             init_arg,
             idle_after_ms,
             durable,
+            counters,
         } = identity;
         let now = host.clock_ms.load(Ordering::Relaxed);
         let stored = durable.then(|| {
@@ -167,6 +173,7 @@ impl ActivationCell {
             last_used: AtomicU32::new(now),
             idle_after_ms: idle_after_ms.min(MAX_IDLE_MS),
             stored,
+            counters,
         }
     }
 
@@ -927,6 +934,7 @@ mod tests {
             init_arg: None,
             idle_after_ms: 0,
             durable: false,
+            counters: Arc::default(),
         };
         Arc::new(ActivationCell::new(identity, serial, Host::detached(node)))
     }

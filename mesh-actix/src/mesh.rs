@@ -708,27 +708,6 @@ impl Mesh {
         self.inner.registry.modules().snapshot()
     }
 
-    /// Counts a call delivered to a local activation under its `(capability, module)`; one
-    /// that found its activation retired is routed again, and counted then.
-    fn record_module_call(
-        &self,
-        request: &Request,
-        delivered: &Result<Result<Reply, Payload>, HopError>,
-        elapsed: Duration,
-    ) {
-        let error = match delivered {
-            Ok(Ok(_)) => None,
-            Ok(Err(_)) | Err(HopError::NotDelivered(..)) => return,
-            Err(error) => Some(error.clone().into_error()),
-        };
-        self.inner.registry.modules().record_call(
-            request.capability.as_str(),
-            request.module.as_str(),
-            error.as_ref().map_or(Ok(()), Err),
-            elapsed,
-        );
-    }
-
     /// Routes a call (its reply comes back) or a cast (`Ok(None)` once accepted), sending it
     /// again while it was certainly not delivered and the deadline allows.
     async fn route(
@@ -826,9 +805,7 @@ impl Mesh {
         let delivered = match delivery {
             Delivery::Call => {
                 let payload = Payload::call(body).until(deadline.into_std());
-                let started = Instant::now();
                 let delivered = self.call_local(request, shard, payload, timeout).await;
-                self.record_module_call(request, &delivered, started.elapsed());
                 delivered.map(|r| r.map(Some))
             }
             Delivery::Cast => {
@@ -975,6 +952,7 @@ impl Mesh {
         payload: Payload,
         timeout: Duration,
     ) -> Result<Result<Reply, Payload>, HopError> {
+        let started = Instant::now();
         let deadline = payload.deadline.map(tokio::time::Instant::from_std);
         let deadline = deadline.unwrap_or_else(|| tokio::time::Instant::now() + timeout);
         let mut payload = Some(payload);
@@ -998,6 +976,32 @@ impl Mesh {
                 return Ok(Err(payload));
             }
         };
+        let delivered = self
+            .reply_of(request, &cell, pending, deadline, timeout)
+            .await;
+        // Counted under the activation's `(capability, module)`; a call that found its
+        // activation retired is routed again, and counted then.
+        let counted = match &delivered {
+            Ok(Ok(_)) => Some(Ok(())),
+            Ok(Err(_)) | Err(HopError::NotDelivered(..)) => None,
+            Err(error) => Some(Err(error.clone().into_error())),
+        };
+        if let Some(result) = counted {
+            cell.counters
+                .record_call(result.as_ref().map(|_| ()), started.elapsed());
+        }
+        delivered
+    }
+
+    /// The outcome of a call sent to `cell`'s activation, once `pending` resolves.
+    async fn reply_of(
+        &self,
+        request: &Request,
+        cell: &ActivationCell,
+        pending: actix::dev::RecipientRequest<Envelope>,
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+    ) -> Result<Result<Reply, Payload>, HopError> {
         let handled = match reply_by(deadline, pending).await {
             Err(_) | Ok(Err(MailboxError::Timeout)) => {
                 return Err(HopError::Failed(MeshError::timeout(timeout)))
@@ -1168,15 +1172,21 @@ impl Mesh {
             }
         };
         let idle_after = idle_timeout_of(activator.as_ref(), inner.config.idle_timeout);
+        let capability = self.capability_name(&request.capability);
+        let counters = inner
+            .registry
+            .modules()
+            .counters(capability.as_str(), module.as_str());
         let identity = Identity {
             module,
             id: request.id.clone(),
-            capability: self.capability_name(&request.capability),
+            capability,
             shard,
             init_arg,
             // Clamped to `MAX_IDLE_MS` by the cell.
             idle_after_ms: idle_after.map_or(0, |t| t.as_millis().clamp(1, u32::MAX.into()) as u32),
             durable,
+            counters,
         };
         let serial = inner.next_serial.fetch_add(1, Ordering::Relaxed);
         let cell = Arc::new(ActivationCell::new(identity, serial, inner.host.clone()));

@@ -232,12 +232,36 @@ pub(crate) struct ModuleCounters {
     passivations: AtomicU64,
 }
 
+impl ModuleCounters {
+    /// An activation of the pair started.
+    pub(crate) fn activated(&self) {
+        self.live.fetch_add(1, Ordering::Relaxed);
+        self.started.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An activation left the registry.
+    pub(crate) fn deactivated(&self) {
+        self.live.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// An activation was passivated (it leaves the registry too).
+    pub(crate) fn passivated(&self) {
+        self.passivations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A call delivered to a local activation of the pair ended with `result`.
+    pub(crate) fn record_call(&self, result: Result<(), &MeshError>, elapsed: Duration) {
+        self.calls[outcome_index(result)].fetch_add(1, Ordering::Relaxed);
+        self.latency.record(elapsed);
+    }
+}
+
 /// Per-`(capability, module)` counters, for the `mesh_module_*` metrics.
 ///
 /// The label set is bounded: a pair gets counters only when one of its activations starts on
 /// this node, so `module` is a registered actor type and `capability` one this node owns
-/// shards of (at most 1024). Lookups take a read lock (writers only at an activation of a new
-/// pair) and hash two short strings with foldhash, like the activator lookup of the same call.
+/// shards of (at most 1024). Only an activation looks its pair up (a read lock, a write lock
+/// for a new pair); it keeps the counters, so calls and stops count without a lookup.
 #[derive(Default)]
 pub(crate) struct ModuleMetrics {
     pairs: RwLock<HashMap<String, ByModule, Hasher>>,
@@ -262,40 +286,10 @@ impl ModuleMetrics {
         modules.entry(module.to_owned()).or_default().clone()
     }
 
-    /// An activation of `(capability, module)` started.
-    pub(crate) fn activated(&self, capability: &str, module: &str) {
-        let counters = self.find_or_add(capability, module);
-        counters.live.fetch_add(1, Ordering::Relaxed);
-        counters.started.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// An activation left the registry.
-    pub(crate) fn deactivated(&self, capability: &str, module: &str) {
-        if let Some(counters) = self.find(capability, module) {
-            counters.live.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-
-    /// An activation was passivated (it leaves the registry too, through
-    /// [`ModuleMetrics::deactivated`]).
-    pub(crate) fn passivated(&self, capability: &str, module: &str) {
-        if let Some(counters) = self.find(capability, module) {
-            counters.passivations.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// A call delivered to a local activation of `(capability, module)` ended with `result`.
-    pub(crate) fn record_call(
-        &self,
-        capability: &str,
-        module: &str,
-        result: Result<(), &MeshError>,
-        elapsed: Duration,
-    ) {
-        if let Some(counters) = self.find(capability, module) {
-            counters.calls[outcome_index(result)].fetch_add(1, Ordering::Relaxed);
-            counters.latency.record(elapsed);
-        }
+    /// The counters of `(capability, module)`, added at the first activation of the pair:
+    /// each activation keeps them, so a call finds them without a lookup.
+    pub(crate) fn counters(&self, capability: &str, module: &str) -> Arc<ModuleCounters> {
+        self.find_or_add(capability, module)
     }
 
     /// A reading of every pair, sorted by capability, then module.
@@ -387,21 +381,20 @@ mod tests {
     fn counts_per_module_only_pairs_that_activated_here() {
         let m = ModuleMetrics::default();
         // No activation yet: nothing to count under (bounded labels).
-        m.record_call("counter", "Counter", Ok(()), Duration::from_micros(10));
         assert!(m.snapshot().is_empty());
 
-        m.activated("counter", "Counter");
-        m.activated("counter", "Counter");
-        m.record_call("counter", "Counter", Ok(()), Duration::from_micros(10));
-        let crashed = MeshError::actor_crashed("boom");
-        m.record_call(
-            "counter",
-            "Counter",
-            Err(&crashed),
-            Duration::from_micros(10),
+        let counters = m.counters("counter", "Counter");
+        assert!(
+            Arc::ptr_eq(&counters, &m.counters("counter", "Counter")),
+            "one per pair"
         );
-        m.passivated("counter", "Counter");
-        m.deactivated("counter", "Counter");
+        counters.activated();
+        counters.activated();
+        counters.record_call(Ok(()), Duration::from_micros(10));
+        let crashed = MeshError::actor_crashed("boom");
+        counters.record_call(Err(&crashed), Duration::from_micros(10));
+        counters.passivated();
+        counters.deactivated();
         let [stats] = m.snapshot().try_into().expect("one pair");
         assert_eq!((stats.live, stats.started, stats.passivations), (1, 2, 1));
         let calls: Vec<_> = stats.calls().filter(|(_, n)| *n > 0).collect();

@@ -214,8 +214,7 @@ impl ActivationRegistry {
         let entry = activate()?;
         let result = send(&entry);
         debug_assert_eq!(entry.cell.id.as_str(), id.as_str());
-        self.modules
-            .activated(entry.cell.capability.as_str(), module.as_str());
+        entry.cell.counters.activated();
         guard
             .modules
             .entry(module.clone())
@@ -234,8 +233,7 @@ impl ActivationRegistry {
         };
         if ids.remove(cell) {
             self.live.fetch_sub(1, Ordering::Relaxed);
-            self.modules
-                .deactivated(cell.capability.as_str(), cell.module.as_str());
+            cell.counters.deactivated();
         }
     }
 
@@ -382,8 +380,7 @@ impl ActivationRegistry {
         let idle = |cell: &ActivationCell| {
             let idle = cell.is_idle(now, slack);
             if idle {
-                self.modules
-                    .passivated(cell.capability.as_str(), cell.module.as_str());
+                cell.counters.passivated();
             }
             !idle
         };
@@ -477,6 +474,7 @@ mod tests {
             init_arg: None,
             idle_after_ms: 0,
             durable: false,
+            counters: Arc::default(),
         };
         Arc::new(ActivationCell::new(
             identity,
