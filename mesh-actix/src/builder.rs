@@ -218,7 +218,7 @@ mod tests {
         assert_eq!(capabilities, ["echo", "other"]);
         // No register_capabilities awaited: the node owns them as it starts.
         let shard = mesh.shard_for("e1");
-        assert_eq!(mesh.owner("echo", shard).unwrap(), *mesh.node_id());
+        assert_eq!(mesh.owner(shard, "echo").unwrap(), *mesh.node_id());
         let request = Request::new("Echo", "e1", "echo")
             .unwrap()
             .with_payload(json!(7));

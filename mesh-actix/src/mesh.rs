@@ -652,13 +652,13 @@ impl Mesh {
     }
 
     /// The node that owns `shard` for `capability` under this node's current view
-    /// (`no_capable_node` if no live node registered it). Arguments in the order of an
-    /// identity, `(capability, …)`, as in [`RoutingTable::owner`].
-    pub fn owner(&self, capability: &str, shard: ShardId) -> Result<NodeId, MeshError> {
+    /// (`no_capable_node` if no live node registered it). Arguments `(shard, capability)`,
+    /// as in the contract and [`RoutingTable::owner`].
+    pub fn owner(&self, shard: ShardId, capability: &str) -> Result<NodeId, MeshError> {
         self.inner
             .routing
             .load()
-            .owner(capability, shard)
+            .owner(shard, capability)
             .map(|member| member.node.clone())
             .ok_or_else(|| MeshError::no_capable_node(capability))
     }
@@ -765,7 +765,7 @@ impl Mesh {
         let (shard, remote) = {
             let table = self.inner.routing.load();
             let shard = table.shards().shard_for(request.id.as_str());
-            let Some(owner) = table.owner(request.capability.as_str(), shard) else {
+            let Some(owner) = table.owner(shard, request.capability.as_str()) else {
                 let error = MeshError::no_capable_node(request.capability.as_str());
                 return Attempt::Done(Err(HopError::Failed(error)));
             };

@@ -380,14 +380,14 @@ impl ActivationRegistry {
         let idle = |cell: &ActivationCell| {
             let idle = cell.is_idle(now, slack);
             if idle {
+                // Counted before the activation leaves the registry, so that whoever sees
+                // it gone also sees it counted.
                 cell.counters.passivated();
+                self.passivations.fetch_add(1, Ordering::Relaxed);
             }
             !idle
         };
-        let passivated = self.stop_unwanted(idle, |_| None);
-        self.passivations
-            .fetch_add(passivated as u64, Ordering::Relaxed);
-        passivated
+        self.stop_unwanted(idle, |_| None)
     }
 
     pub(crate) fn record_save(&self, outcome: Result<(), &crate::store::StoreError>) {

@@ -150,7 +150,7 @@ impl ShardRouter {
             let local = self.local().clone();
             let moved = self.release(&table, |cell| {
                 table
-                    .owner(cell.capability.as_str(), cell.shard)
+                    .owner(cell.shard, cell.capability.as_str())
                     .is_some_and(|owner| owner.node == local)
             });
             if moved > 0 {
@@ -183,7 +183,7 @@ impl ShardRouter {
             .collect();
         let local = self.local();
         self.links.registry.stop_unwanted(keep, |cell| {
-            let owner = successors.owner(cell.capability.as_str(), cell.shard)?;
+            let owner = successors.owner(cell.shard, cell.capability.as_str())?;
             (owner.node != *local).then(|| members[&owner.node].clone())
         })
     }
@@ -195,7 +195,7 @@ impl ShardRouter {
         };
         let owner = |handoff: &Handoff| {
             let shard = self.shards.shard_for(handoff.id.as_str());
-            table.owner(handoff.capability.as_str(), shard)
+            table.owner(shard, handoff.capability.as_str())
         };
         let passed = self
             .links
@@ -533,7 +533,7 @@ mod tests {
             let table = self.snapshot.load();
             self.shards
                 .iter()
-                .map(|shard: ShardId| table.owner(capability, shard).map(|m| m.node.clone()))
+                .map(|shard: ShardId| table.owner(shard, capability).map(|m| m.node.clone()))
                 .collect()
         }
 

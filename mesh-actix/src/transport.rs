@@ -99,7 +99,7 @@ pub trait RemoteTransport: Send + Sync + 'static {
 /// b.update_members(vec![a.local_member()]).await;
 ///
 /// // Whichever node a call enters, it reaches the one activation on the owner.
-/// let id = (0..).map(|i| format!("c{i}")).find(|id| a.owner("counter", a.shard_for(id)).unwrap().as_str() == "b").unwrap();
+/// let id = (0..).map(|i| format!("c{i}")).find(|id| a.owner(a.shard_for(id), "counter").unwrap().as_str() == "b").unwrap();
 /// let request = Request::new("Counter", &id, "counter").unwrap();
 /// let first = a.call(request.clone()).await.unwrap();
 /// let second = b.call(request).await.unwrap();

@@ -17,9 +17,9 @@
 //! let shards = ShardCount::default();
 //! let table = RoutingTable::build(&view, shards);
 //! let shard = shards.shard_for("counter_1");
-//! let owner = table.owner("counter", shard).expect("two capable nodes");
+//! let owner = table.owner(shard, "counter").expect("two capable nodes");
 //! assert!(owner.node.as_str() == "a" || owner.node.as_str() == "b");
-//! assert!(table.owner("game", shard).is_none());
+//! assert!(table.owner(shard, "game").is_none());
 //! ```
 
 mod delivery;

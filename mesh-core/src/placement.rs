@@ -95,8 +95,8 @@ impl OwnerTable {
 /// view.upsert(Member::alive(NodeId::new("a").unwrap(), "a:1", ["counter"]).unwrap());
 /// let table = RoutingTable::build(&view, ShardCount::default());
 /// let shard = table.shards().shard_for("counter_1");
-/// assert_eq!(table.owner("counter", shard).unwrap().node.as_str(), "a");
-/// assert!(table.owner("game", shard).is_none());
+/// assert_eq!(table.owner(shard, "counter").unwrap().node.as_str(), "a");
+/// assert!(table.owner(shard, "game").is_none());
 /// ```
 #[derive(Debug, Clone)]
 pub struct RoutingTable {
@@ -159,7 +159,7 @@ impl RoutingTable {
     }
 
     /// The owner of `shard` for `capability`, or `None` if no alive member registered it.
-    pub fn owner(&self, capability: &str, shard: ShardId) -> Option<&Member> {
+    pub fn owner(&self, shard: ShardId, capability: &str) -> Option<&Member> {
         let table = self.tables.get(capability)?;
         let index = *table.owners.get(shard.0 as usize)?;
         Some(&self.members[usize::from(index)])
@@ -185,7 +185,7 @@ mod tests {
             .iter()
             .map(|&s| {
                 table
-                    .owner(capability, ShardId(s))
+                    .owner(ShardId(s), capability)
                     .map(|m| m.node.to_string())
                     .unwrap_or_default()
             })
@@ -240,7 +240,7 @@ mod tests {
         assert!(owners(&table, "game", &all)
             .iter()
             .all(|n| n == "b" || n == "c"));
-        assert!(table.owner("nothing", ShardId(0)).is_none());
+        assert!(table.owner(ShardId(0), "nothing").is_none());
 
         let mut dead = v.get("c").unwrap().clone();
         dead.status = MemberStatus::Dead;

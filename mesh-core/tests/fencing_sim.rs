@@ -688,7 +688,7 @@ impl Sim {
             node.route = (0..SHARDS)
                 .map(|s| {
                     table
-                        .owner(CAPABILITY, ShardId(s))
+                        .owner(ShardId(s), CAPABILITY)
                         .map(|m| index_of(m.node.as_str()))
                 })
                 .collect();

@@ -159,7 +159,7 @@ fn shard_owners(routing: &RoutingTable) -> Vec<CapabilityReading> {
                 .or_insert_with(|| {
                     let mut owners = BTreeMap::new();
                     for shard in routing.shards().iter() {
-                        if let Some(owner) = routing.owner(capability, shard) {
+                        if let Some(owner) = routing.owner(shard, capability) {
                             *owners.entry(owner.node.clone()).or_default() += 1;
                         }
                     }

@@ -356,7 +356,7 @@ async fn owner(state: Shared, req: HttpRequest) -> HttpResult {
     let id = mesh_actix::ActorId::new(&query.id)?;
     let capability = Capability::new(&query.capability)?;
     let shard = state.mesh.shard_for(id.as_str());
-    let node = state.mesh.owner(capability.as_str(), shard)?;
+    let node = state.mesh.owner(shard, capability.as_str())?;
     Ok(HttpResponse::Ok().json(json!({"shard": shard.0, "node": node})))
 }
 

@@ -51,7 +51,7 @@ pub(crate) fn call_span(mesh: &Mesh, request: &Request, context: TraceContext) -
     if !span.is_disabled() {
         let shard = mesh.shard_for(request.id.as_str());
         span.record("shard", shard.0);
-        if let Ok(owner) = mesh.owner(request.capability.as_str(), shard) {
+        if let Ok(owner) = mesh.owner(shard, request.capability.as_str()) {
             span.record("owner", display(owner));
         }
     }

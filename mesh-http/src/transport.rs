@@ -751,7 +751,7 @@ mod tests {
     fn owned_by_b(a: &Mesh, count: usize) -> Vec<String> {
         (0..)
             .map(|i| format!("e{i}"))
-            .filter(|id| a.owner("echo", a.shard_for(id)).unwrap().as_str() == "b")
+            .filter(|id| a.owner(a.shard_for(id), "echo").unwrap().as_str() == "b")
             .take(count)
             .collect()
     }

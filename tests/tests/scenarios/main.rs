@@ -915,9 +915,9 @@ async fn this_node_owns_every_shard_of_its_capabilities() {
         let shard = mesh.shard_for(id);
         assert!(shard.0 < mesh.config().shards.get());
         assert_eq!(shard, mesh.shard_for(id), "stable");
-        assert_eq!(mesh.owner("counter", shard).unwrap().as_str(), NODE);
-        assert_eq!(mesh.owner("game", shard).unwrap().as_str(), NODE);
-        let e = mesh.owner("nope", shard).unwrap_err();
+        assert_eq!(mesh.owner(shard, "counter").unwrap().as_str(), NODE);
+        assert_eq!(mesh.owner(shard, "game").unwrap().as_str(), NODE);
+        let e = mesh.owner(shard, "nope").unwrap_err();
         assert!(
             matches!(e, MeshError::NoCapableNode(ref c) if c.contains("`nope`")),
             "{e:?}"

@@ -241,7 +241,7 @@ impl Cluster {
             .iter()
             .map(|n| {
                 n.mesh
-                    .owner(capability, n.mesh.shard_for(id))
+                    .owner(n.mesh.shard_for(id), capability)
                     .unwrap_or_else(|e| panic!("no owner of {id} on {}: {e:?}", n.mesh.node_id()))
             })
             .collect();

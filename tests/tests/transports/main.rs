@@ -349,7 +349,7 @@ async fn a_forwarded_request_is_never_forwarded_again_when_views_disagree(transp
     cluster.node(1).update_members(vec![phantom.clone()]).await;
     let owner_on = |node: usize, id: &str| {
         let mesh = cluster.node(node);
-        mesh.owner("counter", mesh.shard_for(id)).expect("an owner")
+        mesh.owner(mesh.shard_for(id), "counter").expect("an owner")
     };
     let id = find_id("disagree", |id| {
         owner_on(0, id) == ids[1] && owner_on(1, id) == phantom.node
@@ -445,7 +445,7 @@ async fn a_capability_nobody_registered_has_no_capable_node(transport: Transport
             .expect_err("no capable node");
         assert_eq!(e.code().as_str(), "no_capable_node");
         let e = mesh
-            .owner("nobody", mesh.shard_for("nobody-1"))
+            .owner(mesh.shard_for("nobody-1"), "nobody")
             .expect_err("no owner");
         assert_eq!(e.code().as_str(), "no_capable_node");
     }
@@ -760,7 +760,7 @@ async fn an_unreachable_owner_is_refused_then_fenced_and_its_ids_fail_over(trans
     let node0 = cluster.node(0);
     let id = find_id("haunted", |id| {
         node0
-            .owner("counter", node0.shard_for(id))
+            .owner(node0.shard_for(id), "counter")
             .expect("an owner")
             == ghost.node
     });
@@ -789,7 +789,7 @@ async fn an_unreachable_owner_is_refused_then_fenced_and_its_ids_fail_over(trans
     // And node-0 still serves what it can reach.
     let reachable = find_id("reachable", |id| {
         node0
-            .owner("counter", node0.shard_for(id))
+            .owner(node0.shard_for(id), "counter")
             .expect("an owner")
             == cluster.ids()[1]
     });

@@ -227,7 +227,7 @@ pub async fn run_forwarded(
     converge(&[&a, &b]).await?;
     let owned_by_b = |id: &str| {
         [&a, &b].iter().all(|n| {
-            n.mesh.owner("counter", n.mesh.shard_for(id)).ok().as_ref() == Some(b.mesh.node_id())
+            n.mesh.owner(n.mesh.shard_for(id), "counter").ok().as_ref() == Some(b.mesh.node_id())
         })
     };
     let ids: Vec<String> = (0..)
