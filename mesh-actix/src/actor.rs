@@ -125,6 +125,10 @@ pub trait HandlesPayload: Actor<Context = Context<Self>> {
     fn handle_payload(&mut self, payload: Payload, ctx: &mut Context<Self>) -> MeshResponse<Self>;
 }
 
+// `do_not_recommend`: without it rustc reports the missing `Handler<Payload>` through this impl
+// and adds that the derive's `Handler<Envelope>` "is implemented", an internal the user cannot
+// act on; with it the error is `HandlesPayload`'s own message, which names the fix.
+#[diagnostic::do_not_recommend]
 impl<A> HandlesPayload for A
 where
     A: Actor<Context = Context<A>> + Handler<Payload>,
