@@ -1,7 +1,8 @@
 //! The OpenTelemetry export of real `mesh-node` processes (feature `otel`, which this package
 //! builds): with `OTEL_EXPORTER_OTLP_ENDPOINT` set, a call forwarded once exports as one trace,
 //! the caller's `traceparent`'s, the owner's span a child of the first node's, each under its
-//! node's service and instance; a collector that refuses or is not there never fails a call.
+//! node's service and instance; a batched call's owner exports its span too; a node sends what
+//! is queued when it stops; a collector that refuses or is not there never fails a call.
 //!
 //! The collector is a fake one in the test: an HTTP/1.1 server on 127.0.0.1 that records every
 //! body POSTed to `/v1/traces` (OTLP/JSON: the nodes run with `OTEL_EXPORTER_OTLP_PROTOCOL=http/json`)
@@ -337,6 +338,30 @@ async fn batched_calls_export_the_owners_spans_as_children_too() {
         }
     }
     assert!(batched > 0, "no call of {CALLS} was batched");
+}
+
+#[tokio::test]
+async fn a_node_sends_its_queued_spans_when_it_stops() {
+    let collector = Collector::start(200).await;
+    // No export on a timer while the test runs: only the stop can send the span.
+    let mut node = exporting_node(&collector.endpoint())
+        .env("OTEL_BSP_SCHEDULE_DELAY", "600000")
+        .start()
+        .await;
+    let (status, reply) = call(&node, "flushed", CALLER).await;
+    assert_eq!(status, 200);
+    assert!(collector.bodies().is_empty(), "exported before the stop");
+    node.sigterm();
+    node.expect_clean_exit(Duration::from_secs(20), "SIGTERM")
+        .await;
+    let spans = spans(&collector.bodies());
+    let own = reply.split('-').nth(2).unwrap();
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.name == "request" && s.span_id == own),
+        "{spans:#?}"
+    );
 }
 
 #[tokio::test]
