@@ -5,6 +5,8 @@
 mod actors;
 pub mod embedded;
 pub mod node;
+#[cfg(feature = "otel")]
+pub mod otel;
 
 pub use actors::{Account, Counter, Crasher, GameActor, Sleeper};
 
@@ -42,14 +44,18 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
+/// The filter of the log lines: `RUST_LOG`, default `info` for mesh, `warn` for the rest.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    use tracing_subscriber::EnvFilter;
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("warn,mesh_actix=info,mesh_http=info,mesh_node=info,mesh_examples=info")
+    })
+}
+
 /// Logs to stderr, filtered by `RUST_LOG` (default: `info` for mesh, `warn` for the rest).
 pub fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("warn,mesh_actix=info,mesh_http=info,mesh_node=info,mesh_examples=info")
-    });
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.with_ansi(false).try_init(),

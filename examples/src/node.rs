@@ -162,13 +162,7 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
-    crate::init_logging(args.log_format);
     crate::log_panics_briefly("mesh-node");
-    // As many connections as the system lets this process hold, before sizing the bound.
-    match mesh_http::raise_fd_limit() {
-        Ok(limit) => tracing::debug!(limit, "file descriptor limit"),
-        Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
-    }
     // Before anything binds or joins: a wrong file fails the start at once.
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(
@@ -197,6 +191,16 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .node_id
         .clone()
         .unwrap_or_else(|| format!("node@{addr}"));
+    // Logging starts once the node id is known: the trace export names the node.
+    #[cfg(feature = "otel")]
+    let export = crate::otel::init_logging(args.log_format, &node_id)?;
+    #[cfg(not(feature = "otel"))]
+    crate::init_logging(args.log_format);
+    // As many connections as the system lets this process hold, before sizing the bound.
+    match mesh_http::raise_fd_limit() {
+        Ok(limit) => tracing::debug!(limit, "file descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
+    }
     let Some(shards) = ShardCount::new(args.shards) else {
         bail!("--shards must be at least 1");
     };
@@ -246,11 +250,20 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             // The node can no longer confirm its ownership and refuses everything: exit, so
             // that a supervisor restarts it as a new incarnation (EX_SOFTWARE).
             eprintln!("mesh-node {node_id}: {reason}; exiting");
+            #[cfg(feature = "otel")]
+            if let Some(export) = export {
+                export.shutdown();
+            }
             std::process::exit(70);
         }
     }
     eprintln!("mesh-node {node_id} leaving the cluster");
     node.shutdown().await?;
+    // Last: the spans of the calls served while draining go too.
+    #[cfg(feature = "otel")]
+    if let Some(export) = export {
+        export.shutdown();
+    }
     eprintln!("mesh-node {node_id} stopped");
     Ok(())
 }

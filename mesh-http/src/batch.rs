@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use crate::error::HttpError;
 use crate::routes::Shared;
-use crate::spans::{call_span, observed};
+use crate::spans::{call_span, continue_trace, observed};
 use crate::trace::{parse_batch, TraceContext};
 use crate::transport::{outcome_of, ErrorDetail, HttpTransport, Peer};
 
@@ -320,11 +320,14 @@ pub(crate) async fn serve_batch(
         .map(|(i, (call, trace))| {
             let parsed = Request::from_json(call.get().as_bytes());
             let mesh = state.mesh.clone();
-            let trace = trace.child();
+            let (parent, trace) = (trace, TraceContext::continuing(trace));
             async move {
                 let result = match parsed {
                     Ok(request) => {
+                        // A batched call has no `request` span: its `call` span is this
+                        // node's span of its trace.
                         let span = call_span(&mesh, &request, trace);
+                        continue_trace(&span, parent, trace);
                         observed(span, mesh.forwarded_call(request)).await
                     }
                     Err(error) => {

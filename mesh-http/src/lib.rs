@@ -51,6 +51,8 @@ mod error;
 mod membership;
 mod metrics;
 mod openapi;
+#[cfg(feature = "otel")]
+pub mod otel;
 mod peer_load;
 mod routes;
 mod sealing;

@@ -243,8 +243,9 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
 }
 
 async fn call(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResponse {
-    let context = TraceContext::from_headers(req.headers()).child();
-    traced("/call", context, async {
+    let parent = TraceContext::incoming(req.headers());
+    let context = TraceContext::continuing(parent);
+    traced("/call", parent, context, async {
         let request = state
             .request(&req, body, Delivery::Call, Sender::Client)
             .await?;
@@ -256,8 +257,9 @@ async fn call(state: Shared, req: HttpRequest, body: web::Payload) -> HttpRespon
 }
 
 async fn cast(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResponse {
-    let context = TraceContext::from_headers(req.headers()).child();
-    traced("/cast", context, async {
+    let parent = TraceContext::incoming(req.headers());
+    let context = TraceContext::continuing(parent);
+    traced("/cast", parent, context, async {
         let request = state
             .request(&req, body, Delivery::Cast, Sender::Client)
             .await?;
@@ -286,8 +288,9 @@ fn hop_response(result: Result<HttpResponse, HopError>) -> HttpResponse {
 
 /// `POST /internal/call`: continues the sender's trace (its `traceparent`).
 async fn forwarded_call(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResponse {
-    let context = TraceContext::from_headers(req.headers()).child();
-    traced("/internal/call", context, async {
+    let parent = TraceContext::incoming(req.headers());
+    let context = TraceContext::continuing(parent);
+    traced("/internal/call", parent, context, async {
         let request = state
             .request(&req, body, Delivery::Call, Sender::Node)
             .await?;
@@ -300,8 +303,9 @@ async fn forwarded_call(state: Shared, req: HttpRequest, body: web::Payload) -> 
 
 /// `POST /internal/cast`: continues the sender's trace (its `traceparent`).
 async fn forwarded_cast(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResponse {
-    let context = TraceContext::from_headers(req.headers()).child();
-    traced("/internal/cast", context, async {
+    let parent = TraceContext::incoming(req.headers());
+    let context = TraceContext::continuing(parent);
+    traced("/internal/cast", parent, context, async {
         let request = state
             .request(&req, body, Delivery::Cast, Sender::Node)
             .await?;

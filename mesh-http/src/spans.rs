@@ -6,6 +6,9 @@
 //! Both are `debug` spans: at the default filter they are disabled, which costs a level check
 //! per request, no allocation; with `RUST_LOG=mesh_http=debug` every call logs one line per
 //! node it crosses, all with the caller's trace id.
+//!
+//! With the `otel` feature each is an OpenTelemetry span as well (module `otel`), under the
+//! ids of its trace, for the binary to export.
 
 use std::future::Future;
 use std::time::Instant;
@@ -19,15 +22,18 @@ use tracing::{Instrument, Span};
 use crate::error::HttpError;
 use crate::trace::{self, TraceContext};
 
-/// Serves `route` under `context`: the response carries it as its `traceparent`, errors
-/// included, and hops made meanwhile carry it on.
+/// Serves `route` under `context`, this node's span of the request `parent` sent (`None`: a
+/// fresh trace): the response carries it as its `traceparent`, errors included, and hops made
+/// meanwhile carry it on.
 pub(crate) async fn traced(
     route: &'static str,
+    parent: Option<TraceContext>,
     context: TraceContext,
     serve: impl Future<Output = Result<HttpResponse, HttpError>>,
 ) -> HttpResponse {
     let span = tracing::debug_span!("request", route, trace_id = %context.trace_id(),
         status = Empty, duration_us = Empty);
+    continue_trace(&span, parent, context);
     let started = (!span.is_disabled()).then(Instant::now);
     let served = trace::scope(context, serve.instrument(span.clone())).await;
     let mut response = served.unwrap_or_else(|error| error.error_response());
@@ -41,6 +47,13 @@ pub(crate) async fn traced(
     }
     response
 }
+
+#[cfg(feature = "otel")]
+pub(crate) use crate::otel::continue_trace;
+
+/// Without the `otel` feature there is no OpenTelemetry span to start.
+#[cfg(not(feature = "otel"))]
+pub(crate) fn continue_trace(_: &Span, _: Option<TraceContext>, _: TraceContext) {}
 
 /// The span of `request`'s trip through the mesh; shard and owner are looked up only when
 /// the span is enabled.

@@ -78,11 +78,20 @@ impl TraceContext {
     /// The context of `headers`' `traceparent`, or a fresh trace when it has none or an
     /// invalid one (never an error).
     pub fn from_headers(headers: &HeaderMap) -> TraceContext {
+        TraceContext::incoming(headers).unwrap_or_else(TraceContext::fresh)
+    }
+
+    /// The context of `headers`' `traceparent`, if it has a valid one: the sender's span.
+    pub(crate) fn incoming(headers: &HeaderMap) -> Option<TraceContext> {
         headers
             .get(TRACEPARENT)
             .and_then(|v| v.to_str().ok())
             .and_then(TraceContext::parse)
-            .unwrap_or_else(TraceContext::fresh)
+    }
+
+    /// This node's span of the request `parent` sent: its child, or a fresh trace without one.
+    pub(crate) fn continuing(parent: Option<TraceContext>) -> TraceContext {
+        parent.map_or_else(TraceContext::fresh, TraceContext::child)
     }
 
     /// A span of the same trace, with a new id: this node's span, or a hop's.
@@ -166,7 +175,7 @@ thread_local! {
 }
 
 /// A non-zero random 64-bit id. Trace ids need to be unique, not unpredictable.
-fn next_id() -> u64 {
+pub(crate) fn next_id() -> u64 {
     RNG.with(|state| loop {
         let mut x = state.get();
         x ^= x >> 12;
@@ -228,22 +237,15 @@ pub(crate) fn batch_value<'a>(traces: impl Iterator<Item = Option<&'a TraceConte
     value
 }
 
-/// The traceparents of a batch header, in order; an invalid or missing entry starts a
-/// fresh trace.
-pub(crate) fn parse_batch(headers: &HeaderMap) -> impl Iterator<Item = TraceContext> + '_ {
+/// The traceparents of a batch header, in order; `None` for an invalid or missing entry (a
+/// call that starts a fresh trace).
+pub(crate) fn parse_batch(headers: &HeaderMap) -> impl Iterator<Item = Option<TraceContext>> + '_ {
     let value = headers
         .get(BATCH_TRACEPARENTS)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let mut entries = value.split(',');
-    std::iter::from_fn(move || {
-        Some(
-            entries
-                .next()
-                .and_then(|e| TraceContext::parse(e.trim()))
-                .unwrap_or_else(TraceContext::fresh),
-        )
-    })
+    std::iter::from_fn(move || Some(entries.next().and_then(|e| TraceContext::parse(e.trim()))))
 }
 
 #[cfg(test)]
@@ -316,9 +318,11 @@ mod tests {
             HeaderValue::from_bytes(&value).unwrap(),
         );
         let read: Vec<_> = parse_batch(&headers).take(3).collect();
-        assert_eq!(read[0], TraceContext::parse(EXAMPLE).unwrap());
-        assert_ne!(read[1].trace_id, read[0].trace_id);
-        assert_ne!(read[2].trace_id, 0, "past the list: fresh traces");
+        assert_eq!(
+            read,
+            [Some(example), None, None],
+            "past the list: fresh traces"
+        );
     }
 
     proptest! {

@@ -525,8 +525,9 @@ impl RemoteTransport for HttpTransport {
     ) -> BoxFuture<'static, Result<Reply, HopError>> {
         let transport = self.clone();
         let peer = self.peer(owner);
-        // Read here, in the task of the request being served: the hop is a span of its trace.
-        let trace = crate::trace::current().map(TraceContext::child);
+        // Read here, in the task of the request being served. The hop carries this node's
+        // span, so that the owner's span is its child (a hop has no span of its own).
+        let trace = crate::trace::current();
         async move {
             let peer = peer?;
             let deadline = Instant::now() + remaining;
@@ -570,7 +571,7 @@ impl RemoteTransport for HttpTransport {
     ) -> BoxFuture<'static, Result<(), HopError>> {
         let transport = self.clone();
         let peer = self.peer(owner);
-        let trace = crate::trace::current().map(TraceContext::child);
+        let trace = crate::trace::current();
         async move {
             let body = request.to_json_bytes(Some(remaining));
             transport

@@ -57,6 +57,15 @@ const NODE_ENV_VARS: &[&str] = &[
     "MESH_DATA_DIR",
     "MESH_STORE",
     "MESH_IDLE_TIMEOUT",
+    // The trace export (mesh-node built with `otel`, as the tests build it).
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_BSP_SCHEDULE_DELAY",
 ];
 
 /// What a node prints once it serves: `mesh-node <id> listening on http://<addr>` (`https://`
