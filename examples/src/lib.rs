@@ -44,23 +44,30 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-/// The filter of the log lines: `RUST_LOG`, default `info` for mesh, `warn` for the rest.
-fn log_filter() -> tracing_subscriber::EnvFilter {
-    use tracing_subscriber::EnvFilter;
-    EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+/// The log lines, to stderr in `format`, filtered by `RUST_LOG` (default `info` for mesh,
+/// `warn` for the rest): one layer, so that the trace export (`otel`) adds its own beside it.
+fn log_layer<S>(format: LogFormat) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use tracing_subscriber::{EnvFilter, Layer as _};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new("warn,mesh_actix=info,mesh_http=info,mesh_node=info,mesh_examples=info")
-    })
+    });
+    let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => log.with_ansi(false).with_filter(filter).boxed(),
+        LogFormat::Json => log.json().with_filter(filter).boxed(),
+    }
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default: `info` for mesh, `warn` for the rest).
 pub fn init_logging(format: LogFormat) {
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(log_filter())
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.with_ansi(false).try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let _ = tracing_subscriber::registry()
+        .with(log_layer(format))
+        .try_init();
 }
 
 /// Resolves on ctrl-c or SIGTERM: how the example binaries learn it is time to leave.

@@ -85,15 +85,9 @@ pub fn init_logging(format: LogFormat, node_id: &str) -> anyhow::Result<Option<E
         .with_filter(filter_fn(|meta| {
             meta.is_span() && meta.target() == SPANS_TARGET
         }));
-    let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let registry = tracing_subscriber::registry().with(spans);
-    let _ = match format {
-        LogFormat::Text => registry
-            .with(log.with_ansi(false).with_filter(crate::log_filter()))
-            .try_init(),
-        LogFormat::Json => registry
-            .with(log.json().with_filter(crate::log_filter()))
-            .try_init(),
-    };
+    let _ = tracing_subscriber::registry()
+        .with(spans)
+        .with(crate::log_layer(format))
+        .try_init();
     Ok(Some(Export { provider }))
 }
