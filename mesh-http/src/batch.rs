@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use crate::error::HttpError;
 use crate::routes::Shared;
 use crate::spans::{call_span, continue_trace, observed};
-use crate::trace::{parse_batch, TraceContext};
+use crate::trace::{self, parse_batch, TraceContext};
 use crate::transport::{outcome_of, ErrorDetail, HttpTransport, Peer};
 
 /// The most calls in one batch (the owner refuses more with 400 `bad_request`).
@@ -321,12 +321,12 @@ pub(crate) async fn serve_batch(
             let parsed = Request::from_json(call.get().as_bytes());
             let mesh = state.mesh.clone();
             let (parent, trace) = (trace, TraceContext::continuing(trace));
-            async move {
+            let served = async move {
                 let result = match parsed {
                     Ok(request) => {
                         // A batched call has no `request` span: its `call` span is this
                         // node's span of its trace.
-                        let span = call_span(&mesh, &request, trace);
+                        let span = call_span(&mesh, &request);
                         continue_trace(&span, parent, trace);
                         observed(span, mesh.forwarded_call(request)).await
                     }
@@ -336,7 +336,8 @@ pub(crate) async fn serve_batch(
                     }
                 };
                 Outcome::of(i, result)
-            }
+            };
+            trace::scope(trace, served)
         })
         .collect();
     // The outcomes ready together leave in one write: one write per batch when its calls

@@ -621,9 +621,10 @@ mod tests {
         let mount = source.split("pub(crate) fn mount").nth(1).unwrap();
         let mount = mount.split("\n}\n").next().unwrap();
         let routes: BTreeSet<(String, String)> = mount
-            .split(".service(resource(\"")
+            .split(".service(")
             .skip(1)
             .map(|route| {
+                let route = route.split_once("(\"").unwrap().1;
                 let (path, rest) = route.split_once('"').unwrap();
                 let method = rest
                     .split("web::")

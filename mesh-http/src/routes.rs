@@ -20,8 +20,7 @@ use crate::openapi::openapi;
 use crate::peer_load::PeerProbe;
 use crate::sealing::GossipStats;
 use crate::signing::{ClusterKey, Verifier, SIGNATURE_HEADER};
-use crate::spans::{call_span, observed, traced};
-use crate::trace::TraceContext;
+use crate::spans::{call_span, observed, RequestSpans};
 
 /// The default limit of a request body: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
@@ -203,7 +202,7 @@ pub(crate) fn mount(state: Shared) -> impl Fn(&mut web::ServiceConfig) + Clone {
             .service(resource("/cast").route(web::post().to(cast)))
             .service(resource("/internal/call").route(web::post().to(forwarded_call)))
             .service(resource("/internal/cast").route(web::post().to(forwarded_cast)))
-            .service(resource("/internal/batch").route(web::post().to(crate::batch::serve_batch)))
+            .service(untraced("/internal/batch").route(web::post().to(crate::batch::serve_batch)))
             .service(resource("/internal/lease").route(web::post().to(renew_lease)))
             .service(resource("/internal/handoff").route(web::post().to(accept_handoff)))
             .service(resource("/owner").route(web::get().to(owner)))
@@ -218,7 +217,26 @@ pub(crate) fn mount(state: Shared) -> impl Fn(&mut web::ServiceConfig) + Clone {
     }
 }
 
-fn resource(path: &str) -> actix_web::Resource {
+/// The resource of a route: a JSON 405 for other methods, and every request served in its
+/// `request` span and trace ([`RequestSpans`]).
+fn resource(
+    path: &'static str,
+) -> actix_web::Resource<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    untraced(path).wrap(RequestSpans { route: path })
+}
+
+/// A resource without a `request` span: only `/internal/batch`, whose calls each continue a
+/// trace of their own (one span each, see [`crate::batch`]); a span of the batch would start
+/// a trace per batch that no caller asked for.
+fn untraced(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(method_not_allowed))
 }
 
@@ -242,32 +260,22 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
     )
 }
 
-async fn call(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResponse {
-    let parent = TraceContext::incoming(req.headers());
-    let context = TraceContext::continuing(parent);
-    traced("/call", parent, context, async {
-        let request = state
-            .request(&req, body, Delivery::Call, Sender::Client)
-            .await?;
-        let span = call_span(&state.mesh, &request, context);
-        let reply = observed(span, state.mesh.call(request)).await?;
-        Ok(HttpResponse::Ok().json(reply))
-    })
-    .await
+async fn call(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
+    let request = state
+        .request(&req, body, Delivery::Call, Sender::Client)
+        .await?;
+    let span = call_span(&state.mesh, &request);
+    let reply = observed(span, state.mesh.call(request)).await?;
+    Ok(HttpResponse::Ok().json(reply))
 }
 
-async fn cast(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResponse {
-    let parent = TraceContext::incoming(req.headers());
-    let context = TraceContext::continuing(parent);
-    traced("/cast", parent, context, async {
-        let request = state
-            .request(&req, body, Delivery::Cast, Sender::Client)
-            .await?;
-        let span = call_span(&state.mesh, &request, context);
-        observed(span, state.mesh.cast(request)).await?;
-        Ok(HttpResponse::Accepted().json(json!({"status": "accepted"})))
-    })
-    .await
+async fn cast(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
+    let request = state
+        .request(&req, body, Delivery::Cast, Sender::Client)
+        .await?;
+    let span = call_span(&state.mesh, &request);
+    observed(span, state.mesh.cast(request)).await?;
+    Ok(HttpResponse::Accepted().json(json!({"status": "accepted"})))
 }
 
 /// A hop's outcome as a response: a refusal carries its reason in [`REFUSAL_HEADER`] so the
@@ -286,36 +294,25 @@ fn hop_response(result: Result<HttpResponse, HopError>) -> HttpResponse {
     }
 }
 
-/// `POST /internal/call`: continues the sender's trace (its `traceparent`).
-async fn forwarded_call(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResponse {
-    let parent = TraceContext::incoming(req.headers());
-    let context = TraceContext::continuing(parent);
-    traced("/internal/call", parent, context, async {
-        let request = state
-            .request(&req, body, Delivery::Call, Sender::Node)
-            .await?;
-        let span = call_span(&state.mesh, &request, context);
-        let reply = observed(span, state.mesh.forwarded_call(request)).await;
-        Ok(hop_response(reply.map(|r| HttpResponse::Ok().json(r))))
-    })
-    .await
+/// `POST /internal/call`: a call another node forwards, run only if this node owns it.
+async fn forwarded_call(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
+    let request = state
+        .request(&req, body, Delivery::Call, Sender::Node)
+        .await?;
+    let span = call_span(&state.mesh, &request);
+    let reply = observed(span, state.mesh.forwarded_call(request)).await;
+    Ok(hop_response(reply.map(|r| HttpResponse::Ok().json(r))))
 }
 
-/// `POST /internal/cast`: continues the sender's trace (its `traceparent`).
-async fn forwarded_cast(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResponse {
-    let parent = TraceContext::incoming(req.headers());
-    let context = TraceContext::continuing(parent);
-    traced("/internal/cast", parent, context, async {
-        let request = state
-            .request(&req, body, Delivery::Cast, Sender::Node)
-            .await?;
-        let span = call_span(&state.mesh, &request, context);
-        let accepted = observed(span, state.mesh.forwarded_cast(request)).await;
-        let accepted =
-            accepted.map(|()| HttpResponse::Accepted().json(json!({"status": "accepted"})));
-        Ok(hop_response(accepted))
-    })
-    .await
+/// `POST /internal/cast`: a cast another node forwards, accepted only if this node owns it.
+async fn forwarded_cast(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
+    let request = state
+        .request(&req, body, Delivery::Cast, Sender::Node)
+        .await?;
+    let span = call_span(&state.mesh, &request);
+    let accepted = observed(span, state.mesh.forwarded_cast(request)).await;
+    let accepted = accepted.map(|()| HttpResponse::Accepted().json(json!({"status": "accepted"})));
+    Ok(hop_response(accepted))
 }
 
 /// `POST /internal/lease`: another node asks for a grant of its lease.

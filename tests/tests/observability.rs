@@ -145,6 +145,53 @@ async fn a_missing_or_malformed_traceparent_starts_a_fresh_trace() {
     assert_eq!(trace_id_of(header), CALLER_TRACE);
 }
 
+#[tokio::test]
+async fn every_route_serves_in_a_request_span_of_the_callers_trace() {
+    let node = MeshNode::builder()
+        .capabilities(ALL_CAPABILITIES)
+        .arg("--log-format")
+        .arg("json")
+        .env("RUST_LOG", "warn,mesh_http=debug")
+        .start()
+        .await;
+    let http = reqwest::Client::new();
+    // Routes of every kind: reads, a bad request, a wrong method (the resource's 405).
+    let routes = [
+        ("GET", "/cluster", 200),
+        ("GET", "/health", 200),
+        ("GET", "/metrics", 200),
+        ("GET", "/owner", 400),
+        ("DELETE", "/call", 405),
+    ];
+    for (method, route, expected) in routes {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = http
+            .request(method.clone(), format!("{}{route}", node.base_url()))
+            .header("traceparent", CALLER)
+            .timeout(Duration::from_secs(20))
+            .send()
+            .await
+            .expect("the node answers");
+        assert_eq!(response.status().as_u16(), expected, "{method} {route}");
+        let header = response.headers()["traceparent"].to_str().unwrap();
+        assert_eq!(trace_id_of(header), CALLER_TRACE, "{method} {route}");
+
+        let served = eventually("the request's log line", LOGGED_WITHIN, || async {
+            node.log()
+                .lines()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .find(|line| {
+                    line["fields"]["message"] == "request served"
+                        && line["span"]["route"] == route
+                        && line["span"]["trace_id"] == CALLER_TRACE
+                })
+        })
+        .await;
+        assert_eq!(served["fields"]["status"], expected, "{served}");
+        assert!(served["fields"]["duration_us"].is_u64(), "{served}");
+    }
+}
+
 /// The value of `name` with exactly these labels in `text`; panics if there is none.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     mesh_tests::metrics(text)

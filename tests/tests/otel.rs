@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mesh_tests::{
-    counter, eventually, free_port, json, Api, MeshNode, NodeBuilder, Value, ALL_CAPABILITIES,
+    counter, crasher, eventually, free_port, json, Api, MeshNode, NodeBuilder, Value,
+    ALL_CAPABILITIES,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -118,6 +119,10 @@ struct Exported {
     span_id: String,
     parent_span_id: String,
     attributes: Value,
+    /// OTLP's span kind: 1 internal, 2 server.
+    kind: Value,
+    /// OTLP's status code: unset (absent or 0), 1 ok, 2 error.
+    status: Value,
 }
 
 /// The string value of the OTLP/JSON attribute `key` in `attributes` (a list of key/value).
@@ -149,6 +154,8 @@ fn spans(bodies: &[Value]) -> Vec<Exported> {
                         span_id: field("spanId"),
                         parent_span_id: field("parentSpanId"),
                         attributes: span["attributes"].clone(),
+                        kind: span["kind"].clone(),
+                        status: span["status"]["code"].clone(),
                     });
                 }
             }
@@ -234,10 +241,12 @@ async fn a_forwarded_call_exports_one_trace_from_both_nodes() {
     assert_eq!(status, 200);
     let first_span = reply.split('-').nth(2).unwrap().to_owned();
 
+    // The request spans of the call (the nodes export those of the test's readiness polls
+    // too, each a trace of its own).
     let request_of = |spans: &[Exported], node: &MeshNode| {
         spans
             .iter()
-            .find(|s| s.name == "request" && s.instance == node.id())
+            .find(|s| s.name == "request" && s.instance == node.id() && s.trace_id == CALLER_TRACE)
             .cloned()
     };
     let spans = eventually("both nodes' request spans", EXPORTED_WITHIN, || async {
@@ -252,15 +261,17 @@ async fn a_forwarded_call_exports_one_trace_from_both_nodes() {
     );
     // One trace, the caller's: the first node's span is the caller's child and the one its
     // reply names; the owner's is the first node's child.
-    for span in [&a, &b] {
-        assert_eq!(span.trace_id, CALLER_TRACE, "{span:?}");
-    }
     assert_eq!(a.parent_span_id, CALLER_SPAN, "{a:?}");
     assert_eq!(
         a.span_id, first_span,
         "the reply's traceparent names it: {a:?}"
     );
     assert_eq!(b.parent_span_id, a.span_id, "{b:?}");
+    // A request span is the server side of its request, and a 200 is no error.
+    for span in [&a, &b] {
+        assert_eq!(span.kind, json!(2), "{span:?}");
+        assert_ne!(span.status, json!(2), "{span:?}");
+    }
     assert_ne!(b.span_id, a.span_id);
     assert_eq!(attribute(&a.attributes, "route").as_deref(), Some("/call"));
     assert_eq!(
@@ -362,6 +373,55 @@ async fn a_node_sends_its_queued_spans_when_it_stops() {
             .any(|s| s.name == "request" && s.span_id == own),
         "{spans:#?}"
     );
+}
+
+#[tokio::test]
+async fn a_5xx_is_an_error_span_and_every_route_exports_its_request_span() {
+    let collector = Collector::start(200).await;
+    let node = exporting_node(&collector.endpoint()).start().await;
+    let (status, crashed) =
+        post_call(&node, crasher("c", json!({"action": "crash"})), CALLER).await;
+    assert_eq!(status, 500);
+    let response = reqwest::Client::new()
+        .get(format!("{}/cluster", node.base_url()))
+        .header("traceparent", CALLER)
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .expect("the node answers");
+    assert_eq!(response.status().as_u16(), 200);
+    let cluster = response.headers()["traceparent"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+
+    let span_of = |spans: &[Exported], traceparent: &str| {
+        let own = traceparent.split('-').nth(2).unwrap();
+        spans.iter().find(|s| s.span_id == own).cloned()
+    };
+    let spans = eventually("both request spans", EXPORTED_WITHIN, || async {
+        let spans = spans(&collector.bodies());
+        (span_of(&spans, &crashed).is_some() && span_of(&spans, &cluster).is_some())
+            .then_some(spans)
+    })
+    .await;
+    let crashed = span_of(&spans, &crashed).unwrap();
+    assert_eq!(crashed.status, json!(2), "the 500 is an error: {crashed:?}");
+    assert_eq!(
+        attribute(&crashed.attributes, "route").as_deref(),
+        Some("/call")
+    );
+    let cluster = span_of(&spans, &cluster).unwrap();
+    assert_eq!(cluster.name, "request");
+    assert_eq!(
+        attribute(&cluster.attributes, "route").as_deref(),
+        Some("/cluster")
+    );
+    assert_eq!(
+        (cluster.trace_id.as_str(), cluster.kind.clone()),
+        (CALLER_TRACE, json!(2))
+    );
+    assert_ne!(cluster.status, json!(2), "{cluster:?}");
 }
 
 #[tokio::test]
