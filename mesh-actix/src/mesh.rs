@@ -1054,10 +1054,11 @@ impl Mesh {
             .with_activation(request, shard, deadline, timeout, |entry| {
                 let envelope =
                     Envelope::deliver(entry.cell.clone(), payload.take().expect("sent once"));
-                entry
-                    .recipient
-                    .try_send(envelope)
-                    .map_err(|e| (entry.cell.clone(), e))
+                let sent = entry.recipient.try_send(envelope);
+                if sent.is_ok() {
+                    entry.cell.counters.record_cast();
+                }
+                sent.map_err(|e| (entry.cell.clone(), e))
             })
             .await?;
         match sent {

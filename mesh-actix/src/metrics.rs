@@ -221,12 +221,13 @@ impl RequestStats {
     }
 }
 
-/// The counters of one `(capability, module)`: calls delivered to its activations here, and
-/// the activations themselves.
+/// The counters of one `(capability, module)`: calls and casts delivered to its activations
+/// here, and the activations themselves.
 #[derive(Default)]
 pub(crate) struct ModuleCounters {
     calls: [AtomicU64; OUTCOMES],
     latency: Histogram,
+    casts: AtomicU64,
     live: AtomicI64,
     started: AtomicU64,
     passivations: AtomicU64,
@@ -253,6 +254,11 @@ impl ModuleCounters {
     pub(crate) fn record_call(&self, result: Result<(), &MeshError>, elapsed: Duration) {
         self.calls[outcome_index(result)].fetch_add(1, Ordering::Relaxed);
         self.latency.record(elapsed);
+    }
+
+    /// A cast was enqueued on a local activation of the pair.
+    pub(crate) fn record_cast(&self) {
+        self.casts.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -303,6 +309,7 @@ impl ModuleMetrics {
                     module: module.clone(),
                     calls: c.calls.iter().map(|n| n.load(Ordering::Relaxed)).collect(),
                     latency: c.latency.snapshot(),
+                    casts: c.casts.load(Ordering::Relaxed),
                     live: c.live.load(Ordering::Relaxed).max(0) as u64,
                     started: c.started.load(Ordering::Relaxed),
                     passivations: c.passivations.load(Ordering::Relaxed),
@@ -323,6 +330,9 @@ pub struct ModuleStats {
     pub module: String,
     calls: Vec<u64>,
     latency: LatencyStats,
+    /// Casts enqueued on this pair's activations here (a cast has no outcome to count: it
+    /// runs after it was accepted).
+    pub casts: u64,
     /// Activations live here now.
     pub live: u64,
     /// Activations started here.
@@ -393,10 +403,12 @@ mod tests {
         counters.record_call(Ok(()), Duration::from_micros(10));
         let crashed = MeshError::actor_crashed("boom");
         counters.record_call(Err(&crashed), Duration::from_micros(10));
+        counters.record_cast();
         counters.passivated();
         counters.deactivated();
         let [stats] = m.snapshot().try_into().expect("one pair");
         assert_eq!((stats.live, stats.started, stats.passivations), (1, 2, 1));
+        assert_eq!(stats.casts, 1);
         let calls: Vec<_> = stats.calls().filter(|(_, n)| *n > 0).collect();
         assert_eq!(calls, [("ok", 1), ("actor_crashed", 1)]);
         assert_eq!(

@@ -14,6 +14,7 @@
 //! the batch's size (413) gets its calls as single hops, and that peer no more batches.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -295,6 +296,26 @@ fn detail(error: &MeshError) -> ErrorDetail {
     }
 }
 
+/// The batches this node served as the owner of their calls, for `/metrics`.
+#[derive(Default)]
+pub(crate) struct ServedBatches {
+    batches: AtomicU64,
+    calls: AtomicU64,
+}
+
+impl ServedBatches {
+    fn record(&self, calls: usize) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.calls.fetch_add(calls as u64, Ordering::Relaxed);
+    }
+
+    /// `(batches, calls they carried)` so far.
+    pub(crate) fn reading(&self) -> (u64, u64) {
+        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        (load(&self.batches), load(&self.calls))
+    }
+}
+
 /// `POST /internal/batch`: runs every call of a batch (each only if this node owns it, as
 /// `/internal/call` does) and streams each outcome as it completes.
 pub(crate) async fn serve_batch(
@@ -312,6 +333,7 @@ pub(crate) async fn serve_batch(
         ))
         .into());
     }
+    state.batches.record(calls.len());
     // Each call continues its own trace, from the batch's list of them.
     let outcomes: FuturesUnordered<_> = calls
         .into_iter()

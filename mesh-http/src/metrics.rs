@@ -4,6 +4,7 @@ use std::fmt::Write;
 
 use mesh_actix::{Delivery, MemberStatus, Mesh, ModuleStats};
 
+use crate::batch::ServedBatches;
 use crate::connections::Connections;
 use crate::sealing::GossipStats;
 
@@ -12,11 +13,12 @@ use crate::sealing::GossipStats;
 /// `mesh_activations`, `mesh_activations_started_total`, `mesh_restarts_total`,
 /// `mesh_passivations_total`, `mesh_state_saves_total{outcome}`,
 /// `mesh_hops_total{outcome}`, `mesh_hop_refusals_total{reason}`,
-/// `mesh_hop_duration_seconds` (histogram),
+/// `mesh_hop_duration_seconds` (histogram), `mesh_hop_batches_served_total`,
+/// `mesh_hop_batched_calls_served_total`,
 /// `mesh_handoffs_total{outcome}`, `mesh_handoffs_waiting`, `mesh_members{status}`, per
 /// `(capability, module)` `mesh_module_calls_total{capability,module,outcome}`,
 /// `mesh_module_call_duration_seconds{capability,module}` (histogram),
-/// `mesh_module_activations`, `mesh_module_activations_started_total` and
+/// `mesh_module_casts_total`, `mesh_module_activations`, `mesh_module_activations_started_total` and
 /// `mesh_module_passivations_total` (each `{capability,module}`), and with
 /// sealed gossip `mesh_gossip_datagrams_refused_total{reason}`, and when served by
 /// [`crate::serve`] `mesh_connections`, `mesh_connections_max`, `mesh_connections_per_ip_max`
@@ -25,6 +27,7 @@ pub(crate) fn render(
     mesh: &Mesh,
     gossip: Option<&GossipStats>,
     connections: Option<&Connections>,
+    batches: &ServedBatches,
 ) -> String {
     let requests = mesh.request_stats();
     let activations = mesh.activation_stats();
@@ -82,6 +85,23 @@ pub(crate) fn render(
         "Latency of hops to other nodes, from sending one to its answer.",
         requests.hop_latency(),
     );
+    let (served, carried) = batches.reading();
+    for (name, help, value) in [
+        (
+            "mesh_hop_batches_served_total",
+            "Batches of calls other nodes sent here (POST /internal/batch) when they had more \
+             calls in flight to this node than their hops.",
+            served,
+        ),
+        (
+            "mesh_hop_batched_calls_served_total",
+            "Calls those batches carried.",
+            carried,
+        ),
+    ] {
+        header(&mut out, name, help, "counter");
+        let _ = writeln!(out, "{name} {value}");
+    }
 
     for (name, help, kind, value) in [
         (
@@ -400,7 +420,13 @@ fn modules(out: &mut String, stats: &[ModuleStats]) {
         histogram_series(out, name, labels, m.call_latency());
     }
     type Reading = fn(&ModuleStats) -> u64;
-    let families: [(&str, &str, &str, Reading); 3] = [
+    let families: [(&str, &str, &str, Reading); 4] = [
+        (
+            "mesh_module_casts_total",
+            "Casts enqueued on this node's activations, by capability and module.",
+            "counter",
+            |m| m.casts,
+        ),
         (
             "mesh_module_activations",
             "Activations live on this node, by capability and module.",

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::carries_secret;
+use crate::batch::ServedBatches;
 use crate::body::read_limited;
 use crate::connections::Connections;
 use crate::dashboard::{self, Reading, READING_PATH};
@@ -78,6 +79,8 @@ pub(crate) struct State {
     /// Reads the other nodes' load for `/dashboard.json`; `None` if its client could not be
     /// built (the dashboard then shows them without load).
     peers: Option<PeerProbe>,
+    /// The batches of calls other nodes sent here, for `/metrics`.
+    pub(crate) batches: ServedBatches,
 }
 
 impl State {
@@ -191,6 +194,7 @@ pub(crate) fn shared_state(
         gossip,
         connections,
         peers,
+        batches: ServedBatches::default(),
     }))
 }
 
@@ -415,6 +419,7 @@ async fn metrics(state: Shared) -> HttpResponse {
             &state.mesh,
             state.gossip.as_deref(),
             state.connections.as_deref(),
+            &state.batches,
         ))
 }
 

@@ -810,6 +810,16 @@ mod tests {
             stats.calls >= stats.batches && stats.calls < 200,
             "{stats:?}"
         );
+        // The owner served each of them, and counts them in its metrics.
+        let url = format!("http://{}/mesh/metrics", b.mesh.local_member().addr);
+        let metrics = reqwest::get(url).await.unwrap().text().await.unwrap();
+        let served = |name: &str| {
+            let line = metrics.lines().find(|l| l.starts_with(&format!("{name} ")));
+            let value = line.and_then(|l| l.split(' ').nth(1)?.parse::<u64>().ok());
+            value.unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+        };
+        assert_eq!(served("mesh_hop_batches_served_total"), stats.batches);
+        assert_eq!(served("mesh_hop_batched_calls_served_total"), stats.calls);
         a.server.stop(true).await;
         b.server.stop(true).await;
     }

@@ -214,6 +214,12 @@ async fn metrics_count_calls_and_activations_per_capability_and_module() {
     c.call(&crasher("m-crash", json!({"action": "crash"})))
         .await
         .expect_error(500, "actor_crashed");
+    // Counted when enqueued, before the 202.
+    for _ in 0..3 {
+        c.cast(&counter("m-cast", json!({})))
+            .await
+            .expect_status(202);
+    }
 
     let text = c.get("/metrics").await.text;
     let counters = [("capability", "counter"), ("module", "Counter")];
@@ -226,6 +232,7 @@ async fn metrics_count_calls_and_activations_per_capability_and_module() {
         sample(&text, "mesh_module_calls_total", &with(("outcome", "ok"))),
         5.0
     );
+    assert_eq!(sample(&text, "mesh_module_casts_total", &counters), 3.0);
     assert_eq!(
         sample(
             &text,
@@ -238,10 +245,10 @@ async fn metrics_count_calls_and_activations_per_capability_and_module() {
         sample(&text, "mesh_module_call_duration_seconds_count", &counters),
         5.0
     );
-    assert_eq!(sample(&text, "mesh_module_activations", &counters), 2.0);
+    assert_eq!(sample(&text, "mesh_module_activations", &counters), 3.0);
     assert_eq!(
         sample(&text, "mesh_module_activations_started_total", &counters),
-        2.0
+        3.0
     );
     assert_eq!(
         sample(&text, "mesh_module_passivations_total", &counters),
