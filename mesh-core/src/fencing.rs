@@ -59,6 +59,28 @@ impl LeaseConfig {
 }
 
 /// A node asks another for a grant of its lease.
+///
+/// [`Fencing::tick`] returns one per member when a round is due; the runtime sends each to
+/// its member (`mesh-http`: `POST /internal/lease`, as JSON).
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_core::{Fencing, LeaseConfig, Member, NodeId, RenewRequest};
+///
+/// let a = Member::alive(NodeId::new("a").unwrap(), "a:1", ["counter"]).unwrap();
+/// let b = Member::alive(NodeId::new("b").unwrap(), "b:1", ["counter"]).unwrap();
+/// let mut lease = Fencing::new(a, LeaseConfig::default(), false, Duration::ZERO);
+/// lease.observe(b, Duration::ZERO);
+///
+/// let requests = lease.tick(Duration::ZERO);
+/// let (to, request) = &requests[0];
+/// assert_eq!((to.node.as_str(), request.from.node.as_str()), ("b", "a"));
+/// // `a` founded the cluster: it counts in quorums for sure, not as a learner.
+/// assert!(request.established);
+///
+/// let json = serde_json::to_string(request).unwrap();
+/// assert_eq!(serde_json::from_str::<RenewRequest>(&json).unwrap(), *request);
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RenewRequest {
     /// The asking node as it describes itself (incarnation, version, capabilities).
@@ -72,7 +94,31 @@ pub struct RenewRequest {
     pub established: bool,
 }
 
-/// The answer to a [`RenewRequest`].
+/// The answer to a [`RenewRequest`], from [`Fencing::on_request`]; the asker takes it in with
+/// [`Fencing::on_reply`].
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_core::{Fencing, LeaseConfig, Member, NodeId};
+///
+/// let a = Member::alive(NodeId::new("a").unwrap(), "a:1", ["counter"]).unwrap();
+/// let b = Member::alive(NodeId::new("b").unwrap(), "b:1", ["counter"]).unwrap();
+/// let now = Duration::ZERO;
+/// // `a` founded the cluster; `b` joins it: it was given `a` as a seed, and gossip told it of
+/// // `a`.
+/// let mut a_lease = Fencing::new(a.clone(), LeaseConfig::default(), false, now);
+/// let mut b_lease = Fencing::new(b.clone(), LeaseConfig::default(), true, now);
+/// b_lease.observe(a, now);
+///
+/// let (_, request) = b_lease.tick(now).remove(0);
+/// // `settled`: `a` has stopped every activation that `b`'s arrival moves to `b`.
+/// let reply = a_lease.on_request(request.clone(), now, true);
+/// assert_eq!(reply.round, request.round);
+/// assert!(reply.granted && !reply.fenced);
+/// assert_eq!(reply.acknowledged, Some(b.version));
+/// // The joiner learns the whole cluster from the reply.
+/// assert_eq!(reply.members.len(), 2);
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RenewReply {
     /// The answering node as it describes itself.
@@ -97,7 +143,38 @@ pub struct RenewReply {
     pub established: Vec<(NodeId, u64)>,
 }
 
-/// What changed in a node's standing, for logs and for the runtime to act on.
+/// What changed in a node's standing, for logs and for the runtime to act on; see
+/// [`Fencing::take_events`].
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_core::{Fencing, FencingEvent, LeaseConfig, Member, MemberStatus, NodeId};
+///
+/// let a = Member::alive(NodeId::new("a").unwrap(), "a:1", ["counter"]).unwrap();
+/// let b = Member::alive(NodeId::new("b").unwrap(), "b:1", ["counter"]).unwrap();
+/// let config = LeaseConfig::default();
+/// let mut lease = Fencing::new(a, config, false, Duration::ZERO);
+/// assert_eq!(
+///     lease.take_events(),
+///     [FencingEvent::Admitted { version: 0 }, FencingEvent::LeaseAcquired],
+/// );
+///
+/// // Gossip tells `a` of `b`, which never answers a renewal.
+/// lease.observe(b, Duration::ZERO);
+/// lease.tick(config.lease + config.margin);
+/// let mut fenced = Vec::new();
+/// for event in lease.take_events() {
+///     match event {
+///         FencingEvent::LeaseLost | FencingEvent::Reincarnated { .. } => {
+///             // The runtime stops every activation here, before it serves again.
+///         }
+///         FencingEvent::MemberFenced { node, incarnation } => fenced.push((node, incarnation)),
+///         _ => {}
+///     }
+/// }
+/// assert_eq!(fenced, [(NodeId::new("b").unwrap(), 0)]);
+/// assert_eq!(lease.view().get("b").unwrap().status, MemberStatus::Dead);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FencingEvent {
     /// This node holds a valid lease again (or for the first time).
@@ -296,6 +373,31 @@ struct Round {
 ///
 /// Time is a [`Duration`] since an origin of the caller's choice, read from a monotonic clock:
 /// every method takes `now`, so a simulator can drive many nodes on virtual clocks.
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_core::{Fencing, FencingEvent, LeaseConfig, Member, NodeId, Refusal};
+///
+/// let a = Member::alive(NodeId::new("a").unwrap(), "a:1", ["counter"]).unwrap();
+/// let b = Member::alive(NodeId::new("b").unwrap(), "b:1", ["counter"]).unwrap();
+/// let config = LeaseConfig::default();
+/// let now = Duration::ZERO;
+/// // `a` founded the cluster; `b` was started with `a` as its seed, and gossip told it of `a`.
+/// let mut a_lease = Fencing::new(a.clone(), config, false, now);
+/// let mut b_lease = Fencing::new(b, config, true, now);
+/// b_lease.observe(a, now);
+/// assert_eq!(b_lease.refusal(now).unwrap().0, Refusal::NotReady);
+///
+/// // One round: `b` asks `a`, whose reply grants its lease and acknowledges it.
+/// for (_to, request) in b_lease.tick(now) {
+///     let reply = a_lease.on_request(request, now, true);
+///     b_lease.on_reply(reply, now);
+/// }
+/// assert!(b_lease.is_serving(now));
+/// assert!(b_lease.take_events().contains(&FencingEvent::LeaseAcquired));
+/// // A lease lasts as long as its renewals: unrenewed, it runs out.
+/// assert!(!b_lease.is_serving(now + config.lease));
+/// ```
 #[derive(Debug, Clone)]
 pub struct Fencing {
     config: LeaseConfig,

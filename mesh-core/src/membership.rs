@@ -132,6 +132,21 @@ impl Member {
 /// The set of members one node knows, with an epoch that grows on every change.
 ///
 /// Two nodes with equal member sets compute equal routing tables, whatever their epochs.
+///
+/// ```
+/// use mesh_core::{Member, MembershipView, NodeId};
+///
+/// let a = Member::alive(NodeId::new("a").unwrap(), "127.0.0.1:4000", ["counter"]).unwrap();
+/// let mut view = MembershipView::default();
+/// assert!(view.upsert(a.clone()));
+/// // The same descriptor again is no change: the epoch stays, and nothing is re-routed.
+/// assert!(!view.upsert(a));
+/// assert_eq!(view.epoch(), 1);
+/// assert_eq!(view.get("a").unwrap().addr, "127.0.0.1:4000");
+///
+/// assert!(view.remove("a"));
+/// assert_eq!((view.members().count(), view.epoch()), (0, 2));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MembershipView {
     epoch: u64,
