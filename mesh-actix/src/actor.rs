@@ -114,6 +114,78 @@ impl InitError {
 /// `ResponseActFuture<Self, Value>`. Mesh calls the handler through it; it exists so that a
 /// missing or mistyped handler is reported in these words rather than through mesh's
 /// internals.
+///
+/// Both handler forms, a sync one and one that waits:
+///
+/// ```
+/// use mesh_actix::{HandlesPayload, InitError, Mesh, MeshActor, MeshInit, NodeId, Payload};
+/// use mesh_actix::Request;
+/// use mesh_actix::actix::prelude::*;
+/// use serde_json::{json, Value};
+///
+/// #[derive(MeshActor)]
+/// struct Echo;
+///
+/// impl Actor for Echo {
+///     type Context = Context<Self>;
+/// }
+///
+/// impl MeshInit for Echo {
+///     fn init(_: &mesh_actix::ActorId, _: Option<&Value>) -> Result<Self, InitError> {
+///         Ok(Echo)
+///     }
+/// }
+///
+/// impl Handler<Payload> for Echo {
+///     type Result = MessageResult<Payload>;
+///     fn handle(&mut self, msg: Payload, _: &mut Context<Self>) -> Self::Result {
+///         MessageResult(json!({"ok": msg.body}))
+///     }
+/// }
+///
+/// #[derive(MeshActor)]
+/// struct Relay {
+///     relayed: u64,
+/// }
+///
+/// impl Actor for Relay {
+///     type Context = Context<Self>;
+/// }
+///
+/// impl MeshInit for Relay {
+///     fn init(_: &mesh_actix::ActorId, _: Option<&Value>) -> Result<Self, InitError> {
+///         Ok(Relay { relayed: 0 })
+///     }
+/// }
+///
+/// impl Handler<Payload> for Relay {
+///     type Result = ResponseActFuture<Self, Value>;
+///     fn handle(&mut self, msg: Payload, _: &mut Context<Self>) -> Self::Result {
+///         // Waits (here for nothing) without blocking the actor's arbiter; the state is
+///         // touched again only once the wait is over.
+///         Box::pin(async move { msg.body }.into_actor(self).map(|body, relay, _| {
+///             relay.relayed += 1;
+///             json!({"ok": body, "relayed": relay.relayed})
+///         }))
+///     }
+/// }
+///
+/// fn answers_payloads<A: HandlesPayload>() {}
+/// answers_payloads::<Echo>();
+/// answers_payloads::<Relay>();
+///
+/// # actix_rt::System::new().block_on(async {
+/// let mesh = Mesh::builder(NodeId::new("node-1").unwrap(), "127.0.0.1:4000")
+///     .register::<Echo>()
+///     .register::<Relay>()
+///     .capabilities(["demo"])
+///     .start()
+///     .unwrap();
+/// let request = Request::new("Relay", "r1", "demo").unwrap().with_payload(json!("hi"));
+/// let reply = mesh.call(request).await.unwrap();
+/// assert_eq!(reply.result, json!({"ok": "hi", "relayed": 1}));
+/// # });
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` does not answer mesh payloads: it needs `impl Handler<Payload> for {Self}`",
     label = "no usable `Handler<Payload>` for `{Self}`",

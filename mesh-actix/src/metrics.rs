@@ -142,7 +142,42 @@ impl RequestMetrics {
     }
 }
 
-/// A reading of a latency histogram.
+/// A reading of a latency histogram, in the shape of a Prometheus histogram.
+///
+/// ```
+/// use mesh_actix::{Mesh, NodeId, Request, LATENCY_BUCKETS};
+/// # use mesh_actix::{InitError, MeshActor, MeshInit, Payload};
+/// # use mesh_actix::actix::{Actor, Context, Handler, MessageResult};
+/// # use serde_json::{json, Value};
+/// # #[derive(MeshActor)]
+/// # struct Counter { count: u64 }
+/// # impl Actor for Counter { type Context = Context<Self>; }
+/// # impl MeshInit for Counter {
+/// #     fn init(_: &mesh_actix::ActorId, _: Option<&Value>) -> Result<Self, InitError> { Ok(Counter { count: 0 }) }
+/// # }
+/// # impl Handler<Payload> for Counter {
+/// #     type Result = MessageResult<Payload>;
+/// #     fn handle(&mut self, _: Payload, _: &mut Context<Self>) -> Self::Result {
+/// #         self.count += 1;
+/// #         MessageResult(json!({"ok": self.count}))
+/// #     }
+/// # }
+/// # actix_rt::System::new().block_on(async {
+/// let mesh = Mesh::builder(NodeId::new("node-1").unwrap(), "127.0.0.1:4000")
+///     .register::<Counter>()
+///     .capabilities(["counter"])
+///     .start()
+///     .unwrap();
+/// mesh.call(Request::new("Counter", "c1", "counter").unwrap()).await.unwrap();
+///
+/// let latency = mesh.request_stats().call_latency().clone();
+/// let buckets = latency.cumulative();
+/// assert_eq!(buckets.len(), LATENCY_BUCKETS.len() + 1);
+/// // Cumulative: the last bucket (`le="+Inf"`) counts every call.
+/// assert_eq!(buckets.last(), Some(&(f64::INFINITY, 1)));
+/// assert!(latency.sum() > std::time::Duration::ZERO);
+/// # });
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct LatencyStats {
     buckets: Vec<u64>,
@@ -172,7 +207,43 @@ impl LatencyStats {
     }
 }
 
-/// A reading of the request counters.
+/// A reading of the request counters; read with
+/// [`Mesh::request_stats`](crate::Mesh::request_stats).
+///
+/// ```
+/// use mesh_actix::{Delivery, Mesh, NodeId, Request};
+/// # use mesh_actix::{InitError, MeshActor, MeshInit, Payload};
+/// # use mesh_actix::actix::{Actor, Context, Handler, MessageResult};
+/// # use serde_json::{json, Value};
+/// # #[derive(MeshActor)]
+/// # struct Counter { count: u64 }
+/// # impl Actor for Counter { type Context = Context<Self>; }
+/// # impl MeshInit for Counter {
+/// #     fn init(_: &mesh_actix::ActorId, _: Option<&Value>) -> Result<Self, InitError> { Ok(Counter { count: 0 }) }
+/// # }
+/// # impl Handler<Payload> for Counter {
+/// #     type Result = MessageResult<Payload>;
+/// #     fn handle(&mut self, _: Payload, _: &mut Context<Self>) -> Self::Result {
+/// #         self.count += 1;
+/// #         MessageResult(json!({"ok": self.count}))
+/// #     }
+/// # }
+/// # actix_rt::System::new().block_on(async {
+/// let mesh = Mesh::builder(NodeId::new("node-1").unwrap(), "127.0.0.1:4000")
+///     .register::<Counter>()
+///     .capabilities(["counter"])
+///     .start()
+///     .unwrap();
+/// mesh.call(Request::new("Counter", "c1", "counter").unwrap()).await.unwrap();
+/// mesh.call(Request::new("Nope", "c1", "counter").unwrap()).await.unwrap_err();
+///
+/// let stats = mesh.request_stats();
+/// let calls: Vec<_> = stats.by_outcome(Delivery::Call).filter(|(_, n)| *n > 0).collect();
+/// assert_eq!(calls, [("ok", 1), ("unknown_module", 1)]);
+/// // A node alone sends nothing to other nodes.
+/// assert!(stats.hops().all(|(_, n)| n == 0));
+/// # });
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestStats {
     calls: Vec<u64>,
@@ -321,7 +392,44 @@ impl ModuleMetrics {
     }
 }
 
-/// A reading of one `(capability, module)`'s counters.
+/// A reading of one `(capability, module)`'s counters; read with
+/// [`Mesh::module_stats`](crate::Mesh::module_stats).
+///
+/// ```
+/// use mesh_actix::{Mesh, NodeId, Request};
+/// # use mesh_actix::{InitError, MeshActor, MeshInit, Payload};
+/// # use mesh_actix::actix::{Actor, Context, Handler, MessageResult};
+/// # use serde_json::{json, Value};
+/// # #[derive(MeshActor)]
+/// # struct Counter { count: u64 }
+/// # impl Actor for Counter { type Context = Context<Self>; }
+/// # impl MeshInit for Counter {
+/// #     fn init(_: &mesh_actix::ActorId, _: Option<&Value>) -> Result<Self, InitError> { Ok(Counter { count: 0 }) }
+/// # }
+/// # impl Handler<Payload> for Counter {
+/// #     type Result = MessageResult<Payload>;
+/// #     fn handle(&mut self, _: Payload, _: &mut Context<Self>) -> Self::Result {
+/// #         self.count += 1;
+/// #         MessageResult(json!({"ok": self.count}))
+/// #     }
+/// # }
+/// # actix_rt::System::new().block_on(async {
+/// let mesh = Mesh::builder(NodeId::new("node-1").unwrap(), "127.0.0.1:4000")
+///     .register::<Counter>()
+///     .capabilities(["counter"])
+///     .start()
+///     .unwrap();
+/// for id in ["c1", "c1", "c2"] {
+///     mesh.call(Request::new("Counter", id, "counter").unwrap()).await.unwrap();
+/// }
+///
+/// let [counters] = mesh.module_stats().try_into().unwrap();
+/// assert_eq!((counters.capability.as_str(), counters.module.as_str()), ("counter", "Counter"));
+/// assert_eq!((counters.live, counters.started), (2, 2));
+/// let calls: Vec<_> = counters.calls().filter(|(_, n)| *n > 0).collect();
+/// assert_eq!(calls, [("ok", 3)]);
+/// # });
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModuleStats {
     /// The capability.

@@ -42,6 +42,52 @@ use crate::actor::Delivery;
 
 /// The receiving end of a [`RemoteTransport`]: what another node sent
 /// this one, served here.
+///
+/// ```
+/// use mesh_actix::provider::{HopError, Hops, MembershipFeed, Refusal};
+/// use mesh_actix::{InProcessTransport, Mesh, NodeId, Request};
+/// # use mesh_actix::{InitError, MeshActor, MeshInit, Payload};
+/// # use mesh_actix::actix::{Actor, Context, Handler, MessageResult};
+/// # use serde_json::{json, Value};
+/// # #[derive(MeshActor)]
+/// # struct Counter { count: u64 }
+/// # impl Actor for Counter { type Context = Context<Self>; }
+/// # impl MeshInit for Counter {
+/// #     fn init(_: &mesh_actix::ActorId, _: Option<&Value>) -> Result<Self, InitError> { Ok(Counter { count: 0 }) }
+/// # }
+/// # impl Handler<Payload> for Counter {
+/// #     type Result = MessageResult<Payload>;
+/// #     fn handle(&mut self, _: Payload, _: &mut Context<Self>) -> Self::Result {
+/// #         self.count += 1;
+/// #         MessageResult(json!({"ok": self.count}))
+/// #     }
+/// # }
+/// # actix_rt::System::new().block_on(async {
+/// let network = InProcessTransport::new();
+/// let node = |id: &str| Mesh::builder(NodeId::new(id).unwrap(), format!("{id}:1"))
+///     .register::<Counter>()
+///     .capabilities(["counter"]);
+/// let a = network.start(node("a")).unwrap();
+/// let b = network.start(node("b")).unwrap();
+/// a.update_members(vec![b.local_member()]).await;
+/// b.update_members(vec![a.local_member()]).await;
+/// // A request for an id that `node` owns in `a`'s view.
+/// let owned_by = |node: &Mesh| {
+///     let owns = |id: &String| a.owner(a.shard_for(id), "counter").unwrap() == *node.node_id();
+///     let id = (0..).map(|i| format!("c{i}")).find(owns).unwrap();
+///     Request::new("Counter", id, "counter").unwrap()
+/// };
+///
+/// // What a transport's server does with a call another node forwarded to `a`.
+/// let reply = a.forwarded_call(owned_by(&a)).await.unwrap();
+/// assert_eq!((reply.node.as_str(), &reply.result), ("a", &json!({"ok": 1})));
+///
+/// // `b` owns this one in `a`'s view: refused, never forwarded again, so the sender may
+/// // route it again (its view was stale).
+/// let refused = a.forwarded_call(owned_by(&b)).await.unwrap_err();
+/// assert!(matches!(refused, HopError::NotDelivered(Refusal::NotOwner, _)));
+/// # });
+/// ```
 pub trait Hops: sealed::Sealed {
     /// Serves a call another node forwarded here: served only if this node owns the actor
     /// under its current view and serves, refused otherwise (never forwarded again), with the
@@ -69,6 +115,28 @@ pub trait Hops: sealed::Sealed {
 }
 
 /// What a membership layer (gossip, a static list, a test) tells a node and learns from it.
+///
+/// ```
+/// use mesh_actix::provider::MembershipFeed;
+/// use mesh_actix::{InProcessTransport, Mesh, NodeId};
+///
+/// # actix_rt::System::new().block_on(async {
+/// let network = InProcessTransport::new();
+/// let a = network.start(Mesh::builder(NodeId::new("a").unwrap(), "a:1")).unwrap();
+/// let b = network.start(Mesh::builder(NodeId::new("b").unwrap(), "b:1")).unwrap();
+/// let mut updates = a.routing_updates();
+/// let epoch = *updates.borrow_and_update();
+///
+/// // `b` as it describes itself (what gossip announces), told to `a`.
+/// let announced = b.local_member();
+/// assert_eq!((announced.node.as_str(), announced.addr.as_str()), ("b", "b:1"));
+/// a.update_members(vec![announced]).await;
+///
+/// updates.changed().await.unwrap();
+/// assert!(*updates.borrow() > epoch);
+/// assert_eq!(a.routing().members().len(), 2);
+/// # });
+/// ```
 pub trait MembershipFeed: sealed::Sealed {
     /// Tells this node what the membership layer knows of the other members. Members are
     /// learned from it; ownership moves only when the lease protocol fences a member or a
@@ -92,6 +160,23 @@ pub trait MembershipFeed: sealed::Sealed {
 }
 
 /// What a front end (the HTTP routes) tells a node about requests it refused itself.
+///
+/// ```
+/// use mesh_actix::provider::FrontEnd;
+/// use mesh_actix::{Delivery, Mesh, NodeId, Request};
+///
+/// # actix_rt::System::new().block_on(async {
+/// let mesh = Mesh::builder(NodeId::new("node-1").unwrap(), "127.0.0.1:4000")
+///     .start()
+///     .unwrap();
+/// // A body without `id` and `capability` never becomes a request the mesh could count.
+/// let error = Request::from_json(br#"{"module": "Counter"}"#).unwrap_err();
+/// mesh.record_rejection(Delivery::Call, &error);
+/// let stats = mesh.request_stats();
+/// let calls: Vec<_> = stats.by_outcome(Delivery::Call).filter(|(_, n)| *n > 0).collect();
+/// assert_eq!(calls, [("bad_request", 1)]);
+/// # });
+/// ```
 pub trait FrontEnd: sealed::Sealed {
     /// Counts a call or cast that the front end refused before it could reach the mesh (a
     /// malformed body, a missing secret), so that the request counters cover every outcome.

@@ -92,7 +92,41 @@ impl Ids {
     }
 }
 
-/// Counters the registry keeps about activations, for metrics.
+/// Counters the registry keeps about activations, for metrics; read with
+/// [`Mesh::activation_stats`](crate::Mesh::activation_stats).
+///
+/// ```
+/// use mesh_actix::{Mesh, NodeId, RegistryStats, Request};
+/// # use mesh_actix::{InitError, MeshActor, MeshInit, Payload};
+/// # use mesh_actix::actix::{Actor, Context, Handler, MessageResult};
+/// # use serde_json::{json, Value};
+/// # #[derive(MeshActor)]
+/// # struct Counter { count: u64 }
+/// # impl Actor for Counter { type Context = Context<Self>; }
+/// # impl MeshInit for Counter {
+/// #     fn init(_: &mesh_actix::ActorId, _: Option<&Value>) -> Result<Self, InitError> { Ok(Counter { count: 0 }) }
+/// # }
+/// # impl Handler<Payload> for Counter {
+/// #     type Result = MessageResult<Payload>;
+/// #     fn handle(&mut self, _: Payload, _: &mut Context<Self>) -> Self::Result {
+/// #         self.count += 1;
+/// #         MessageResult(json!({"ok": self.count}))
+/// #     }
+/// # }
+/// # actix_rt::System::new().block_on(async {
+/// let mesh = Mesh::builder(NodeId::new("node-1").unwrap(), "127.0.0.1:4000")
+///     .register::<Counter>()
+///     .capabilities(["counter"])
+///     .start()
+///     .unwrap();
+/// for id in ["c1", "c1", "c2"] {
+///     mesh.call(Request::new("Counter", id, "counter").unwrap()).await.unwrap();
+/// }
+/// let stats: RegistryStats = mesh.activation_stats();
+/// // One activation per identity, however many calls it served.
+/// assert_eq!((stats.live, stats.activated, stats.restarts), (2, 2, 0));
+/// # });
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RegistryStats {
     /// Activations live on this node now.

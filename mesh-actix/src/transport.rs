@@ -26,6 +26,62 @@ use crate::mesh::{Mesh, StartError, WeakMesh};
 /// [`HopError::NotDelivered`] only when the request certainly did not reach the owner (no
 /// connection could be made, or the owner refused it with a [`Refusal`]), since mesh sends such
 /// a request again; anything that may have reached it is [`HopError::MaybeDelivered`].
+///
+/// A transport that reaches no node, say before the network is up:
+///
+/// ```
+/// use std::time::Duration;
+/// use futures_util::future::{self, BoxFuture, FutureExt};
+/// use mesh_actix::provider::{Handoff, HopError, Refusal, RemoteTransport, RenewReply};
+/// use mesh_actix::provider::RenewRequest;
+/// use mesh_actix::{Member, Mesh, MeshError, NodeId, Reply, Request};
+///
+/// type Hop<T> = BoxFuture<'static, Result<T, HopError>>;
+///
+/// struct Nowhere;
+///
+/// /// Nothing was sent: mesh may route the request again while its deadline allows.
+/// fn unreachable<T: Send + 'static>(to: &Member) -> Hop<T> {
+///     let message = format!("no connection to {}", to.node);
+///     future::ready(Err(HopError::refused(Refusal::Unreachable, message))).boxed()
+/// }
+///
+/// impl RemoteTransport for Nowhere {
+///     fn call(&self, owner: &Member, _: Request, _: Duration) -> Hop<Reply> {
+///         unreachable(owner)
+///     }
+///     fn cast(&self, owner: &Member, _: Request, _: Duration) -> Hop<()> {
+///         unreachable(owner)
+///     }
+///     fn renew(
+///         &self,
+///         peer: &Member,
+///         _: RenewRequest,
+///         _: Duration,
+///     ) -> BoxFuture<'static, Result<RenewReply, MeshError>> {
+///         let message = format!("no connection to {}", peer.node);
+///         future::ready(Err(MeshError::OwnerUnavailable(message))).boxed()
+///     }
+///     fn handoff(&self, to: &Member, _: Handoff, _: Duration) -> Hop<()> {
+///         unreachable(to)
+///     }
+/// }
+///
+/// let owner = Member::alive(NodeId::new("node-2").unwrap(), "10.0.0.2:4000", ["counter"]);
+/// let request = Request::new("Counter", "c1", "counter").unwrap();
+/// let hop = Nowhere.call(&owner.unwrap(), request, Duration::from_secs(1));
+/// let hop = hop.now_or_never().expect("ready at once");
+/// assert!(matches!(hop, Err(HopError::NotDelivered(Refusal::Unreachable, _))));
+///
+/// // Given to a node at its start.
+/// # actix_rt::System::new().block_on(async {
+/// let node = Mesh::builder(NodeId::new("node-1").unwrap(), "10.0.0.1:4000")
+///     .transport(Nowhere)
+///     .start()
+///     .unwrap();
+/// assert_eq!(node.node_id().as_str(), "node-1");
+/// # });
+/// ```
 pub trait RemoteTransport: Send + Sync + 'static {
     /// Delivers a call and waits for its reply for at most `remaining`.
     fn call(

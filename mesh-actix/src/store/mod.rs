@@ -31,6 +31,19 @@ pub use memory::MemoryStore;
 pub use postgres::{PostgresOptions, PostgresStore};
 
 /// The identity a stored state belongs to: `(capability, module, id)`, as everywhere in mesh.
+///
+/// ```
+/// use mesh_actix::store::StateKey;
+/// use mesh_actix::{ActorId, Capability, Module};
+///
+/// let key = StateKey {
+///     capability: Capability::new("account").unwrap(),
+///     module: Module::new("Account").unwrap(),
+///     id: ActorId::new("alice").unwrap(),
+/// };
+/// // How logs name the identity.
+/// assert_eq!(key.to_string(), "account/Account/alice");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StateKey {
     /// The identity's capability.
@@ -50,6 +63,25 @@ impl fmt::Display for StateKey {
 /// A state as the store holds it: the actor's serialised
 /// [`Snapshot::State`](crate::Snapshot::State), JSON, and the version of the save that wrote it (1 for the
 /// first).
+///
+/// ```
+/// use mesh_actix::store::{MemoryStore, StateKey, StateStore, StoredState};
+/// use mesh_actix::{ActorId, Capability, Module};
+///
+/// # futures_util::FutureExt::now_or_never(async {
+/// let store = MemoryStore::new();
+/// let key = StateKey {
+///     capability: Capability::new("account").unwrap(),
+///     module: Module::new("Account").unwrap(),
+///     id: ActorId::new("alice").unwrap(),
+/// };
+/// store.save(&key, b"{\"balance\":5}".to_vec(), 0).await.unwrap();
+/// store.save(&key, b"{\"balance\":7}".to_vec(), 1).await.unwrap();
+/// // The newest state, and the version the next save must name.
+/// let stored: StoredState = store.load(&key).await.unwrap().unwrap();
+/// assert_eq!((stored.version, stored.state.as_slice()), (2, &b"{\"balance\":7}"[..]));
+/// # }).unwrap();
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredState {
     /// How many saves this identity's state has seen in this store.
@@ -59,6 +91,26 @@ pub struct StoredState {
 }
 
 /// Why a store operation did not happen.
+///
+/// ```
+/// use mesh_actix::store::{MemoryStore, StateKey, StateStore, StoreError};
+/// use mesh_actix::{ActorId, Capability, Module};
+///
+/// # futures_util::FutureExt::now_or_never(async {
+/// let store = MemoryStore::new();
+/// let key = StateKey {
+///     capability: Capability::new("account").unwrap(),
+///     module: Module::new("Account").unwrap(),
+///     id: ActorId::new("alice").unwrap(),
+/// };
+/// store.save(&key, b"{\"balance\":5}".to_vec(), 0).await.unwrap();
+/// // A second activation that read no state (version 0) may not overwrite the first's.
+/// match store.save(&key, b"{\"balance\":0}".to_vec(), 0).await {
+///     Err(StoreError::Conflict { expected, found }) => assert_eq!((expected, found), (0, 1)),
+///     other => panic!("a stale save went through: {other:?}"),
+/// }
+/// # }).unwrap();
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// The save named version `expected` but the store holds `found` (0: none): another
@@ -80,6 +132,34 @@ pub enum StoreError {
 ///
 /// Every method returns a `'static` future so that callers on any actix arbiter can await it;
 /// implementations do their blocking work on threads of their own.
+///
+/// A node is given one with [`MeshBuilder::store`](crate::MeshBuilder::store); the versions
+/// its operations take and return are what keeps a stale activation from writing:
+///
+/// ```
+/// use std::sync::Arc;
+/// use mesh_actix::store::{MemoryStore, StateKey, StateStore};
+/// use mesh_actix::{ActorId, Capability, Mesh, Module, NodeId};
+///
+/// let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+/// assert_eq!((store.kind(), store.is_shared()), ("memory", false));
+/// let node = Mesh::builder(NodeId::new("node-1").unwrap(), "127.0.0.1:4000").store(store.clone());
+/// assert_eq!(node.config().store.as_ref().unwrap().kind(), "memory");
+///
+/// # futures_util::FutureExt::now_or_never(async {
+/// let key = StateKey {
+///     capability: Capability::new("account").unwrap(),
+///     module: Module::new("Account").unwrap(),
+///     id: ActorId::new("alice").unwrap(),
+/// };
+/// assert_eq!(store.save(&key, b"1".to_vec(), 0).await.unwrap(), 1);
+/// assert_eq!(store.save(&key, b"2".to_vec(), 1).await.unwrap(), 2);
+/// // A handed-over state wins whatever the store holds.
+/// assert_eq!(store.overwrite(&key, b"3".to_vec()).await.unwrap(), 3);
+/// store.remove(&key).await.unwrap();
+/// assert_eq!(store.load(&key).await.unwrap(), None);
+/// # }).unwrap();
+/// ```
 pub trait StateStore: Send + Sync + 'static {
     /// A short name for logs and metrics: `"embedded"`, `"memory"`, `"postgres"`.
     fn kind(&self) -> &'static str;

@@ -136,6 +136,25 @@ const STATEMENTS: [&str; 6] = [LOAD, VERSION, INSERT, UPDATE, OVERWRITE, REMOVE]
 const SAVE_ATTEMPTS: usize = 3;
 
 /// The store's bounds (see the module docs); [`Default`] gives the documented defaults.
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_actix::store::{PostgresOptions, PostgresStore, StoreError};
+///
+/// // A small node: fewer connections, the other bounds as documented.
+/// let options = PostgresOptions {
+///     pool_size: 4,
+///     ..PostgresOptions::default()
+/// };
+/// assert_eq!(options.connect_timeout, Duration::from_secs(5));
+/// assert_eq!(options.operation_timeout, Duration::from_secs(2));
+///
+/// // At the node's start, with the database there.
+/// fn open(options: PostgresOptions) -> Result<PostgresStore, StoreError> {
+///     PostgresStore::connect_with("postgres://mesh:secret@db.internal:5432/mesh", options)
+/// }
+/// # let _ = open;
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostgresOptions {
     /// The most connections open at once (at least 1; default 16). An operation that finds
