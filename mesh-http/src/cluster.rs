@@ -72,7 +72,30 @@ impl JoinOptions {
 }
 
 /// A started node that takes part in its cluster: its [`Mesh`], its gossip membership and its
-/// routes. [`ClusterNode::leave`] it before the service exits. See [`join`] for an example.
+/// routes. [`ClusterNode::leave`] it before the service exits. See [`join`] for a service that
+/// serves one.
+///
+/// ```
+/// use actix_web::{test, App};
+/// use mesh_actix::{Mesh, NodeId};
+/// use mesh_http::JoinOptions;
+///
+/// # actix_rt::System::new().block_on(async {
+/// // A cluster of one (no seeds) on the loopback, on a port the system picks.
+/// let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+/// let listen = listener.local_addr().unwrap();
+/// let builder = Mesh::builder(NodeId::new("web-1").unwrap(), listen.to_string());
+/// let node = mesh_http::join(builder, JoinOptions::new(listen, Vec::new())).await.unwrap();
+/// assert_eq!(node.mesh().node_id().as_str(), "web-1");
+///
+/// // The routes, mounted as in the service's `App`.
+/// let app = test::init_service(App::new().configure(node.routes())).await;
+/// let request = test::TestRequest::get().uri("/health").to_request();
+/// let health = test::call_service(&app, request).await;
+/// assert!(health.status().is_success());
+/// node.leave().await;
+/// # });
+/// ```
 pub struct ClusterNode {
     mesh: Mesh,
     membership: Membership,

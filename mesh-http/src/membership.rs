@@ -109,6 +109,25 @@ impl GossipOptions {
 }
 
 /// Why membership could not start.
+///
+/// ```
+/// use mesh_actix::{Mesh, NodeId};
+/// use mesh_http::{GossipOptions, Membership};
+///
+/// # actix_rt::System::new().block_on(async {
+/// let mesh = Mesh::builder(NodeId::new("node-2").unwrap(), "127.0.0.1:4001").start().unwrap();
+/// let listen = "127.0.0.1:4001".parse().unwrap();
+/// // A seed without its port: a mistake to report at start, not a name to look up for ever.
+/// let seeds = vec!["mesh-headless".to_owned()];
+/// let options = GossipOptions::new(listen, seeds, mesh.config().shards, None);
+/// let Err(error) = Membership::join(mesh, options).await else {
+///     panic!("joined with a seed that names no port");
+/// };
+/// let message = error.to_string();
+/// assert!(message.starts_with("cannot start gossip on 127.0.0.1:4001"), "{message}");
+/// assert!(message.contains("\"mesh-headless\" is not host:port"), "{message}");
+/// # });
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[error("cannot start gossip on {listen}: {reason}")]
 pub struct MembershipError {

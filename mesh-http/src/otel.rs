@@ -28,6 +28,20 @@ thread_local! {
 /// The SDK's [`IdGenerator`] for mesh's spans: the ids of the [`TraceContext`] whose span a
 /// route is starting on this thread, else fresh ones (other spans, e.g. a `call`
 /// span nested in a `request` span), from the same thread-local generator as ours.
+///
+/// The binary gives it to its tracer provider:
+///
+/// ```
+/// use mesh_http::otel::TraceIds;
+/// use opentelemetry::trace::{SpanId, TraceId};
+/// use opentelemetry_sdk::trace::{IdGenerator, SdkTracerProvider};
+///
+/// let provider = SdkTracerProvider::builder().with_id_generator(TraceIds).build();
+/// # drop(provider);
+/// // Outside a route's span (a span nested in it, say): fresh ids, never the invalid zero.
+/// assert_ne!(TraceIds.new_trace_id(), TraceId::INVALID);
+/// assert_ne!(TraceIds.new_span_id(), SpanId::INVALID);
+/// ```
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TraceIds;
 

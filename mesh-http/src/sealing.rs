@@ -77,7 +77,24 @@ pub(crate) enum Refusal {
     Busy,
 }
 
-/// Counts of refused gossip datagrams, for `/metrics`.
+/// Counts of refused gossip datagrams, for `/metrics`
+/// (`mesh_gossip_datagrams_refused_total{reason}`). Gossip keeps them only when it is sealed,
+/// that is with a secret:
+///
+/// ```
+/// use mesh_actix::{Mesh, NodeId};
+/// use mesh_http::{GossipOptions, Membership};
+///
+/// # actix_rt::System::new().block_on(async {
+/// let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+/// let mesh = Mesh::builder(NodeId::new("node-1").unwrap(), listen.to_string()).start().unwrap();
+/// let options = GossipOptions::new(listen, Vec::new(), mesh.config().shards, Some("s3cret"));
+/// let Ok(membership) = Membership::join(mesh, options).await else { panic!("no gossip") };
+/// let stats = membership.gossip_stats().expect("sealed gossip");
+/// assert!(format!("{stats:?}").contains("forged: 0"), "nothing refused yet: {stats:?}");
+/// membership.leave().await;
+/// # });
+/// ```
 #[derive(Debug, Default)]
 pub struct GossipStats {
     forged: AtomicU64,

@@ -77,7 +77,24 @@ pub struct ServeOptions {
     pub tls: Option<TlsConfig>,
 }
 
-/// Why a node could not start serving.
+/// Why a node could not start serving (or joining: [`crate::join`]).
+///
+/// ```
+/// use mesh_actix::{Mesh, NodeId, StartError};
+/// use mesh_http::{JoinOptions, ServeError};
+///
+/// # actix_rt::System::new().block_on(async {
+/// let builder = Mesh::builder(NodeId::new("web-1").unwrap(), "127.0.0.1:8080").capabilities([""]);
+/// let options = JoinOptions::new("127.0.0.1:8080".parse().unwrap(), Vec::new());
+/// match mesh_http::join(builder, options).await {
+///     Err(ServeError::Start(StartError::Capabilities(error))) => {
+///         assert_eq!(error.code().as_str(), "bad_request");
+///     }
+///     Err(other) => panic!("{other}"),
+///     Ok(_) => panic!("started with an empty capability"),
+/// }
+/// # });
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The listener or the server failed.
@@ -95,7 +112,27 @@ pub enum ServeError {
 }
 
 /// A node serving HTTP and taking part in the cluster: what [`serve`] returns (see
-/// [`ServeOptions`] for an example). [`ServingNode::shutdown`] it before the process exits.
+/// [`ServeOptions`] for the options). [`ServingNode::shutdown`] it before the process exits.
+///
+/// A node alone on the loopback, as a test of a service might run one:
+///
+/// ```
+/// use std::net::TcpListener;
+/// use mesh_actix::{Mesh, NodeId};
+/// use mesh_http::ServeOptions;
+///
+/// # actix_rt::System::new().block_on(async {
+/// let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+/// let addr = listener.local_addr().unwrap();
+/// let builder = Mesh::builder(NodeId::new("node-1").unwrap(), addr.to_string());
+/// let node = mesh_http::serve(builder, listener, ServeOptions::default()).await.unwrap();
+/// assert_eq!(node.mesh().node_id().as_str(), "node-1");
+///
+/// let health = reqwest::get(format!("http://{addr}/health")).await.unwrap();
+/// assert!(health.status().is_success());
+/// node.shutdown().await.unwrap();
+/// # });
+/// ```
 pub struct ServingNode {
     node: ClusterNode,
     http: ServerHandle,

@@ -38,6 +38,21 @@ const SALT: &[u8] = b"mesh cluster key v1";
 type HmacSha256 = Hmac<Sha256>;
 
 /// What a cluster's secret becomes: the only form in which nodes use it.
+///
+/// ```
+/// use std::sync::Arc;
+/// use mesh_http::ClusterKey;
+///
+/// let key = ClusterKey::of("s3cret");
+/// // Derived once per process: PBKDF2 is slow on purpose.
+/// assert!(Arc::ptr_eq(&key, &ClusterKey::of("s3cret")));
+///
+/// // The `x-mesh-signature` of a hop; the secret itself never leaves the node.
+/// let body = br#"{"module":"Counter","id":"c1","capability":"counter"}"#;
+/// let signature = key.sign("POST", "/internal/call", body);
+/// assert!(signature.starts_with("t=") && signature.contains(",n=") && signature.contains(",s="));
+/// assert!(!signature.contains("s3cret") && !format!("{key:?}").contains("s3cret"));
+/// ```
 #[derive(Clone)]
 pub struct ClusterKey {
     hop: [u8; 32],
@@ -120,7 +135,36 @@ impl ClusterKey {
     }
 }
 
-/// Why a hop's signature was refused.
+/// Why a hop's signature was refused: the message of the `unauthorized` error the hop gets.
+///
+/// ```
+/// use actix_web::{test, App};
+/// use mesh_actix::{Mesh, NodeId};
+/// use mesh_http::{ClusterKey, HttpOptions, SignatureError, SIGNATURE_HEADER};
+///
+/// # actix_rt::System::new().block_on(async {
+/// let mesh = Mesh::builder(NodeId::new("node-1").unwrap(), "127.0.0.1:4000").start().unwrap();
+/// let options = HttpOptions { secret: Some("s3cret".into()), ..HttpOptions::default() };
+/// let routes = mesh_http::configure_with(mesh, options);
+/// let app = test::init_service(App::new().configure(routes)).await;
+/// let hop = |signature: Option<String>| {
+///     let mut request = test::TestRequest::post().uri("/internal/call").set_payload("{}");
+///     if let Some(signature) = signature {
+///         request = request.insert_header((SIGNATURE_HEADER, signature));
+///     }
+///     request.to_request()
+/// };
+/// let refusal = |reply: serde_json::Value| reply["error"]["message"].as_str().unwrap().to_owned();
+///
+/// let unsigned: serde_json::Value = test::call_and_read_body_json(&app, hop(None)).await;
+/// assert_eq!(refusal(unsigned), SignatureError::Missing.to_string());
+/// // A body changed on the way.
+/// let signed_for_another_body = ClusterKey::of("s3cret").sign("POST", "/internal/call", b"[]");
+/// let tampered = hop(Some(signed_for_another_body));
+/// let tampered: serde_json::Value = test::call_and_read_body_json(&app, tampered).await;
+/// assert_eq!(refusal(tampered), SignatureError::Wrong.to_string());
+/// # });
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
     /// No signature header, or not of the form `t=..,n=..,s=..`.

@@ -33,6 +33,29 @@ pub struct TlsConfig {
 }
 
 /// Why the TLS files could not be used; each names the file and what is wrong with it.
+///
+/// ```
+/// use std::path::Path;
+/// use mesh_http::{TlsConfig, TlsError};
+///
+/// let (cert, key) = (Path::new("no-such.pem"), Path::new("no-such.key"));
+/// let missing = TlsConfig::from_pem_files(cert, key, None);
+/// match missing.unwrap_err() {
+///     TlsError::Read { what, path, .. } => {
+///         assert_eq!((what, path.as_path()), ("certificate", Path::new("no-such.pem")));
+///     }
+///     other => panic!("{other}"),
+/// }
+///
+/// let dir = std::env::temp_dir().join(format!("mesh-tls-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let cert = dir.join("node.pem");
+/// std::fs::write(&cert, "not a certificate").unwrap();
+/// let error = TlsConfig::from_pem_files(&cert, &dir.join("node.key"), None).unwrap_err();
+/// assert!(matches!(error, TlsError::Invalid { what: "certificate", .. }));
+/// assert!(error.to_string().ends_with("no PEM certificate in it"), "{error}");
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read.

@@ -26,6 +26,30 @@ pub(crate) const BATCH_TRACEPARENTS: &str = "x-mesh-traceparents";
 const LEN: usize = 55;
 
 /// Where a request is in its trace: the trace it belongs to and the span that sent it.
+///
+/// ```
+/// use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+/// use mesh_http::{TraceContext, TRACEPARENT};
+///
+/// let mut headers = HeaderMap::new();
+/// let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+/// headers.insert(HeaderName::from_static(TRACEPARENT), HeaderValue::from_static(traceparent));
+/// let sender = TraceContext::from_headers(&headers);
+/// assert_eq!(sender.span_id, 0x00f0_67aa_0ba9_02b7);
+/// assert_eq!(sender.flags & 1, 1, "sampled");
+///
+/// // This node's span: the same trace, a span of its own, which the reply carries back.
+/// let own = sender.child();
+/// assert_eq!(own.trace_id, sender.trace_id);
+/// assert_ne!(own.span_id, sender.span_id);
+/// assert!(own.to_string().starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+///
+/// // A traceparent the specification says to ignore starts a trace rather than fail.
+/// let upper_case = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01";
+/// assert_eq!(TraceContext::parse(upper_case), None);
+/// headers.insert(HeaderName::from_static(TRACEPARENT), HeaderValue::from_static("garbage"));
+/// assert_ne!(TraceContext::from_headers(&headers).trace_id, sender.trace_id);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceContext {
     /// The trace, never 0.
@@ -138,6 +162,16 @@ impl fmt::Display for TraceContext {
 }
 
 /// A trace id written as 32 lower-case hex digits (a log field).
+///
+/// ```
+/// use mesh_http::{TraceContext, TraceId};
+///
+/// let context = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+/// let id: TraceId = context.unwrap().trace_id();
+/// assert_eq!(id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+/// // Always 32 digits, as a trace backend looks it up.
+/// assert_eq!(TraceId(1).to_string(), format!("{:0>32}", 1));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceId(pub u128);
 

@@ -55,7 +55,23 @@ pub struct HttpTransport {
     batches: Arc<BatchCounters>,
 }
 
-/// How many calls left in batches ([`HttpTransport::with_max_in_flight`]).
+/// How many calls left in batches ([`HttpTransport::with_max_in_flight`]); read with
+/// [`HttpTransport::batch_stats`].
+///
+/// ```
+/// use std::num::NonZeroUsize;
+/// use mesh_actix::{Mesh, NodeId};
+/// use mesh_http::{BatchStats, HttpTransport};
+///
+/// // Batches as soon as two calls to one peer overlap.
+/// let transport = HttpTransport::new(None).unwrap().with_max_in_flight(NonZeroUsize::MIN);
+/// // The node gets a clone; clones count together, so this one reads what the node sends.
+/// let node = Mesh::builder(NodeId::new("web-1").unwrap(), "10.0.0.1:8080");
+/// let node = node.transport(transport.clone());
+/// # drop(node);
+/// let stats = transport.batch_stats();
+/// assert_eq!(stats, BatchStats { batches: 0, calls: 0 }, "nothing sent yet");
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BatchStats {
     /// Batches sent.
