@@ -5,9 +5,11 @@
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::unique;
+use crate::util::install_if_missing;
 
 /// Where Debian installs Chromium (`apt-get install chromium`).
 pub const CHROMIUM: &str = "/usr/bin/chromium";
@@ -21,12 +23,21 @@ pub struct Chromium {
 }
 
 impl Chromium {
-    /// Chromium, at `$MESH_TEST_CHROMIUM` or [`CHROMIUM`]; panics saying how to install it when
-    /// it is missing (the browser tests fail rather than skip).
+    /// Chromium, at `$MESH_TEST_CHROMIUM` or [`CHROMIUM`], which is installed (Debian's
+    /// `chromium`, as root with apt: [`install_if_missing`]) if it is missing; panics saying
+    /// how to install it when it cannot be (the browser tests fail rather than skip).
     pub fn find() -> Chromium {
-        let program = std::env::var_os("MESH_TEST_CHROMIUM")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(CHROMIUM));
+        static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+        let program = match std::env::var_os("MESH_TEST_CHROMIUM") {
+            Some(program) => PathBuf::from(program),
+            None => {
+                let present = || Path::new(CHROMIUM).is_file();
+                if let Err(e) = install_if_missing(&INSTALLED, &["chromium"], present) {
+                    panic!("no Chromium at {CHROMIUM} ({e}): the browser tests need it");
+                }
+                PathBuf::from(CHROMIUM)
+            }
+        };
         assert!(
             program.is_file(),
             "no Chromium at {}: the browser tests need it (`apt-get install -y chromium`, \

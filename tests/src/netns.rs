@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
 
-use crate::util::next_unique;
+use crate::util::{command_exists, install_if_missing, next_unique};
 
 /// The first two octets of every test network.
 const NET: [u8; 2] = [10, 77];
@@ -329,44 +329,12 @@ fn nft_in(ns: &str, script: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Installs Debian's `iproute2` and `nftables` when `ip` or `nft` is missing (once per test
-/// process), so that `cargo test --workspace` on a fresh machine needs nothing installed by hand.
-/// Needs root and apt, as on CI; elsewhere the error says what to install.
+/// Installs Debian's `iproute2` and `nftables` when `ip` or `nft` is missing (see
+/// [`install_if_missing`]).
 fn ensure_tools() -> anyhow::Result<()> {
     static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
-    let result = INSTALLED.get_or_init(|| {
-        let present = |cmd: &str| {
-            Command::new("sh")
-                .args(["-c", &format!("command -v {cmd}")])
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if present("ip") && present("nft") {
-            return Ok(());
-        }
-        if !present("apt-get") {
-            return Err("ip or nft is missing: install the iproute2 and nftables packages".into());
-        }
-        eprintln!("mesh-tests: ip or nft is missing; installing Debian's iproute2 and nftables");
-        let status = Command::new("sh")
-            .args([
-                "-c",
-                "apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-                 apt-get install -y -qq iproute2 nftables",
-            ])
-            .stdout(Stdio::null())
-            .status()
-            .map_err(|e| format!("running apt-get: {e}"))?;
-        if status.success() && present("ip") && present("nft") {
-            Ok(())
-        } else {
-            Err(format!(
-                "installing iproute2 and nftables failed ({status}); install them as root"
-            ))
-        }
-    });
-    result.clone().map_err(|e| anyhow!(e))
+    let present = || command_exists("ip") && command_exists("nft");
+    install_if_missing(&INSTALLED, &["iproute2", "nftables"], present).map_err(|e| anyhow!(e))
 }
 
 /// Deletes the namespaces and bridges of test processes that no longer run (killed before their

@@ -10,8 +10,9 @@
 //!
 //! PostgreSQL refuses to run as root, and CI runs the tests as root: then `initdb` and `postgres`
 //! run as the `postgres` system user (which Debian's package creates), and the directory belongs
-//! to it (so the temporary directory, `TMPDIR` or /tmp, must be one that user can reach). Missing binaries or user fail the test with a message saying what to install; nothing
-//! skips.
+//! to it (so the temporary directory, `TMPDIR` or /tmp, must be one that user can reach). Missing binaries are installed (Debian's `postgresql`, as root with apt, once per test
+//! process); without root or apt, missing binaries or user fail the test with a message saying
+//! what to install; nothing skips.
 //!
 //! [`PostgresServer::kill`] (a crash: kill -9 of every process of the server),
 //! [`PostgresServer::pause`] (SIGSTOP of every process) and [`PostgresServer::stop`] (immediate
@@ -27,9 +28,10 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::util::{free_port, unique};
+use crate::util::{free_port, install_if_missing, unique};
 
 /// How long the server may take from spawn to accepting connections.
 pub const POSTGRES_READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -449,8 +451,17 @@ fn postgres_user() -> Result<(u32, u32), String> {
         })
 }
 
-/// The directory of the server binaries (see the module docs).
+/// The directory of the server binaries (see the module docs), after installing Debian's
+/// `postgresql` if they are nowhere (as root with apt: [`install_if_missing`]).
 fn server_bin_dir() -> Result<PathBuf, String> {
+    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+    install_if_missing(&INSTALLED, &["postgresql"], || {
+        find_server_bin_dir().is_ok()
+    })?;
+    find_server_bin_dir()
+}
+
+fn find_server_bin_dir() -> Result<PathBuf, String> {
     let has_server = |dir: &Path| {
         ["initdb", "postgres", "pg_isready", "createdb"]
             .iter()

@@ -2,7 +2,9 @@
 
 use std::future::Future;
 use std::net::TcpListener;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -118,4 +120,51 @@ pub fn serial(test: impl Future<Output = ()>) {
         .build()
         .expect("building a tokio runtime")
         .block_on(test);
+}
+
+/// Installs the Debian `packages` with apt when `present()` says what they provide is missing,
+/// so that `cargo test --workspace` on a fresh machine needs nothing installed by hand. Needs
+/// root and apt, as on CI (`.ci/run` installs the same packages up front); elsewhere the error
+/// says what to install. apt runs at most once per test process for each `once` (the caller's
+/// static), however many tests ask at the same time.
+pub fn install_if_missing(
+    once: &'static OnceLock<Result<(), String>>,
+    packages: &[&str],
+    present: impl Fn() -> bool,
+) -> Result<(), String> {
+    once.get_or_init(|| {
+        if present() {
+            return Ok(());
+        }
+        let list = packages.join(" ");
+        if !command_exists("apt-get") {
+            return Err(format!("missing: install Debian's {list}"));
+        }
+        eprintln!("mesh-tests: installing Debian's {list} (missing)");
+        let script = format!(
+            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {list}"
+        );
+        let status = Command::new("sh")
+            .args(["-c", &script])
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|e| format!("running apt-get for {list}: {e}"))?;
+        if status.success() && present() {
+            Ok(())
+        } else {
+            Err(format!(
+                "installing {list} failed ({status}); install them as root"
+            ))
+        }
+    })
+    .clone()
+}
+
+/// Whether `program` is on `PATH`.
+pub fn command_exists(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
