@@ -624,8 +624,9 @@ mod tests {
             .split(".service(")
             .skip(1)
             .map(|route| {
-                let route = route.split_once("(\"").unwrap().1;
-                let (path, rest) = route.split_once('"').unwrap();
+                // `route("/path", access).route(web::method()...)`: the first string is the path.
+                let mut parts = route.splitn(3, '"');
+                let (path, rest) = (parts.nth(1).unwrap(), parts.next().unwrap());
                 let method = rest
                     .split("web::")
                     .nth(1)

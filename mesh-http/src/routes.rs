@@ -10,8 +10,8 @@ use mesh_actix::{Capability, Delivery, Mesh, MeshError, Request};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::carries_secret;
-use crate::batch::ServedBatches;
+use crate::auth::{Access, Guard};
+use crate::batch::{serve_batch, ServedBatches};
 use crate::body::read_limited;
 use crate::connections::Connections;
 use crate::dashboard::{self, Reading, READING_PATH};
@@ -53,7 +53,7 @@ pub struct HttpOptions {
     /// When set, every route but `/health`, `/ready`, `/metrics`, `/openapi.json` and
     /// `/dashboard` (the page, which holds no data; its reading `/dashboard.json` does need it)
     /// requires it, as `Authorization: Bearer <secret>`, `Authorization: <secret>` or
-    /// `x-mesh-secret: <secret>`; without it: `401`.
+    /// `x-mesh-secret: <secret>`; without it: `401`, whatever the method.
     pub secret: Option<String>,
 }
 
@@ -109,16 +109,12 @@ impl State {
         Ok(bytes)
     }
 
-    fn authorize(&self, req: &HttpRequest) -> Result<(), HttpError> {
-        match &self.options.secret {
-            Some(secret) if !carries_secret(req.headers(), secret) => {
-                Err(MeshError::unauthorized().into())
-            }
-            _ => Ok(()),
-        }
+    /// The secret clients must carry, if the node has one (see [`Access`]).
+    pub(crate) fn secret(&self) -> Option<&str> {
+        self.options.secret.as_deref()
     }
 
-    /// The request of a call or cast body, from a client (which must carry the secret) or
+    /// The request of a call or cast body, from a client (whose secret [`Access`] checked) or
     /// from another node (whose hop must be signed); a refusal is counted in the metrics.
     async fn request(
         &self,
@@ -130,7 +126,6 @@ impl State {
         let parsed = async {
             let bytes = match sender {
                 Sender::Client => {
-                    self.authorize(req)?;
                     let (limit, timeout) = (self.options.body_limit, self.options.body_timeout);
                     read_limited(req, body, limit, timeout).await?
                 }
@@ -198,33 +193,41 @@ pub(crate) fn shared_state(
     }))
 }
 
-/// Mounts every mesh route on `state`.
+/// Mounts every mesh route on `state`, each with its [`Access`].
 pub(crate) fn mount(state: Shared) -> impl Fn(&mut web::ServiceConfig) + Clone {
+    use Access::{Open, Secret, Signed};
     move |cfg| {
+        let route = |path, access| resource(&state, path, access);
+        let (calls, casts) = (Secret(Some(Delivery::Call)), Secret(Some(Delivery::Cast)));
         cfg.app_data(state.clone())
-            .service(resource("/call").route(web::post().to(call)))
-            .service(resource("/cast").route(web::post().to(cast)))
-            .service(resource("/internal/call").route(web::post().to(forwarded_call)))
-            .service(resource("/internal/cast").route(web::post().to(forwarded_cast)))
-            .service(untraced("/internal/batch").route(web::post().to(crate::batch::serve_batch)))
-            .service(resource("/internal/lease").route(web::post().to(renew_lease)))
-            .service(resource("/internal/handoff").route(web::post().to(accept_handoff)))
-            .service(resource("/owner").route(web::get().to(owner)))
-            .service(resource("/cluster").route(web::get().to(cluster)))
-            .service(resource("/capabilities").route(web::post().to(capabilities)))
-            .service(resource("/health").route(web::get().to(health)))
-            .service(resource("/ready").route(web::get().to(ready)))
-            .service(resource("/metrics").route(web::get().to(metrics)))
-            .service(resource("/openapi.json").route(web::get().to(openapi)))
-            .service(resource("/dashboard").route(web::get().to(dashboard::page)))
-            .service(resource("/dashboard.json").route(web::get().to(dashboard_reading)));
+            .service(route("/call", calls).route(web::post().to(call)))
+            .service(route("/cast", casts).route(web::post().to(cast)))
+            .service(route("/internal/call", Signed).route(web::post().to(forwarded_call)))
+            .service(route("/internal/cast", Signed).route(web::post().to(forwarded_cast)))
+            .service(untraced(&state, "/internal/batch", Signed).route(web::post().to(serve_batch)))
+            .service(route("/internal/lease", Signed).route(web::post().to(renew_lease)))
+            .service(route("/internal/handoff", Signed).route(web::post().to(accept_handoff)))
+            .service(route("/owner", Secret(None)).route(web::get().to(owner)))
+            .service(route("/cluster", Secret(None)).route(web::get().to(cluster)))
+            .service(route("/capabilities", Secret(None)).route(web::post().to(capabilities)))
+            .service(route("/health", Open).route(web::get().to(health)))
+            .service(route("/ready", Open).route(web::get().to(ready)))
+            .service(route("/metrics", Open).route(web::get().to(metrics)))
+            .service(route("/openapi.json", Open).route(web::get().to(openapi)))
+            .service(route("/dashboard", Open).route(web::get().to(dashboard::page)))
+            .service(
+                route("/dashboard.json", Secret(None)).route(web::get().to(dashboard_reading)),
+            );
     }
 }
 
-/// The resource of a route: a JSON 405 for other methods, and every request served in its
-/// `request` span and trace ([`RequestSpans`]).
+/// The resource of a route: its [`Access`] enforced, a JSON 405 for other methods, and every
+/// request served in its `request` span and trace ([`RequestSpans`], outermost, so that a
+/// refusal has its span and `traceparent` too).
 fn resource(
+    state: &Shared,
     path: &'static str,
+    access: Access,
 ) -> actix_web::Resource<
     impl actix_web::dev::ServiceFactory<
         actix_web::dev::ServiceRequest,
@@ -234,14 +237,29 @@ fn resource(
         InitError = (),
     >,
 > {
-    untraced(path).wrap(RequestSpans { route: path })
+    untraced(state, path, access).wrap(RequestSpans { route: path })
 }
 
 /// A resource without a `request` span: only `/internal/batch`, whose calls each continue a
 /// trace of their own (one span each, see [`crate::batch`]); a span of the batch would start
 /// a trace per batch that no caller asked for.
-fn untraced(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
+fn untraced(
+    state: &Shared,
+    path: &'static str,
+    access: Access,
+) -> actix_web::Resource<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let state = state.clone();
+    web::resource(path)
+        .default_service(web::to(method_not_allowed))
+        .wrap(Guard { access, state })
 }
 
 async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
@@ -355,7 +373,6 @@ struct OwnerQuery {
 }
 
 async fn owner(state: Shared, req: HttpRequest) -> HttpResult {
-    state.authorize(&req)?;
     let query = web::Query::<OwnerQuery>::from_query(req.query_string())
         .map_err(|e| MeshError::BadRequest(format!("expected ?id=<id>&capability=<cap>: {e}")))?;
     let id = mesh_actix::ActorId::new(&query.id)?;
@@ -365,8 +382,7 @@ async fn owner(state: Shared, req: HttpRequest) -> HttpResult {
     Ok(HttpResponse::Ok().json(json!({"shard": shard.0, "node": node})))
 }
 
-async fn cluster(state: Shared, req: HttpRequest) -> HttpResult {
-    state.authorize(&req)?;
+async fn cluster(state: Shared) -> HttpResult {
     let routing = state.mesh.routing();
     Ok(HttpResponse::Ok().json(json!({
         "node": state.mesh.node_id(),
@@ -377,7 +393,6 @@ async fn cluster(state: Shared, req: HttpRequest) -> HttpResult {
 
 /// `GET /dashboard.json`: needs the secret, like `/cluster`.
 async fn dashboard_reading(state: Shared, req: HttpRequest) -> HttpResult {
-    state.authorize(&req)?;
     // Where the mesh routes are mounted here, and so (as hops assume) on every node.
     let prefix = req.path().strip_suffix(READING_PATH).unwrap_or("");
     let reading = Reading::take(&state.mesh, state.peers.as_ref(), prefix).await;
@@ -391,7 +406,6 @@ struct CapabilitiesBody {
 }
 
 async fn capabilities(state: Shared, req: HttpRequest, body: web::Payload) -> HttpResult {
-    state.authorize(&req)?;
     let bytes = read_limited(
         &req,
         body,
@@ -519,7 +533,7 @@ mod tests {
     }
 
     #[actix_web::test]
-    async fn a_missing_secret_is_401_except_on_health_and_metrics() {
+    async fn a_missing_secret_is_401_except_on_the_open_routes() {
         let mesh = mesh();
         let app =
             init_service(App::new().configure(configure_with(mesh.clone(), with_secret("s3cret"))))
@@ -533,6 +547,8 @@ mod tests {
             TestRequest::get()
                 .uri("/cluster")
                 .insert_header(("x-mesh-secret", "wrong")),
+            // A wrong method too: without the secret a client learns nothing of the route.
+            TestRequest::delete().uri("/call"),
         ];
         for request in refused {
             let (status, body) = send(&app, request.to_request()).await;
@@ -549,8 +565,19 @@ mod tests {
 
         let (status, body) = send(&app, TestRequest::get().uri("/health").to_request()).await;
         assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})));
-        let (status, _) = send(&app, TestRequest::get().uri("/metrics").to_request()).await;
-        assert_eq!(status, StatusCode::OK);
+        for open in ["/metrics", "/openapi.json", "/dashboard", "/ready"] {
+            let response = call_service(&app, TestRequest::get().uri(open).to_request()).await;
+            let status = response.status();
+            assert_ne!(status, StatusCode::UNAUTHORIZED, "{open}");
+            assert!(response.headers().contains_key("traceparent"), "{open}");
+        }
+        // With the secret, a wrong method is the route's 405.
+        let request = TestRequest::delete()
+            .uri("/call")
+            .insert_header(("x-mesh-secret", "s3cret"));
+        let (status, body) = send(&app, request.to_request()).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert!(error("method_not_allowed")(&body), "{body}");
         for header in [
             ("x-mesh-secret", "s3cret"),
             ("authorization", "Bearer s3cret"),
