@@ -197,14 +197,20 @@ pub(crate) fn shared_state(
 pub(crate) fn mount(state: Shared) -> impl Fn(&mut web::ServiceConfig) + Clone {
     use Access::{Open, Secret, Signed};
     move |cfg| {
-        let route = |path, access| resource(&state, path, access);
+        // Every request in its `request` span and trace, outermost, so that a refusal has its
+        // span and `traceparent` too.
+        let route = |path, access| guarded(&state, path, access).wrap(RequestSpans { route: path });
         let (calls, casts) = (Secret(Some(Delivery::Call)), Secret(Some(Delivery::Cast)));
+        // The one resource without a `request` span: each call of a batch continues a trace of
+        // its own (one span each, see `crate::batch`); a span of the batch would start a trace
+        // per batch that no caller asked for.
+        let untraced = |path, access| guarded(&state, path, access);
         cfg.app_data(state.clone())
             .service(route("/call", calls).route(web::post().to(call)))
             .service(route("/cast", casts).route(web::post().to(cast)))
             .service(route("/internal/call", Signed).route(web::post().to(forwarded_call)))
             .service(route("/internal/cast", Signed).route(web::post().to(forwarded_cast)))
-            .service(untraced(&state, "/internal/batch", Signed).route(web::post().to(serve_batch)))
+            .service(untraced("/internal/batch", Signed).route(web::post().to(serve_batch)))
             .service(route("/internal/lease", Signed).route(web::post().to(renew_lease)))
             .service(route("/internal/handoff", Signed).route(web::post().to(accept_handoff)))
             .service(route("/owner", Secret(None)).route(web::get().to(owner)))
@@ -221,29 +227,8 @@ pub(crate) fn mount(state: Shared) -> impl Fn(&mut web::ServiceConfig) + Clone {
     }
 }
 
-/// The resource of a route: its [`Access`] enforced, a JSON 405 for other methods, and every
-/// request served in its `request` span and trace ([`RequestSpans`], outermost, so that a
-/// refusal has its span and `traceparent` too).
-fn resource(
-    state: &Shared,
-    path: &'static str,
-    access: Access,
-) -> actix_web::Resource<
-    impl actix_web::dev::ServiceFactory<
-        actix_web::dev::ServiceRequest,
-        Config = (),
-        Response = actix_web::dev::ServiceResponse,
-        Error = actix_web::Error,
-        InitError = (),
-    >,
-> {
-    untraced(state, path, access).wrap(RequestSpans { route: path })
-}
-
-/// A resource without a `request` span: only `/internal/batch`, whose calls each continue a
-/// trace of their own (one span each, see [`crate::batch`]); a span of the batch would start
-/// a trace per batch that no caller asked for.
-fn untraced(
+/// The resource of a route: its [`Access`] enforced, and a JSON 405 for other methods.
+fn guarded(
     state: &Shared,
     path: &'static str,
     access: Access,
