@@ -177,6 +177,11 @@ impl ActivationCell {
         }
     }
 
+    /// Whether this is the activation of `(capability, <its module>, id)`.
+    pub(crate) fn is(&self, capability: &str, id: &str) -> bool {
+        self.id.as_str() == id && self.capability.as_str() == capability
+    }
+
     /// The identity's key in the state store.
     pub(crate) fn state_key(&self) -> StateKey {
         StateKey {

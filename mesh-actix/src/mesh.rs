@@ -524,7 +524,8 @@ impl Mesh {
             registry.record_handoff_received();
             return Ok(());
         };
-        if registry.is_live(shard, handoff.module.as_str(), handoff.id.as_str()) {
+        let (capability, module) = (handoff.capability.as_str(), handoff.module.as_str());
+        if registry.is_live(shard, capability, module, handoff.id.as_str()) {
             return Err(HopError::Failed(MeshError::OwnerUnavailable(format!(
                 "{}/{} is already active on this node; its state is the newer one",
                 handoff.module, handoff.id
@@ -1090,9 +1091,10 @@ impl Mesh {
         mut send: impl FnMut(&Entry) -> R,
     ) -> Result<R, HopError> {
         let registry = &self.inner.registry;
-        let (module, id) = (&request.module, &request.id);
+        let (capability, module, id) = (&request.capability, &request.module, &request.id);
         let first = registry.with_entry(
             shard,
+            capability,
             module,
             id,
             || self.activate(request, shard, None),
@@ -1103,7 +1105,7 @@ impl Mesh {
             Err(NotActivated::Failed(error)) => error,
             Err(NotActivated::NeedsState(store)) => {
                 let key = crate::store::StateKey {
-                    capability: request.capability.clone(),
+                    capability: capability.clone(),
                     module: module.clone(),
                     id: id.clone(),
                 };
@@ -1118,7 +1120,7 @@ impl Mesh {
                 };
                 // Another call may have activated it meanwhile: that activation is used.
                 let activate = || self.activate(request, shard, Some(stored));
-                match registry.with_entry(shard, module, id, activate, send) {
+                match registry.with_entry(shard, capability, module, id, activate, send) {
                     Ok(sent) => return Ok(sent),
                     Err(NotActivated::Failed(error)) => error,
                     Err(NotActivated::NeedsState(_)) => unreachable!("the state was loaded"),

@@ -1,6 +1,7 @@
 //! The activation registry: the one record of which actors live on this node.
 //!
-//! Entries are keyed by `(module, id)` and striped by shard, so concurrent calls to different
+//! Entries are keyed by the identity `(capability, module, id)` (the same `(module, id)` under
+//! two capabilities is two actors) and striped by shard, so concurrent calls to different
 //! actors rarely touch the same lock, and a rebalance can walk the stripes shard by shard.
 //! A hit is a read lock and an enqueue; only a miss (an activation) takes a write lock.
 
@@ -40,14 +41,15 @@ struct Stripe {
 }
 
 impl Stripe {
-    fn get(&self, module: &str, id: &str) -> Option<&Entry> {
-        self.modules.get(module)?.get(id)
+    fn get(&self, capability: &str, module: &str, id: &str) -> Option<&Entry> {
+        self.modules.get(module)?.get(capability, id)
     }
 }
 
-/// The activations of one module in one stripe, found by the id their cell holds: a slot is
-/// the entry alone (24 B), not a key beside it (40 B), which is ~30 B per activation at a
-/// million of them (BENCHMARKS.md, "Memory per activation").
+/// The activations of one module in one stripe, found by the id and capability their cell
+/// holds: a slot is the entry alone (24 B), not a key beside it (40 B), which is ~30 B per
+/// activation at a million of them (BENCHMARKS.md, "Memory per activation"). Hashed by id
+/// only: one id under several capabilities is rare, and its entries differ by capability.
 #[derive(Default)]
 struct Ids {
     table: hashbrown::HashTable<Entry>,
@@ -59,12 +61,12 @@ impl Ids {
         self.hasher.hash_one(id)
     }
 
-    fn get(&self, id: &str) -> Option<&Entry> {
+    fn get(&self, capability: &str, id: &str) -> Option<&Entry> {
         self.table
-            .find(self.hash(id), |entry| entry.cell.id.as_str() == id)
+            .find(self.hash(id), |entry| entry.cell.is(capability, id))
     }
 
-    /// Adds `entry`, whose id must not be here yet.
+    /// Adds `entry`, whose identity must not be here yet.
     fn insert_new(&mut self, entry: Entry) {
         let hash = self.hash(entry.cell.id.as_str());
         let hasher = &self.hasher;
@@ -72,12 +74,12 @@ impl Ids {
             .insert_unique(hash, entry, |e| hasher.hash_one(e.cell.id.as_str()));
     }
 
-    /// Removes the entry of `cell`, if it is the one registered for its id.
+    /// Removes the entry of `cell`, if it is the one registered for its identity.
     fn remove(&mut self, cell: &Arc<ActivationCell>) -> bool {
-        let id = cell.id.as_str();
+        let (capability, id) = (cell.capability.as_str(), cell.id.as_str());
         match self
             .table
-            .find_entry(self.hash(id), |entry| entry.cell.id.as_str() == id)
+            .find_entry(self.hash(id), |entry| entry.cell.is(capability, id))
         {
             Ok(found) if Arc::ptr_eq(&found.get().cell, cell) => {
                 found.remove();
@@ -166,7 +168,7 @@ pub(crate) enum RefusedHandoff {
     Live(Box<Handoff>),
 }
 
-/// Which actors are live on this node, by `(module, id)`.
+/// Which actors are live on this node, by `(capability, module, id)`.
 pub(crate) struct ActivationRegistry {
     stripes: Box<[RwLock<Stripe>]>,
     live: AtomicUsize,
@@ -224,30 +226,31 @@ impl ActivationRegistry {
         &self.stripes[shard.0 as usize % STRIPES]
     }
 
-    /// Runs `send` on the entry of `(module, id)`, activating it with `activate` first if
-    /// there is none. Concurrent first calls for one identity activate it once.
+    /// Runs `send` on the entry of `(capability, module, id)`, activating it with `activate`
+    /// first if there is none. Concurrent first calls for one identity activate it once.
     ///
     /// `activate` runs under the stripe's write lock: it must be quick (the user's `init` and
     /// an enqueue onto an arbiter).
     pub(crate) fn with_entry<R, E>(
         &self,
         shard: ShardId,
+        capability: &Capability,
         module: &Module,
         id: &ActorId,
         activate: impl FnOnce() -> Result<Entry, E>,
         send: impl FnOnce(&Entry) -> R,
     ) -> Result<R, E> {
-        let stripe = self.stripe(shard);
-        if let Some(entry) = stripe.read().get(module.as_str(), id.as_str()) {
+        let (capability, stripe) = (capability.as_str(), self.stripe(shard));
+        if let Some(entry) = stripe.read().get(capability, module.as_str(), id.as_str()) {
             return Ok(send(entry));
         }
         let mut guard = stripe.write();
-        if let Some(entry) = guard.get(module.as_str(), id.as_str()) {
+        if let Some(entry) = guard.get(capability, module.as_str(), id.as_str()) {
             return Ok(send(entry));
         }
         let entry = activate()?;
         let result = send(&entry);
-        debug_assert_eq!(entry.cell.id.as_str(), id.as_str());
+        debug_assert!(entry.cell.is(capability, id.as_str()));
         entry.cell.counters.activated();
         guard
             .modules
@@ -305,9 +308,12 @@ impl ActivationRegistry {
         stopped
     }
 
-    /// Whether `(module, id)` has a live activation here.
-    pub(crate) fn is_live(&self, shard: ShardId, module: &str, id: &str) -> bool {
-        self.stripe(shard).read().get(module, id).is_some()
+    /// Whether `(capability, module, id)` has a live activation here.
+    pub(crate) fn is_live(&self, shard: ShardId, capability: &str, module: &str, id: &str) -> bool {
+        self.stripe(shard)
+            .read()
+            .get(capability, module, id)
+            .is_some()
     }
 
     /// A handoff this node took into its store rather than keeping it here.
@@ -321,7 +327,8 @@ impl ActivationRegistry {
         shard: ShardId,
         handoff: Handoff,
     ) -> Result<(), RefusedHandoff> {
-        if self.is_live(shard, handoff.module.as_str(), handoff.id.as_str()) {
+        let (capability, module) = (handoff.capability.as_str(), handoff.module.as_str());
+        if self.is_live(shard, capability, module, handoff.id.as_str()) {
             return Err(RefusedHandoff::Live(Box::new(handoff)));
         }
         let mut waiting = self.handoffs[shard.0 as usize % STRIPES].lock();
@@ -341,7 +348,7 @@ impl ActivationRegistry {
         Ok(())
     }
 
-    /// The handed-over state of `(module, id)`, if one waits; removes it.
+    /// The handed-over state of `(capability, module, id)`, if one waits; removes it.
     pub(crate) fn take_handoff(
         &self,
         shard: ShardId,
@@ -494,6 +501,10 @@ mod tests {
         Module::new("Probe").unwrap()
     }
 
+    fn cap() -> Capability {
+        Capability::new("cap").unwrap()
+    }
+
     fn id(value: &str) -> ActorId {
         ActorId::new(value).unwrap()
     }
@@ -532,12 +543,19 @@ mod tests {
     fn entry_cell(
         registry: &ActivationRegistry,
         shard: u32,
-        id_: &str,
+        (capability, id_): (&str, &str),
         activate: impl FnOnce() -> Result<Entry, MeshError>,
     ) -> Result<Arc<ActivationCell>, MeshError> {
-        registry.with_entry(ShardId(shard), &module(), &id(id_), activate, |entry| {
-            entry.cell.clone()
-        })
+        let capability = Capability::new(capability).unwrap();
+        let (module, id) = (module(), id(id_));
+        registry.with_entry(
+            ShardId(shard),
+            &capability,
+            &module,
+            &id,
+            activate,
+            |entry| entry.cell.clone(),
+        )
     }
 
     #[actix_rt::test]
@@ -551,7 +569,7 @@ mod tests {
             start(first.clone(), &arbiter)
         };
         let pending = registry
-            .with_entry(ShardId(3), &module(), &id("a"), activate, |entry| {
+            .with_entry(ShardId(3), &cap(), &module(), &id("a"), activate, |entry| {
                 assert!(Arc::ptr_eq(&entry.cell, &first), "send sees the new entry");
                 entry.recipient.send(Envelope::deliver(
                     entry.cell.clone(),
@@ -571,7 +589,7 @@ mod tests {
         }
 
         for _ in 0..3 {
-            let hit = entry_cell(&registry, 3, "a", never).unwrap();
+            let hit = entry_cell(&registry, 3, ("cap", "a"), never).unwrap();
             assert!(Arc::ptr_eq(&hit, &first));
         }
         assert_eq!(activations.load(Ordering::Relaxed), 1);
@@ -593,7 +611,7 @@ mod tests {
                     let (activations, barrier) = (&activations, &barrier);
                     scope.spawn(move || {
                         barrier.wait();
-                        entry_cell(registry, 7, "shared", || {
+                        entry_cell(registry, 7, ("cap", "shared"), || {
                             activations.fetch_add(1, Ordering::Relaxed);
                             start(cell("shared", "cap", 7, serial as u64), arbiter)
                         })
@@ -610,11 +628,39 @@ mod tests {
     }
 
     #[actix_rt::test]
+    async fn one_module_and_id_under_two_capabilities_are_two_identities() {
+        let registry = ActivationRegistry::new();
+        let arbiter = Arbiter::current();
+        let (counter, game) = (cell("a", "counter", 4, 0), cell("a", "game", 4, 1));
+        entry_cell(&registry, 4, ("counter", "a"), || {
+            start(counter.clone(), &arbiter)
+        })
+        .unwrap();
+        let second = entry_cell(&registry, 4, ("game", "a"), || {
+            start(game.clone(), &arbiter)
+        });
+        assert!(Arc::ptr_eq(&second.unwrap(), &game), "its own activation");
+        assert_eq!(registry.stats().live, 2);
+        let hit = entry_cell(&registry, 4, ("counter", "a"), never).unwrap();
+        assert!(Arc::ptr_eq(&hit, &counter));
+
+        // Each leaves on its own, and a handoff of one is refused only while that one lives.
+        registry.remove(&counter);
+        assert!(!registry.is_live(ShardId(4), "counter", "Probe", "a"));
+        assert!(registry.is_live(ShardId(4), "game", "Probe", "a"));
+        let mut handoff = handoff("a", 1);
+        handoff.capability = Capability::new("counter").unwrap();
+        assert!(registry.put_handoff(ShardId(4), handoff).is_ok());
+        assert_eq!(registry.stats().live, 1);
+    }
+
+    #[actix_rt::test]
     async fn an_activation_error_is_returned_and_nothing_is_inserted() {
         let registry = ActivationRegistry::new();
         let refused = MeshError::init_failed("no");
         let result = registry.with_entry(
             ShardId(1),
+            &cap(),
             &module(),
             &id("a"),
             || Err(refused.clone()),
@@ -626,7 +672,7 @@ mod tests {
 
         // The next call activates afresh.
         let fresh = cell("a", "cap", 1, 1);
-        let got = entry_cell(&registry, 1, "a", || {
+        let got = entry_cell(&registry, 1, ("cap", "a"), || {
             start(fresh.clone(), &Arbiter::current())
         });
         assert!(Arc::ptr_eq(&got.unwrap(), &fresh));
@@ -638,15 +684,15 @@ mod tests {
         let registry = ActivationRegistry::new();
         let arbiter = Arbiter::current();
         let old = cell("a", "cap", 2, 0);
-        entry_cell(&registry, 2, "a", || start(old.clone(), &arbiter)).unwrap();
+        entry_cell(&registry, 2, ("cap", "a"), || start(old.clone(), &arbiter)).unwrap();
         registry.remove(&old);
         assert_eq!(registry.stats().live, 0);
 
         let new = cell("a", "cap", 2, 1);
-        entry_cell(&registry, 2, "a", || start(new.clone(), &arbiter)).unwrap();
+        entry_cell(&registry, 2, ("cap", "a"), || start(new.clone(), &arbiter)).unwrap();
         // A stale cell for the same identity leaves the newer entry alone.
         registry.remove(&old);
-        let current = entry_cell(&registry, 2, "a", never).unwrap();
+        let current = entry_cell(&registry, 2, ("cap", "a"), never).unwrap();
         assert!(Arc::ptr_eq(&current, &new));
         assert_eq!(registry.stats().live, 1);
 
@@ -668,7 +714,7 @@ mod tests {
             .map(|i| cell(&format!("a{i}"), "cap", i, u64::from(i)))
             .collect();
         for (i, c) in cells.iter().enumerate() {
-            entry_cell(&registry, i as u32, c.id.as_str(), || {
+            entry_cell(&registry, i as u32, ("cap", c.id.as_str()), || {
                 start(c.clone(), &arbiter)
             })
             .unwrap();
@@ -699,7 +745,7 @@ mod tests {
         ];
         for (serial, (id_, capability, shard)) in specs.into_iter().enumerate() {
             let c = cell(id_, capability, shard, serial as u64);
-            entry_cell(&registry, shard, id_, || start(c, &arbiter)).unwrap();
+            entry_cell(&registry, shard, (capability, id_), || start(c, &arbiter)).unwrap();
         }
         let mut moved: Vec<String> = registry
             .unwanted(|c| c.capability.as_str() == "keep")
@@ -720,13 +766,16 @@ mod tests {
         let arbiter = Arbiter::current();
         let shard = 5;
         let c = cell("a", "cap", shard, 0);
-        entry_cell(&registry, shard, "a", || start(c.clone(), &arbiter)).unwrap();
+        entry_cell(&registry, shard, ("cap", "a"), || {
+            start(c.clone(), &arbiter)
+        })
+        .unwrap();
 
         let holds = |s: u32| {
             registry
                 .stripe(ShardId(s))
                 .read()
-                .get("Probe", "a")
+                .get("cap", "Probe", "a")
                 .is_some()
         };
         assert!(holds(shard));
@@ -740,7 +789,7 @@ mod tests {
 
         // Another stripe's write lock does not block this identity.
         let _other = registry.stripe(ShardId(shard + 1)).write();
-        let hit = entry_cell(&registry, shard, "a", never).unwrap();
+        let hit = entry_cell(&registry, shard, ("cap", "a"), never).unwrap();
         assert!(Arc::ptr_eq(&hit, &c));
 
         // `remove` finds the entry through the cell's shard.
@@ -792,7 +841,7 @@ mod tests {
         let registry = ActivationRegistry::new();
         let arbiter = Arbiter::current();
         let live = cell("a", "cap", 1, 0);
-        entry_cell(&registry, 1, "a", || start(live.clone(), &arbiter)).unwrap();
+        entry_cell(&registry, 1, ("cap", "a"), || start(live.clone(), &arbiter)).unwrap();
         match registry.put_handoff(ShardId(1), handoff("a", 5)) {
             Err(RefusedHandoff::Live(refused)) => assert_eq!(refused.id.as_str(), "a"),
             other => panic!("expected a refusal, got {other:?}"),

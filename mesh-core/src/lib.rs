@@ -1,7 +1,7 @@
 //! The pure core of mesh: everything about *where* an actor lives and *what* travels
 //! between nodes, with no actix, no async runtime and no I/O.
 //!
-//! An actor identity is `(module, id)`. Its id picks a **shard**
+//! An actor identity is `(capability, module, id)`. Its id picks a **shard**
 //! (`shard = xxh3_64(id) mod shards`, see [`ShardCount::shard_for`]); the shard picks an
 //! **owner** among the live nodes that registered the request's **capability**, by rendezvous
 //! hashing (see [`RoutingTable`]). Both functions are pure: every node holding the same

@@ -399,6 +399,25 @@ async fn call_longer_than_timeout_ms_is_timeout() {
     assert_eq!(c.call(&body).await.result(), &json!({"ok": 50}));
 }
 
+// --- Identity -------------------------------------------------------------------------------------
+
+/// The contract's identity is `(capability, module, id)`: one `(module, id)` under two
+/// capabilities is two actors, with their own state and pid, even on one node.
+#[actix_rt::test]
+async fn one_module_and_id_under_two_capabilities_are_two_actors() {
+    let node = InProcessNode::start().await;
+    let c = node.client();
+    let under =
+        |capability: &str| with_field(counter("twin", json!({})), "capability", json!(capability));
+    let first = c.call(&under("counter")).await;
+    assert_eq!(first.result(), &json!({"ok": 1}), "{first}");
+    assert_eq!(c.call(&under("counter")).await.result(), &json!({"ok": 2}));
+    let other = c.call(&under("game")).await;
+    assert_eq!(other.result(), &json!({"ok": 1}), "a second actor: {other}");
+    assert_ne!(other.ok()["pid"], first.ok()["pid"]);
+    assert_eq!(c.call(&under("counter")).await.result(), &json!({"ok": 3}));
+}
+
 // --- Concurrency ------------------------------------------------------------------------------------
 
 #[actix_rt::test]

@@ -93,6 +93,37 @@ async fn an_acknowledged_deposit_survives_kill_9_right_after_the_reply() {
     assert_eq!(r.result(), &json!({"ok": expected}), "{r}");
 }
 
+/// Identity is `(capability, module, id)`: one account id under two capabilities is two
+/// accounts, in memory and in the store.
+#[tokio::test]
+async fn one_account_id_under_two_capabilities_is_two_accounts_across_a_restart() {
+    let dir = DataDir::new();
+    let under = |capability: &str, payload| {
+        let mut body = account("twin", payload);
+        body["capability"] = json!(capability);
+        body
+    };
+    let start = || {
+        MeshNode::builder()
+            .capabilities(["account", "counter"])
+            .data_dir(&dir.0)
+            .start()
+    };
+    let mut node = start().await;
+    let r = call_ok(&node, &under("account", deposit(5))).await;
+    assert_eq!(r.result(), &json!({"ok": 5}), "{r}");
+    let r = call_ok(&node, &under("counter", deposit(2))).await;
+    assert_eq!(r.result(), &json!({"ok": 2}), "its own balance: {r}");
+    node.sigkill();
+    assert!(node.wait_exit(Duration::from_secs(10)).await.is_some());
+
+    let node = start().await;
+    for (capability, expected) in [("account", 5), ("counter", 2)] {
+        let r = call_ok(&node, &under(capability, balance())).await;
+        assert_eq!(r.result(), &json!({"ok": expected}), "{capability}: {r}");
+    }
+}
+
 #[tokio::test]
 async fn an_idle_account_is_passivated_and_continues_from_the_store() {
     let dir = DataDir::new();
