@@ -48,7 +48,8 @@ struct Args {
     #[arg(long, env = "MESH_SHARDS", default_value_t = mesh_actix::ShardCount::default().get())]
     shards: u32,
 
-    /// A shared secret every request (but /health and /metrics) must carry, as
+    /// A shared secret every client request (but /health, /ready, /metrics, /openapi.json and the
+    /// /dashboard page) must carry, as
     /// `Authorization: Bearer <secret>` (or just the secret) or `x-mesh-secret: <secret>`.
     #[arg(
         long,

@@ -92,6 +92,14 @@ impl Request {
     /// name, a timeout outside `1..=3600000` ms) is a [`MeshError::BadRequest`] whose message
     /// says what is wrong.
     pub fn from_json(body: &[u8]) -> Result<Request, MeshError> {
+        // serde would also read the struct from a JSON array of its fields in order: the
+        // body is an object, as the contract shows it, and nothing else is one.
+        let first = body.iter().find(|b| !b.is_ascii_whitespace());
+        if first.is_some_and(|b| *b == b'[') {
+            return Err(MeshError::BadRequest(
+                "invalid request body: expected a JSON object, got an array".into(),
+            ));
+        }
         let wire: WireRequest = serde_json::from_slice(body)
             .map_err(|e| MeshError::BadRequest(format!("invalid request body: {e}")))?;
         wire.try_into()
@@ -267,6 +275,9 @@ mod tests {
             "`capability` must not be empty"
         );
         assert!(bad("[1,2]").contains("invalid"));
+        // The fields as an array, in order, are not a body either.
+        let array = bad(r#" ["Counter","arr","counter",null,null,null]"#);
+        assert!(array.contains("expected a JSON object"), "{array}");
         // A typo is not silently ignored: the message names the field.
         let typo = bad(r#"{"module":"M","id":"x","capability":"c","paylod":{"action":"reset"}}"#);
         assert!(typo.contains("unknown field `paylod`"), "{typo}");
