@@ -48,7 +48,7 @@ pub use mesh::{
 };
 pub use mesh_core::{
     ActorId, Capability, ErrorCode, LeaseConfig, Member, MemberStatus, MeshError, Module, NodeId,
-    Reply, Request, RoutingTable, ShardCount, ShardId,
+    Reply, Request, RoutingTable, ShardCount, ShardId, DEFAULT_TIMEOUT,
 };
 pub use mesh_macros::MeshActor;
 pub use metrics::{LatencyStats, ModuleStats, RequestStats, HOP_OUTCOMES, LATENCY_BUCKETS};

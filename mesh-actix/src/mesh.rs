@@ -664,6 +664,25 @@ impl Mesh {
             .ok_or_else(|| MeshError::no_capable_node(capability))
     }
 
+    /// [`Mesh::owner`] once this node serves: a node that has not learned its cluster yet
+    /// owns nothing and knows no owner (rule 10), nor does one that cannot confirm its view
+    /// (no lease), so this waits for that as a call would, at most `timeout`, then answers
+    /// `owner_unavailable` saying why. What `GET /owner` answers.
+    pub async fn serving_owner(
+        &self,
+        shard: ShardId,
+        capability: &str,
+        timeout: Duration,
+    ) -> Result<NodeId, MeshError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        if let Some(Refusal::NotReady | Refusal::NoLease) = self.inner.gate.refusal().map(|r| r.0) {
+            self.wait_for_gate(deadline, Origin::Client)
+                .await
+                .map_err(HopError::into_error)?;
+        }
+        self.owner(shard, capability)
+    }
+
     pub(crate) fn downgrade(&self) -> WeakMesh {
         WeakMesh(Arc::downgrade(&self.inner))
     }

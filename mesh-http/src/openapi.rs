@@ -196,13 +196,15 @@ pub(crate) fn document() -> Value {
     let mut owner = operation(
         "owner",
         "public",
-        "Which node owns an id under a capability, and its shard",
+        "Which node owns an id under a capability, and its shard; a node that is not serving \
+         yet (joining, or unable to confirm its view) waits for it up to 5 s",
         None,
         json!({"200": json_reply("the owner", "#/components/schemas/Owner")}),
         with(&[
             ErrorCode::BadRequest,
             ErrorCode::Unauthorized,
             ErrorCode::NoCapableNode,
+            ErrorCode::OwnerUnavailable,
         ]),
         client.clone(),
     );

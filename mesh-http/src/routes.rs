@@ -363,7 +363,11 @@ async fn owner(state: Shared, req: HttpRequest) -> HttpResult {
     let id = mesh_actix::ActorId::new(&query.id)?;
     let capability = Capability::new(&query.capability)?;
     let shard = state.mesh.shard_for(id.as_str());
-    let node = state.mesh.owner(shard, capability.as_str())?;
+    let timeout = mesh_actix::DEFAULT_TIMEOUT;
+    let node = state
+        .mesh
+        .serving_owner(shard, capability.as_str(), timeout)
+        .await?;
     Ok(HttpResponse::Ok().json(json!({"shard": shard.0, "node": node})))
 }
 
@@ -515,6 +519,12 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("not learned"));
+        // Nor does it name an owner (it owns nothing yet, rule 10): `/owner` waits for it as
+        // a call would, then says why not.
+        let owner = TestRequest::get().uri("/owner?id=a&capability=counter");
+        let (status, body) = send(&app, owner.to_request()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(error("owner_unavailable")(&body), "{body}");
     }
 
     #[actix_web::test]
