@@ -18,7 +18,6 @@
 
 use std::future::{ready, Future, Ready};
 use std::pin::Pin;
-use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -51,14 +50,14 @@ where
 
     fn new_transform(&self, service: S) -> Self::Future {
         ready(Ok(RequestSpanService {
-            service: Rc::new(service),
+            service,
             route: self.route,
         }))
     }
 }
 
 pub(crate) struct RequestSpanService<S> {
-    service: Rc<S>,
+    service: S,
     route: &'static str,
 }
 
